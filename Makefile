@@ -1,0 +1,42 @@
+# Set-up and the two README commands. Needs only Python 3.11 and git: everything else comes from
+# requirements.lock into .venv (uv installs it; uv itself is pinned below).
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(CURDIR)/$(VENV)/bin
+UV_VERSION := 0.13.9
+
+# Telemetry off: these machines are offline and a failing phone-home must not slow or break a run.
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export GX_ANALYTICS_ENABLED := false
+# DVC's default site cache (/var/tmp/dvc) may not be writable on CI: keep it inside the repo.
+export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/tmp/site-cache
+export PATH := $(BIN):$(PATH)
+
+.PHONY: setup repro test demo-capture clean-outputs
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ampsim needs Python 3.11: set PYTHON=/path/to/python3.11"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+# The main job: the DVC pipeline on every capture in data/captures (the shipped demo included).
+repro: setup
+	dvc repro
+	dvc metrics show
+
+test: setup
+	python -m pytest
+
+# Regenerate the committed synthetic demo capture (deterministic).
+demo-capture: setup
+	ampsim demo-capture --out data/captures/demo --force
+
+# Re-lock after editing pyproject.toml dependencies.
+lock: setup
+	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 --quiet -o requirements.lock

@@ -1,0 +1,126 @@
+"""Capture folders: `data/captures/<name>/` holding input.wav (dry DI), output.wav (through the amp) and an
+optional capture.yaml describing the device and how to use the pair."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ampsim.errors import CaptureError
+
+INPUT_FILE = "input.wav"
+OUTPUT_FILE = "output.wav"
+META_FILE = "capture.yaml"
+SPLITS = ("time", "train", "val")  # time: split by time within the capture; train/val: the whole capture
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_META_KEYS = {"device", "notes", "split", "channels", "knobs"}
+
+
+def check_capture_name(name: str, where: Path | str | None = None) -> str:
+    """A capture name becomes a folder name in every stage's output, so it must stay inside that folder."""
+    if not _NAME.match(name) or ".." in name:
+        raise CaptureError(
+            f"capture name {name!r} is not allowed (it must not contain '..', '/' or spaces, nor start with '.')",
+            path=where,
+            fix="rename it using letters, digits, '.', '_' and '-' only, e.g. 'marshall-jcm800_crunch'",
+        )
+    return name
+
+
+@dataclass(frozen=True)
+class Capture:
+    name: str
+    folder: Path
+    device: str = ""
+    notes: str = ""
+    split: str = "time"
+    channels: dict[str, int] = field(default_factory=dict)  # which channel to take from a multi-channel file
+    knobs: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def input_path(self) -> Path:
+        return self.folder / INPUT_FILE
+
+    @property
+    def output_path(self) -> Path:
+        return self.folder / OUTPUT_FILE
+
+    @property
+    def meta_path(self) -> Path:
+        return self.folder / META_FILE
+
+
+def _read_meta(folder: Path) -> dict[str, Any]:
+    path = folder / META_FILE
+    if not path.exists():
+        return {"split": "time", "channels": {}, "knobs": {}}
+    try:
+        meta = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise CaptureError(f"not valid YAML ({exc})", path=path, fix="correct the YAML syntax") from exc
+    if not isinstance(meta, dict):
+        raise CaptureError("must be a YAML mapping", path=path, fix="write `key: value` lines, e.g. `device: DS-1`")
+    unknown = sorted(set(meta) - _META_KEYS)
+    if unknown:
+        raise CaptureError(
+            f"unknown key(s) {unknown}", path=path, fix=f"use only {sorted(_META_KEYS)} (check the spelling)"
+        )
+    split = meta.get("split", "time")
+    if split not in SPLITS:
+        raise CaptureError(f"split {split!r} is not one of {list(SPLITS)}", path=path, fix="use split: time, train or val")
+    channels = meta.get("channels") or {}
+    if not isinstance(channels, dict) or not set(channels) <= {"input", "output"} or not all(
+        isinstance(v, int) and v >= 0 for v in channels.values()
+    ):
+        raise CaptureError(
+            f"channels {channels!r} is not a mapping of input/output to a channel index",
+            path=path,
+            fix="write e.g. `channels: {input: 0, output: 1}` (0 = left, 1 = right)",
+        )
+    knobs = meta.get("knobs") or {}
+    if not isinstance(knobs, dict):
+        raise CaptureError("knobs must be a mapping of knob name to 0-1 value", path=path, fix="e.g. `knobs: {gain: 0.6}`")
+    return {**meta, "split": split, "channels": channels, "knobs": knobs}
+
+
+def load_capture(folder: Path) -> Capture:
+    folder = Path(folder)
+    name = check_capture_name(folder.name, folder)
+    for required in (INPUT_FILE, OUTPUT_FILE):
+        if not (folder / required).is_file():
+            role = "dry DI recording" if required == INPUT_FILE else "recording through the amp"
+            raise CaptureError(
+                f"capture {name!r} has no {required}",
+                path=folder / required,
+                fix=f"add the {role} as {required} (both files are required)",
+            )
+    meta = _read_meta(folder)
+    return Capture(
+        name=name,
+        folder=folder,
+        device=str(meta.get("device", "")),
+        notes=str(meta.get("notes", "")),
+        split=meta["split"],
+        channels=dict(meta["channels"]),
+        knobs={str(k): v for k, v in meta["knobs"].items()},
+    )
+
+
+def find_captures(root: Path) -> list[Capture]:
+    """Every capture folder under `root`, sorted by name; hidden entries and loose files are ignored."""
+    root = Path(root)
+    if not root.is_dir():
+        raise CaptureError("captures folder not found", path=root, fix="create it and add a capture folder inside")
+    folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not folders:
+        raise CaptureError(
+            "no capture folders found",
+            path=root,
+            fix="add a folder per capture holding input.wav and output.wav (or run `ampsim demo-capture`)",
+        )
+    return [load_capture(folder) for folder in folders]

@@ -1,0 +1,138 @@
+"""Stage 2: check every normalised pair, measure and compensate its delay, split train/validation.
+
+All captures are judged before anything is written, so one run lists every problem at once. The report
+(JSON and Great Expectations Data Docs) is written whether the checks pass or not; the prepared audio only
+when they all pass.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import soundfile as sf
+
+from ampsim.alignment import align, estimate_delay, length_mismatch
+from ampsim.audio import atomic_dir, write_text, write_wav
+from ampsim.captures import INPUT_FILE, OUTPUT_FILE
+from ampsim.checks import run_suite
+from ampsim.errors import AmpsimError, ValidationFailed
+from ampsim.normalize import STATS_FILE
+from ampsim.params import ValidateParams
+
+MANIFEST_FILE = "manifest.json"
+
+
+def _load_side(folder: Path, filename: str) -> np.ndarray:
+    samples, _ = sf.read(str(folder / filename), dtype="float32", always_2d=True)
+    return samples
+
+
+def measure_delay(dry: np.ndarray, wet: np.ndarray, sample_rate: int, params: ValidateParams) -> tuple[int, int]:
+    """Delay measured on the opening `align_seconds`, searched well beyond the bound so that a pair that is
+    too far apart is reported as such; and, for the report, the delay measured on the whole pair."""
+    opening = int(params.align_seconds * sample_rate)
+    search = min(opening // 2, max(sample_rate, int(4 * params.max_delay_ms * sample_rate / 1000)))
+    delay = estimate_delay(dry[:opening], wet[:opening], search)
+    whole = estimate_delay(dry, wet, int(params.max_delay_ms * sample_rate / 1000))
+    return delay, whole
+
+
+def capture_row(name: str, entry: dict, folder: Path, params: ValidateParams) -> tuple[dict, np.ndarray, np.ndarray]:
+    inp, out = entry["input"], entry["output"]
+    dry, wet = _load_side(folder, INPUT_FILE), _load_side(folder, OUTPUT_FILE)
+    rate = inp["sample_rate"]
+    measurable = (inp["channels"] == out["channels"] == 1 and inp["sample_rate"] == out["sample_rate"]
+                  and np.isfinite(dry).all() and np.isfinite(wet).all()
+                  and inp["rms_dbfs"] >= params.min_input_rms_dbfs and out["rms"] > 0
+                  and min(inp["frames"], out["frames"]) > 2)
+    delay, whole = measure_delay(dry[:, 0], wet[:, 0], rate, params) if measurable else (0, 0)
+    mismatch = length_mismatch(inp["frames"], out["frames"], delay)
+    aligned = min(inp["frames"] - max(0, -delay), out["frames"] - max(0, delay))
+    row = {
+        "capture": name,
+        "source": entry["source"],
+        "input_sample_rate": inp["sample_rate"],
+        "output_sample_rate": out["sample_rate"],
+        "input_channels": inp["channels"],
+        "output_channels": out["channels"],
+        "input_nonfinite": inp["nan_count"] + inp["inf_count"],
+        "output_nonfinite": out["nan_count"] + out["inf_count"],
+        "input_rms_dbfs": inp["rms_dbfs"],
+        "output_clipped_fraction": out["clipped_fraction"],
+        "delay_samples": delay if measurable else None,
+        "delay_ms": 1000 * delay / rate if measurable else None,
+        "delay_whole_file_samples": whole if measurable else None,
+        "length_mismatch_ms": 1000 * mismatch / rate,
+        "aligned_seconds": max(0, aligned) / rate,
+    }
+    return row, dry, wet
+
+
+def split_ranges(frames: int, split: str, val_fraction: float) -> dict[str, tuple[int, int]]:
+    """Frame ranges per split: by time (the last `val_fraction` is validation) or the whole capture."""
+    if split == "time":
+        cut = int(round(frames * (1 - val_fraction)))
+        return {"train": (0, cut), "val": (cut, frames)}
+    return {split: (0, frames)}
+
+
+def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Path, sample_rate: int,
+                      params: ValidateParams) -> dict:
+    normalized_dir, prepared_dir, reports_dir = Path(normalized_dir), Path(prepared_dir), Path(reports_dir)
+    stats_path = normalized_dir / STATS_FILE
+    if not stats_path.is_file():
+        raise AmpsimError("normalised captures not found", path=stats_path, fix="run `dvc repro normalize` first")
+    captures = json.loads(stats_path.read_text())["captures"]
+
+    rows, pairs = [], {}
+    for name, entry in captures.items():
+        row, dry, wet = capture_row(name, entry, normalized_dir / name, params)
+        rows.append(row)
+        pairs[name] = (dry, wet)
+    table = pd.DataFrame(rows)
+
+    with atomic_dir(reports_dir) as scratch:
+        failures, gx_result = run_suite(table, sample_rate, params, scratch / "data_docs")
+        report = {
+            "passed": not failures,
+            "failures": [f.sentence() for f in failures],
+            "captures": table.replace({np.nan: None}).to_dict(orient="records"),
+            "great_expectations": gx_result,
+        }
+        (scratch / "report.json").write_text(json.dumps(report, indent=2, default=str))
+    if failures:
+        raise ValidationFailed([f.sentence() for f in failures], reports_dir / "report.json")
+
+    manifest = {"sample_rate": sample_rate, "segments": []}
+    with atomic_dir(prepared_dir) as scratch:
+        for row in rows:
+            name = row["capture"]
+            dry, wet = align(*pairs[name], row["delay_samples"])
+            entry = captures[name]
+            for split, (start, stop) in split_ranges(len(dry), entry["split"], params.val_fraction).items():
+                folder = scratch / split / name
+                write_wav(folder / INPUT_FILE, dry[start:stop], sample_rate)
+                write_wav(folder / OUTPUT_FILE, wet[start:stop], sample_rate)
+                manifest["segments"].append({
+                    "capture": name, "split": split, "folder": f"{split}/{name}", "frames": stop - start,
+                    "seconds": (stop - start) / sample_rate, "delay_samples": row["delay_samples"],
+                    "device": entry["device"], "knobs": entry["knobs"]})
+        splits = {s["split"] for s in manifest["segments"]}
+        if splits != {"train", "val"}:
+            missing = ({"train", "val"} - splits).pop()
+            sources = ", ".join(f"{captures[r['capture']]['source']}/capture.yaml" for r in rows)
+            raise AmpsimError(f"no capture provides {missing} data (split settings in {sources})",
+                              fix="leave at least one capture with `split: time` (the default) in its capture.yaml")
+        (scratch / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2))
+
+    summary = {
+        "captures": len(rows),
+        "train_seconds": sum(s["seconds"] for s in manifest["segments"] if s["split"] == "train"),
+        "val_seconds": sum(s["seconds"] for s in manifest["segments"] if s["split"] == "val"),
+        "delay_samples": {r["capture"]: r["delay_samples"] for r in rows},
+    }
+    write_text(reports_dir / "summary.json", json.dumps(summary, indent=2))
+    return summary
