@@ -133,6 +133,7 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
         "train_seconds": sum(s["seconds"] for s in manifest["segments"] if s["split"] == "train"),
         "val_seconds": sum(s["seconds"] for s in manifest["segments"] if s["split"] == "val"),
         "delay_samples": {r["capture"]: r["delay_samples"] for r in rows},
+        "delay_whole_file_samples": {r["capture"]: r["delay_whole_file_samples"] for r in rows},
     }
     write_text(reports_dir / "summary.json", json.dumps(summary, indent=2))
     return summary

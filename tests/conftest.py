@@ -1,0 +1,108 @@
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from ampsim.cli import main
+from ampsim.demo import synth_di, virtual_amp
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_CAPTURES = PROJECT.parent / "shared" / "captures"
+RATE = 48000
+
+
+@pytest.fixture(scope="session")
+def params_file() -> Path:
+    return PROJECT / "params.yaml"
+
+
+@pytest.fixture(scope="session")
+def pair() -> tuple[np.ndarray, np.ndarray]:
+    """10 s of synthetic DI (opening with 1.5 s of sweeps, as capture signals do) and the virtual amp's
+    answer (0.5 ms latency)."""
+    dry = synth_di(10.0, RATE, seed=7)
+    return dry, virtual_amp(dry, RATE, gain=0.5, latency_ms=0.5)
+
+
+def write_capture(root: Path, name: str, dry: np.ndarray, wet: np.ndarray, *, dry_rate: int = RATE,
+                  wet_rate: int = RATE, subtype: str = "FLOAT", meta: dict | None = None) -> Path:
+    folder = root / name
+    folder.mkdir(parents=True, exist_ok=True)
+    sf.write(folder / "input.wav", dry, dry_rate, subtype=subtype)
+    sf.write(folder / "output.wav", wet, wet_rate, subtype=subtype)
+    if meta is not None:
+        (folder / "capture.yaml").write_text(yaml.safe_dump(meta))
+    return folder
+
+
+def run_ampsim(capsys, params_file: Path, *args: str) -> tuple[int, str, str]:
+    capsys.readouterr()
+    code = main(["--params", str(params_file), *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture
+def ampsim_cli(capsys, params_file):
+    def run(*args: str, params: Path | None = None) -> tuple[int, str, str]:
+        return run_ampsim(capsys, params or params_file, *args)
+
+    return run
+
+
+@pytest.fixture(scope="session")
+def boss_ds1() -> Path:
+    folder = SHARED_CAPTURES / "boss-ds1"
+    if not (folder / "input.wav").is_file():
+        message = f"real capture not found at {folder} (../shared/captures beside the project)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return folder
+
+
+def tree_digest(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def tool_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update(DVC_NO_ANALYTICS="1", GX_ANALYTICS_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false",
+               GIT_AUTHOR_NAME="ampsim tests", GIT_AUTHOR_EMAIL="tests@ampsim.invalid",
+               GIT_COMMITTER_NAME="ampsim tests", GIT_COMMITTER_EMAIL="tests@ampsim.invalid")
+    return env
+
+
+@pytest.fixture
+def project_copy(tmp_path) -> Path:
+    """The project's tracked files in a fresh git repo with one commit, as a clean clone would be."""
+    files = subprocess.run(["git", "ls-files", "-z"], cwd=PROJECT, capture_output=True, check=True).stdout
+    repo = tmp_path / "project"
+    for rel in filter(None, files.decode().split("\0")):
+        source = PROJECT / rel
+        if source.is_file():
+            (repo / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, repo / rel)
+    env = tool_env()
+    env["DVC_SITE_CACHE_DIR"] = str(tmp_path / "dvc-site-cache")
+    for command in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):
+        subprocess.run(command, cwd=repo, env=env, check=True)
+    return repo
+
+
+def run_tool(repo: Path, *command: str, check: bool = True, site_cache: Path | None = None) -> subprocess.CompletedProcess:
+    env = tool_env()
+    env["DVC_SITE_CACHE_DIR"] = str(site_cache or repo.parent / "dvc-site-cache")
+    result = subprocess.run(list(command), cwd=repo, env=env, capture_output=True, text=True)
+    if check and result.returncode != 0:
+        raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
+    return result

@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import soundfile as sf
+import yaml
+
+from ampsim.captures import check_capture_name
+from ampsim.demo import synth_di, virtual_amp
+from ampsim.errors import AmpsimError, CaptureError
+from ampsim.params import NormalizeParams, load_params, section
+from conftest import PROJECT
+
+
+def test_committed_demo_is_what_the_generator_writes(ampsim_cli, tmp_path):
+    code, out, err = ampsim_cli("demo-capture", "--out", str(tmp_path / "demo"))
+    assert code == 0, err
+    for name in ("input.wav", "output.wav"):
+        generated, rate = sf.read(tmp_path / "demo" / name, dtype="int16")
+        committed, committed_rate = sf.read(PROJECT / "data" / "captures" / "demo" / name, dtype="int16")
+        assert rate == committed_rate == 48000
+        # one LSB of slack: libm differences between machines may flip a rounding
+        assert np.max(np.abs(generated.astype(int) - committed.astype(int))) <= 1
+    size = sum((PROJECT / "data" / "captures" / "demo" / n).stat().st_size for n in ("input.wav", "output.wav"))
+    assert size <= 6 * 2**20
+    assert "synthetic" in (tmp_path / "demo" / "capture.yaml").read_text()
+
+
+def test_demo_signal_is_deterministic_and_guitar_like():
+    a = synth_di(4.0, 48000, seed=3)
+    b = synth_di(4.0, 48000, seed=3)
+    np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(a, synth_di(4.0, 48000, seed=4))
+    peak_dbfs = 20 * np.log10(np.abs(a).max())
+    assert -12 < peak_dbfs < 0
+
+
+def test_virtual_amp_gain_knob_adds_distortion():
+    t = np.arange(48000) / 48000
+    tone = (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32)
+
+    def harmonic_share(y):
+        spectrum = np.abs(np.fft.rfft(y[4800:] * np.hanning(len(y) - 4800)))
+        freqs = np.fft.rfftfreq(len(y) - 4800, 1 / 48000)
+        fundamental = spectrum[np.abs(freqs - 220) < 5].sum()
+        return 1 - fundamental / spectrum.sum()
+
+    low, high = virtual_amp(tone, 48000, 0.0, 0.0), virtual_amp(tone, 48000, 1.0, 0.0)
+    assert harmonic_share(high) > harmonic_share(low) + 0.05
+    assert np.abs(high).max() < 1.0
+    with pytest.raises(ValueError):
+        virtual_amp(tone, 48000, 1.5, 0.0)
+
+
+def test_params_section_names_missing_and_unknown_keys(tmp_path):
+    params = load_params(PROJECT / "params.yaml")
+    assert section(params, "normalize", NormalizeParams).mode == "fullscale"
+    broken = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    del broken["normalize"]["clip_level"]
+    broken["normalize"]["clip_levle"] = 0.9
+    with pytest.raises(AmpsimError) as caught:
+        section(broken, "normalize", NormalizeParams, "params.yaml")
+    assert "missing `normalize.clip_level`" in caught.value.message
+    assert "unknown `normalize.clip_levle`" in caught.value.message
+
+
+@pytest.mark.parametrize("name", ["..", "a/../b", "a/b", "../escape", "with space", ".hidden", "a..b"])
+def test_capture_names_that_could_escape_or_confuse_are_refused(name):
+    with pytest.raises(CaptureError) as caught:
+        check_capture_name(name)
+    assert "not allowed" in caught.value.message and "Fix:" in caught.value.message
+
+
+def test_demo_capture_refuses_an_unsafe_name(ampsim_cli, tmp_path):
+    code, out, err = ampsim_cli("demo-capture", "--out", str(tmp_path / "bad..name"))
+    assert code == 1 and "not allowed" in err and not (tmp_path / "bad..name").exists()

@@ -1,0 +1,60 @@
+"""The real DVC pipeline in a temporary git repo holding a copy of the project (never the real data/)."""
+
+import shutil
+
+import yaml
+
+from dvc.repo import Repo
+
+from conftest import run_tool
+
+
+def test_repro_runs_then_reruns_only_what_changed(project_copy, boss_ds1):
+    first = run_tool(project_copy, "dvc", "repro")
+    assert "Running stage 'normalize'" in first.stdout and "Running stage 'validate'" in first.stdout
+    assert "demo: delay 30 samples" in first.stdout
+    assert (project_copy / "reports" / "validate" / "data_docs" / "index.html").is_file()
+    status = run_tool(project_copy, "dvc", "status")
+    assert "Data and pipelines are up to date" in status.stdout
+    untracked = run_tool(project_copy, "git", "status", "--porcelain", "--untracked-files=all").stdout
+    assert "??" not in untracked  # every output is git-ignored
+
+    # a knob only validate reads: normalize is skipped
+    params = yaml.safe_load((project_copy / "params.yaml").read_text())
+    params["validate"]["val_fraction"] = 0.25
+    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    second = run_tool(project_copy, "dvc", "repro")
+    assert "Stage 'normalize' didn't change, skipping" in second.stdout
+    assert "Running stage 'validate'" in second.stdout
+
+    # a new capture: both stages run again, then everything is up to date
+    shutil.copytree(boss_ds1, project_copy / "data" / "captures" / "boss-ds1")
+    assert "normalize" in run_tool(project_copy, "dvc", "status").stdout
+    third = run_tool(project_copy, "dvc", "repro")
+    assert "Running stage 'normalize'" in third.stdout and "boss-ds1: delay 39 samples" in third.stdout
+    assert "Data and pipelines are up to date" in run_tool(project_copy, "dvc", "status").stdout
+    metrics = run_tool(project_copy, "dvc", "metrics", "show").stdout
+    assert "delay_samples.boss-ds1" in metrics
+
+
+def test_failed_validation_fails_repro_and_records_nothing(project_copy, pair):
+    from conftest import write_capture
+
+    dry, wet = pair
+    write_capture(project_copy / "data" / "captures", "halfrate", dry, wet, wet_rate=44100)
+    result = run_tool(project_copy, "dvc", "repro", check=False)
+    assert result.returncode != 0
+    assert "capture 'halfrate' (data/captures/halfrate/output.wav): output sample rate failed" in result.stderr
+    assert not (project_copy / "data" / "prepared").exists()
+    assert "validate" in run_tool(project_copy, "dvc", "status").stdout  # not recorded as done
+
+
+def test_second_repro_while_one_runs_is_refused_by_dvcs_lock(project_copy):
+    # Hold the repository lock exactly as a running `dvc repro` does, then start another one.
+    with Repo(str(project_copy)).lock:
+        result = run_tool(project_copy, "dvc", "repro", check=False)
+    assert result.returncode != 0
+    assert "Unable to acquire lock" in result.stderr
+    assert not (project_copy / "data" / "normalized").exists()
+    # and once the first one is done, a repro goes through
+    assert run_tool(project_copy, "dvc", "repro").returncode == 0
