@@ -54,3 +54,27 @@ def test_atomic_dir_keeps_the_previous_output_when_the_block_fails(tmp_path):
             raise RuntimeError("interrupted")
     assert (target / "a.txt").read_text() == "first"
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no scratch folder left behind
+
+
+def test_scratch_left_by_a_killed_run_is_cleared_on_the_next_run(tmp_path):
+    target = tmp_path / "out"
+    killed = tmp_path / ".out.tmp-abc123"  # what a SIGKILLed run leaves behind
+    killed.mkdir()
+    (killed / "partial.wav").write_bytes(b"half")
+    with atomic_dir(target) as scratch:
+        (scratch / "a.txt").write_text("done")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+
+
+def test_written_wavs_are_byte_reproducible(tmp_path):
+    """Stage outputs are hashed by DVC: the same audio must give the same bytes at any time."""
+    import time
+
+    from ampsim.audio import write_wav
+
+    audio = np.linspace(-0.5, 0.5, 4800, dtype=np.float32)
+    write_wav(tmp_path / "a.wav", audio, 48000)
+    time.sleep(1.1)  # libsndfile's PEAK chunk carries a timestamp with one-second resolution
+    write_wav(tmp_path / "b.wav", audio, 48000)
+    assert (tmp_path / "a.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+    np.testing.assert_array_equal(read_audio(tmp_path / "a.wav").samples[:, 0], audio)

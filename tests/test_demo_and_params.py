@@ -72,3 +72,16 @@ def test_capture_names_that_could_escape_or_confuse_are_refused(name):
 def test_demo_capture_refuses_an_unsafe_name(ampsim_cli, tmp_path):
     code, out, err = ampsim_cli("demo-capture", "--out", str(tmp_path / "bad..name"))
     assert code == 1 and "not allowed" in err and not (tmp_path / "bad..name").exists()
+
+
+def test_every_subcommand_has_help(capsys):
+    from ampsim.cli import build_parser
+
+    parser = build_parser()
+    commands = parser._subparsers._group_actions[0].choices
+    assert {"demo-capture", "normalize", "validate"} <= set(commands)
+    for name in commands:
+        with pytest.raises(SystemExit) as exited:
+            parser.parse_args([name, "--help"])
+        assert exited.value.code == 0
+        assert "usage: ampsim" in capsys.readouterr().out

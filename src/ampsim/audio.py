@@ -16,6 +16,9 @@ import soundfile as sf
 from ampsim.errors import CaptureError
 
 
+_SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's sf_command code (sndfile.h)
+
+
 @dataclass(frozen=True)
 class Decoded:
     samples: np.ndarray  # float32, shape (frames, channels), PCM scaled so that full scale is ±1.0
@@ -70,7 +73,13 @@ def write_wav(path: Path, samples: np.ndarray, sample_rate: int, subtype: str = 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        sf.write(tmp, samples, sample_rate, subtype=subtype, format="WAV")
+        samples = np.asarray(samples)
+        channels = 1 if samples.ndim == 1 else samples.shape[1]
+        with sf.SoundFile(tmp, "w", sample_rate, channels, subtype=subtype, format="WAV") as f:
+            # Float WAVs get a PEAK chunk stamped with the current time: switch it off so the same audio
+            # always gives the same bytes (DVC hashes outputs; a timestamp would re-trigger every stage).
+            sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+            f.write(samples)
         _publish(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
