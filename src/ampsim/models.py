@@ -1,0 +1,59 @@
+"""The networks, in `keras` and `keras.ops` only, so they run on TensorFlow, JAX or PyTorch.
+
+- `seed`: the 2018 model exactly: LSTM(64) -> LSTM(64) -> LSTM(1), every layer returning sequences, no
+  Dense head. Keras' LSTM defaults (tanh / sigmoid, no recurrent dropout, unroll off) are what lets the
+  TensorFlow backend pick the cuDNN kernel on a GPU (`use_cudnn="auto"`); `CuDNNLSTM` no longer exists.
+- `lstm`: the streaming model: LSTM(H) x L -> Dense(1), optionally y = x + f(x). Its streaming twin takes
+  and returns every layer's (h, c) state, so a file rendered block by block equals the file rendered whole.
+"""
+
+from __future__ import annotations
+
+import keras
+
+
+def seed_model(units: int = 64) -> keras.Model:
+    """The 2018 architecture; `units` is 64 in the original (50,184 weights)."""
+    audio = keras.Input(shape=(None, 1), name="audio")
+    x = keras.layers.LSTM(units, return_sequences=True, name="lstm_1")(audio)
+    x = keras.layers.LSTM(units, return_sequences=True, name="lstm_2")(x)
+    out = keras.layers.LSTM(1, return_sequences=True, name="lstm_out")(x)
+    return keras.Model(audio, out, name="seed")
+
+
+def lstm_model(hidden_size: int, num_layers: int, input_skip: bool, input_size: int = 1) -> keras.Model:
+    """Streaming LSTM for training and whole-file rendering (zero initial state)."""
+    audio = keras.Input(shape=(None, input_size), name="audio")
+    x = audio
+    for i in range(num_layers):
+        x = keras.layers.LSTM(hidden_size, return_sequences=True, name=f"lstm_{i + 1}")(x)
+    out = keras.layers.Dense(1, name="head")(x)
+    if input_skip:
+        out = keras.layers.Add(name="input_skip")([out, audio[..., :1]])
+    return keras.Model(audio, out, name="lstm")
+
+
+def streaming_twin(model: keras.Model) -> keras.Model:
+    """A model with the same weights that takes (audio, h_1, c_1, ..., h_L, c_L) and returns
+    (audio_out, h_1, c_1, ...): the state carries from one block to the next."""
+    lstms = [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+    input_size = model.input_shape[-1]
+    audio = keras.Input(shape=(None, input_size), name="audio")
+    states_in, states_out = [], []
+    x = audio
+    for layer in lstms:
+        h = keras.Input(shape=(layer.units,), name=f"{layer.name}_h")
+        c = keras.Input(shape=(layer.units,), name=f"{layer.name}_c")
+        twin = keras.layers.LSTM(layer.units, return_sequences=True, return_state=True, name=layer.name)
+        x, h_out, c_out = twin(x, initial_state=[h, c])
+        twin.set_weights(layer.get_weights())
+        states_in += [h, c]
+        states_out += [h_out, c_out]
+    if model.name == "lstm":
+        head = model.get_layer("head")
+        dense = keras.layers.Dense(1, name="head")
+        x = dense(x)
+        dense.set_weights(head.get_weights())
+        if any(layer.name == "input_skip" for layer in model.layers):
+            x = keras.layers.Add(name="input_skip")([x, audio[..., :1]])
+    return keras.Model([audio, *states_in], [x, *states_out], name=f"{model.name}_streaming")

@@ -1,0 +1,69 @@
+"""Model shapes, the 2018 model's weight count, losses, and streaming = whole-sequence."""
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from ampsim.losses import esr, esr_dc_loss, pre_emphasis, tail_mse  # noqa: E402
+from ampsim.models import lstm_model, seed_model, streaming_twin  # noqa: E402
+
+
+def test_seed_model_is_the_2018_stack_with_50184_weights():
+    model = seed_model()
+    assert [type(layer).__name__ for layer in model.layers[1:]] == ["LSTM", "LSTM", "LSTM"]
+    assert [layer.units for layer in model.layers[1:]] == [64, 64, 1]
+    assert model.count_params() == 50_184
+    window = np.zeros((2, 5280, 1), dtype=np.float32)
+    assert model.predict(window, verbose=0).shape == (2, 5280, 1)
+
+
+def test_tail_mse_scores_only_the_last_samples():
+    rng = np.random.default_rng(0)
+    y_true = rng.standard_normal((3, 5280, 1)).astype(np.float32)
+    y_pred = y_true.copy()
+    y_pred[:, :-480] += 5.0  # errors outside the tail must not count
+    y_pred[:, -480:] += 0.1
+    value = float(keras.ops.convert_to_numpy(tail_mse(480)(y_true, y_pred)))
+    assert value == pytest.approx(0.01, rel=1e-4)
+
+
+def test_esr_and_pre_emphasis_match_numpy():
+    rng = np.random.default_rng(1)
+    y = rng.standard_normal((2, 1000, 1)).astype(np.float32)
+    y_hat = y + 0.1 * rng.standard_normal(y.shape).astype(np.float32)
+    expected = np.sum((y - y_hat) ** 2) / np.sum(y**2)
+    assert float(keras.ops.convert_to_numpy(esr(y, y_hat))) == pytest.approx(expected, rel=1e-4)
+    emphasised = keras.ops.convert_to_numpy(pre_emphasis(y, 0.85))
+    np.testing.assert_allclose(emphasised, y[:, 1:] - 0.85 * y[:, :-1], atol=1e-6)
+    loss = esr_dc_loss(warmup=100, pre_emphasis_coefficient=0.85, dc_weight=1.0)
+    shifted = y.copy()
+    shifted[:, :100] += 10.0  # the warm-up is ignored
+    assert float(keras.ops.convert_to_numpy(loss(y, shifted))) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("input_skip", [False, True])
+def test_streaming_block_by_block_equals_whole(input_skip):
+    keras.utils.set_random_seed(0)
+    model = lstm_model(hidden_size=8, num_layers=2, input_skip=input_skip)
+    twin = streaming_twin(model)
+    rng = np.random.default_rng(2)
+    audio = (0.3 * rng.standard_normal((1, 3000, 1))).astype(np.float32)
+    whole = model.predict(audio, verbose=0)
+    states = [np.zeros((1, 8), np.float32) for _ in range(4)]
+    blocks = []
+    for start in range(0, 3000, 700):  # uneven last block on purpose
+        out, *states = twin.predict([audio[:, start : start + 700], *states], verbose=0)
+        blocks.append(out)
+    np.testing.assert_allclose(np.concatenate(blocks, axis=1), whole, atol=1e-6)
+
+
+def test_seed_model_streams_too():
+    model = seed_model(units=4)
+    twin = streaming_twin(model)
+    audio = np.random.default_rng(3).standard_normal((1, 500, 1)).astype(np.float32)
+    whole = model.predict(audio, verbose=0)
+    states = [np.zeros((1, n), np.float32) for n in (4, 4, 4, 4, 1, 1)]
+    first, *states = twin.predict([audio[:, :250], *states], verbose=0)
+    second, *_ = twin.predict([audio[:, 250:], *states], verbose=0)
+    np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, atol=1e-6)
