@@ -125,6 +125,9 @@ def _bad(case, tmp_path, dry, wet):
     if case == "all-zero input":
         write_capture(captures, "c1", np.zeros_like(dry), wet)
         return "c1/input.wav", "validate", "input is not silent failed: measured -200 dBFS"
+    if case == "all-zero output":
+        write_capture(captures, "c1", dry, np.zeros_like(wet))
+        return "c1/output.wav", "validate", "output is not silent failed: measured -200 dBFS"
     if case == "NaN in float WAV":
         bad = dry.copy()
         bad[1000:1010] = np.nan
@@ -145,7 +148,7 @@ def _bad(case, tmp_path, dry, wet):
 
 @pytest.mark.parametrize("case", [
     "missing output", "not audio", "truncated header", "empty file", "stereo, no channel declared",
-    "44.1 kHz vs 48 kHz", "lengths differ", "all-zero input", "NaN in float WAV", "output clipped",
+    "44.1 kHz vs 48 kHz", "lengths differ", "all-zero input", "all-zero output", "NaN in float WAV", "output clipped",
     "delay beyond bound", "name with ..",
 ])
 def test_bad_input_is_refused_clearly(ampsim_cli, tmp_path, pair, case):

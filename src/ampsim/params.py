@@ -35,7 +35,7 @@ class ValidateParams:
     max_delay_ms: float
     max_length_mismatch_ms: float
     min_seconds: float
-    min_input_rms_dbfs: float
+    min_rms_dbfs: float
     max_output_clipped_fraction: float
     val_fraction: float
     align_seconds: float  # the delay is measured on this opening stretch of each capture

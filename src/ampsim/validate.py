@@ -46,7 +46,7 @@ def capture_row(name: str, entry: dict, folder: Path, params: ValidateParams) ->
     rate = inp["sample_rate"]
     measurable = (inp["channels"] == out["channels"] == 1 and inp["sample_rate"] == out["sample_rate"]
                   and np.isfinite(dry).all() and np.isfinite(wet).all()
-                  and inp["rms_dbfs"] >= params.min_input_rms_dbfs and out["rms"] > 0
+                  and min(inp["rms_dbfs"], out["rms_dbfs"]) >= params.min_rms_dbfs
                   and min(inp["frames"], out["frames"]) > 2)
     delay, whole = measure_delay(dry[:, 0], wet[:, 0], rate, params) if measurable else (0, 0)
     mismatch = length_mismatch(inp["frames"], out["frames"], delay)
@@ -61,6 +61,7 @@ def capture_row(name: str, entry: dict, folder: Path, params: ValidateParams) ->
         "input_nonfinite": inp["nan_count"] + inp["inf_count"],
         "output_nonfinite": out["nan_count"] + out["inf_count"],
         "input_rms_dbfs": inp["rms_dbfs"],
+        "output_rms_dbfs": out["rms_dbfs"],
         "output_clipped_fraction": out["clipped_fraction"],
         "delay_samples": delay if measurable else None,
         "delay_ms": 1000 * delay / rate if measurable else None,
