@@ -32,6 +32,6 @@ def align(dry: np.ndarray, wet: np.ndarray, delay: int) -> tuple[np.ndarray, np.
     return dry[:length], wet[:length]
 
 
-def length_mismatch(dry_frames: int, wet_frames: int, delay: int) -> int:
-    """Frames one side has beyond the other once the delay is compensated (trimmed by `align`)."""
-    return abs((dry_frames - max(0, -delay)) - (wet_frames - max(0, delay)))
+def frames_after_alignment(dry_frames: int, wet_frames: int, delay: int) -> tuple[int, int]:
+    """Frames each side has left once the delay is compensated, before `align` trims them to the shorter."""
+    return dry_frames - max(0, -delay), wet_frames - max(0, delay)

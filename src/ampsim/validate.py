@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from ampsim.alignment import align, estimate_delay, length_mismatch
+from ampsim.alignment import align, estimate_delay, frames_after_alignment
 from ampsim.audio import atomic_dir, write_text, write_wav
 from ampsim.captures import INPUT_FILE, OUTPUT_FILE
 from ampsim.checks import run_suite
@@ -49,8 +49,8 @@ def capture_row(name: str, entry: dict, folder: Path, params: ValidateParams) ->
                   and min(inp["rms_dbfs"], out["rms_dbfs"]) >= params.min_rms_dbfs
                   and min(inp["frames"], out["frames"]) > 2)
     delay, whole = measure_delay(dry[:, 0], wet[:, 0], rate, params) if measurable else (0, 0)
-    mismatch = length_mismatch(inp["frames"], out["frames"], delay)
-    aligned = min(inp["frames"] - max(0, -delay), out["frames"] - max(0, delay))
+    dry_left, wet_left = frames_after_alignment(inp["frames"], out["frames"], delay)
+    mismatch, aligned = abs(dry_left - wet_left), min(dry_left, wet_left)
     row = {
         "capture": name,
         "source": entry["source"],
