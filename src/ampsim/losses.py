@@ -36,3 +36,13 @@ def esr_dc_loss(warmup: int, pre_emphasis_coefficient: float, dc_weight: float):
 
     loss.__name__ = "esr_dc"
     return loss
+
+
+def warmed_mse(warmup: int):
+    """Plain MSE after the first `warmup` samples."""
+
+    def loss(y_true, y_pred):
+        return ops.mean(ops.square(y_true[:, warmup:, :] - y_pred[:, warmup:, :]))
+
+    loss.__name__ = "mse"
+    return loss

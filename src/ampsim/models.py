@@ -9,7 +9,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
 import keras
+
+from ampsim.audio import atomic_dir
+from ampsim.errors import AmpsimError
 
 
 def seed_model(units: int = 64) -> keras.Model:
@@ -57,3 +65,43 @@ def streaming_twin(model: keras.Model) -> keras.Model:
         if any(layer.name == "input_skip" for layer in model.layers):
             x = keras.layers.Add(name="input_skip")([x, audio[..., :1]])
     return keras.Model([audio, *states_in], [x, *states_out], name=f"{model.name}_streaming")
+
+
+# --- the saved model: Keras file plus a card that says how to feed it ---------------------------------
+
+MODEL_FILE = "model.keras"
+CARD_FILE = "card.json"
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """What a renderer needs besides the weights: the architecture, the sample rate it was trained at and,
+    for `seed`, the sliding window it was trained on."""
+
+    architecture: str  # "seed" | "lstm"
+    sample_rate: int
+    input_size: int
+    window_samples: int  # seed: crop length (5280 at 48 kHz); lstm: training segment length
+    tail_samples: int  # seed: scored tail = sliding-window hop (480 at 48 kHz); lstm: segment minus warm-up
+    captures: list[str]
+    mlflow_run_id: str | None
+
+
+def save_model(model: keras.Model, card: ModelCard, folder: Path) -> None:
+    """Write model.keras and card.json into `folder` atomically (an interrupted save keeps the old model)."""
+    with atomic_dir(folder) as scratch:
+        model.save(scratch / MODEL_FILE)
+        (scratch / CARD_FILE).write_text(json.dumps(dataclasses.asdict(card), indent=2) + "\n")
+
+
+def load_model(folder: Path) -> tuple[keras.Model, ModelCard]:
+    """Load a saved model in Keras safe mode (no arbitrary code) with its card."""
+    folder = Path(folder)
+    for name in (MODEL_FILE, CARD_FILE):
+        if not (folder / name).is_file():
+            raise AmpsimError("model not found", path=folder / name,
+                              fix="train one with `dvc repro train` (or point at a folder that has "
+                                  f"{MODEL_FILE} and {CARD_FILE})")
+    model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
+    card = ModelCard(**json.loads((folder / CARD_FILE).read_text()))
+    return model, card

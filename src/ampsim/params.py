@@ -49,6 +49,61 @@ class DemoParams:
     latency_ms: float
 
 
+@dataclass(frozen=True)
+class TrainParams:
+    architecture: str  # "lstm" (streaming) or "seed" (the 2018 model)
+    random_seed: int  # weights and crops; a resumed run continues the same random stream
+    max_steps: int
+    max_minutes: float  # training-time budget summed over resumed runs; 0 means no limit
+
+
+@dataclass(frozen=True)
+class SeedParams:
+    units: int
+    window_ms: float  # crop length (110 ms = 5280 samples at 48 kHz)
+    tail_ms: float  # the loss sees only the last tail_ms of each crop (10 ms = 480 samples)
+    batch_size: int
+    batches_per_step: int
+    learning_rate: float
+    patience: int  # steps without a better validation loss before stopping
+    val_windows: int  # fixed validation windows, the same every step and every run
+
+
+@dataclass(frozen=True)
+class LstmParams:
+    hidden_size: int
+    num_layers: int
+    input_skip: bool  # y = x + f(x); .nam export needs it off
+    segment_samples: int  # training segment length, warm-up included
+    warmup_samples: int  # first samples of each segment that the loss ignores while the state settles
+    batch_size: int
+    batches_per_step: int
+    learning_rate: float
+    patience: int
+    loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
+    pre_emphasis: float
+    dc_weight: float
+    val_segments: int
+
+
+@dataclass(frozen=True)
+class EvaluateParams:
+    overlay_ms: float  # length of the waveform overlay plot
+    spectrogram_seconds: float  # validation audio shown in the spectrograms
+    max_tail_windows: int  # cap on the fixed window set of the 2018 metric (evenly spaced)
+    pre_emphasis: float  # coefficient of the pre-emphasised ESR metric
+
+
+@dataclass(frozen=True)
+class RenderParams:
+    example_seconds: float  # per capture, from the start of its validation audio
+
+
+@dataclass(frozen=True)
+class MlflowParams:
+    experiment: str
+
+
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():

@@ -21,8 +21,8 @@ from ampsim.checks import run_suite
 from ampsim.errors import AmpsimError, ValidationFailed
 from ampsim.normalize import STATS_FILE
 from ampsim.params import ValidateParams
+from ampsim.windows import MANIFEST_FILE
 
-MANIFEST_FILE = "manifest.json"
 
 
 def _load_side(folder: Path, filename: str) -> np.ndarray:

@@ -1,0 +1,109 @@
+"""Windows cut from prepared audio: random training crops, fixed validation windows, tiled windows.
+
+Several captures are pooled end to end; a window never crosses from one capture into the next. Everything
+is index arithmetic on whole arrays (no per-sample Python).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from ampsim.audio import read_audio
+from ampsim.captures import INPUT_FILE, OUTPUT_FILE
+from ampsim.errors import AmpsimError
+
+MANIFEST_FILE = "manifest.json"
+
+
+@dataclass(frozen=True)
+class Segment:
+    capture: str
+    x: np.ndarray  # dry, float32 (frames,)
+    y: np.ndarray  # wet, float32 (frames,)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Captures laid end to end, with where each starts, so windows can be drawn from all of them at once."""
+
+    x: np.ndarray
+    y: np.ndarray
+    offsets: np.ndarray  # start of each capture in x / y
+    lengths: np.ndarray
+
+    @classmethod
+    def of(cls, segments: list[Segment]) -> Pool:
+        lengths = np.array([len(s.x) for s in segments], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        return cls(np.concatenate([s.x for s in segments]), np.concatenate([s.y for s in segments]),
+                   offsets, lengths)
+
+
+def read_manifest(prepared: Path) -> dict:
+    path = Path(prepared) / MANIFEST_FILE
+    if not path.is_file():
+        raise AmpsimError("prepared data not found", path=path, fix="run `dvc repro validate` first")
+    return json.loads(path.read_text())
+
+
+def load_split(prepared: Path, split: str) -> list[Segment]:
+    """The prepared train or val audio of every capture, in manifest order."""
+    prepared = Path(prepared)
+    segments = []
+    for entry in read_manifest(prepared)["segments"]:
+        if entry["split"] != split:
+            continue
+        folder = prepared / entry["folder"]
+        x, y = (read_audio(folder / name).samples[:, 0] for name in (INPUT_FILE, OUTPUT_FILE))
+        segments.append(Segment(entry["capture"], x, y))
+    if not segments:
+        raise AmpsimError(f"no {split} audio in the prepared data", path=prepared / MANIFEST_FILE,
+                          fix="check the captures' `split:` settings and run `dvc repro validate`")
+    return segments
+
+
+def _gather(pool: Pool, starts: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    index = starts[:, None] + np.arange(length)[None, :]
+    return pool.x[index][..., None], pool.y[index][..., None]
+
+
+def _require_length(pool: Pool, length: int, what: str) -> np.ndarray:
+    usable = pool.lengths >= length
+    if not usable.any():
+        raise AmpsimError(f"every capture is shorter than one {what} ({length} samples)",
+                          fix="record longer captures or shorten the window in params.yaml")
+    return usable
+
+
+def random_windows(pool: Pool, rng: np.random.Generator, count: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` random windows of `length` samples, each capture drawn in proportion to its usable length.
+    Returns x, y shaped (count, length, 1)."""
+    usable = _require_length(pool, length, "training window")
+    room = np.where(usable, pool.lengths - length + 1, 0)
+    which = rng.choice(len(room), size=count, p=room / room.sum())
+    starts = pool.offsets[which] + rng.integers(0, room[which])
+    return _gather(pool, starts, length)
+
+
+def fixed_windows(pool: Pool, count: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` windows spread evenly over all captures: the same set every call, so losses compare."""
+    usable = _require_length(pool, length, "validation window")
+    room = np.where(usable, pool.lengths - length + 1, 0)
+    edges = np.cumsum(room)
+    positions = np.linspace(0, edges[-1] - 1, count).round().astype(np.int64)
+    which = np.searchsorted(edges, positions, side="right")
+    starts = pool.offsets[which] + positions - (edges[which] - room[which])
+    return _gather(pool, starts, length)
+
+
+def tiled_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:
+    """The 2018 sliding window: windows of `window` samples every `hop`, zero-padded so that the last `hop`
+    samples of window k are input samples [k*hop, (k+1)*hop) and the tails cover the whole input.
+    Returns (ceil(len(x) / hop), window)."""
+    count = -(-len(x) // hop)
+    padded = np.concatenate([np.zeros(window - hop, x.dtype), x, np.zeros(count * hop - len(x), x.dtype)])
+    return np.lib.stride_tricks.sliding_window_view(padded, window)[::hop]
