@@ -69,6 +69,87 @@ def cmd_validate(args: argparse.Namespace) -> None:
           f"report in {args.reports}/report.json, Data Docs in {args.reports}/data_docs/index.html")
 
 
+def _train_config(params: dict, source: str):
+    from ampsim.params import AudioParams, LstmParams, SeedParams, TrainParams, section
+    from ampsim.training import TrainConfig
+
+    return TrainConfig(sample_rate=section(params, "audio", AudioParams, source).sample_rate,
+                       train=section(params, "train", TrainParams, source),
+                       seed=section(params, "seed", SeedParams, source),
+                       lstm=section(params, "lstm", LstmParams, source))
+
+
+def _tracker(params: dict, source: str):
+    from ampsim.params import MlflowParams, section
+    from ampsim.tracking import Tracker
+
+    return Tracker.for_project(section(params, "mlflow", MlflowParams, source).experiment)
+
+
+def _reopen_run(params: dict, source: str, run_id: str | None):
+    """The training run to add results to, or None (with a warning) when the store no longer has it."""
+    tracker = _tracker(params, source)
+    try:
+        if run_id is None:
+            raise AmpsimError("the model card names no MLflow run", fix="retrain with `dvc repro -f train`")
+        tracker.resume(run_id)
+    except AmpsimError as exc:
+        print(f"ampsim: warning: not logging to MLflow: {exc.message}", file=sys.stderr)
+        return None
+    return tracker
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from ampsim.training import train
+
+    params = _params(args)
+    config = _train_config(params, args.params)
+    tracker = None if args.no_mlflow else _tracker(params, args.params)
+    train(Path(args.prepared), Path(args.model), Path(args.reports), Path(args.checkpoint), config,
+          tracker=tracker, all_params=params, progress=not args.quiet)
+    if tracker is not None:
+        print(f"MLflow run {tracker.run_id} in {tracker.uri}")
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from ampsim.evaluation import PLOTS_DIR, evaluate, flat_metrics
+    from ampsim.models import load_model
+    from ampsim.params import EvaluateParams, section
+    from ampsim.training import recipe, samples
+    from ampsim.windows import load_split
+
+    params = _params(args)
+    config = _train_config(params, args.params)
+    model, card = load_model(Path(args.model))
+    result = evaluate(model, card, load_split(Path(args.prepared), "val"),
+                      section(params, "evaluate", EvaluateParams, args.params),
+                      samples(config.seed.window_ms, card.sample_rate), samples(config.seed.tail_ms, card.sample_rate),
+                      Path(args.history), recipe(config).loss_name, Path(args.out))
+    tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
+    if tracker is not None:
+        tracker.log_metrics(flat_metrics(result))
+        tracker.log_artifacts(Path(args.out) / PLOTS_DIR, "plots")
+    print(f"validation ({result['val_seconds']:.1f} s): ESR {result['esr']:.4f}, ESR pre-emphasis "
+          f"{result['esr_pre_emphasis']:.4f}, 2018 tail MSE {result['mse_2018']:.3g}, level {result['level_db']:+.2f} dB")
+
+
+def cmd_render_examples(args: argparse.Namespace) -> None:
+    from ampsim.models import load_model
+    from ampsim.params import RenderParams, section
+    from ampsim.render import render_examples
+    from ampsim.windows import load_split
+
+    params = _params(args)
+    model, card = load_model(Path(args.model))
+    written = render_examples(model, card, load_split(Path(args.prepared), "val"),
+                              section(params, "render", RenderParams, args.params).example_seconds, Path(args.out))
+    tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
+    if tracker is not None:
+        tracker.log_artifacts(Path(args.out), "audio")
+    for capture, files in written.items():
+        print(f"{capture}: " + ", ".join(str(path) for path in files.values()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ampsim", description=__doc__.split("\n")[0])
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
@@ -96,6 +177,37 @@ def build_parser() -> argparse.ArgumentParser:
     val.add_argument("--out", required=True, help="prepared data folder (replaced atomically)")
     val.add_argument("--reports", required=True, help="folder for report.json, summary.json and Data Docs")
     val.set_defaults(func=cmd_validate)
+
+    train = sub.add_parser("train", help="train the model chosen in params.yaml (resumes an interrupted run)",
+                           description="Stage 3. Train `train.architecture` on the prepared train split, "
+                                       "validating on fixed windows after every step. A checkpoint after every "
+                                       "step lets a killed run resume. Logs to MLflow.")
+    train.add_argument("--prepared", required=True, help="output folder of `ampsim validate`")
+    train.add_argument("--model", required=True, help="folder for model.keras and card.json (replaced atomically)")
+    train.add_argument("--reports", required=True, help="folder for loss.csv and summary.json")
+    train.add_argument("--checkpoint", required=True, help="checkpoint folder (kept until training finishes)")
+    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    train.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    train.set_defaults(func=cmd_train)
+
+    ev = sub.add_parser("evaluate", help="score the model on the validation split, draw the figures",
+                        description="Stage 4. Render the validation audio, compute the 2018 tail MSE, ESR, "
+                                    "pre-emphasised ESR and level, draw waveform, spectrogram and loss plots.")
+    ev.add_argument("--prepared", required=True, help="output folder of `ampsim validate`")
+    ev.add_argument("--model", required=True, help="folder written by `ampsim train`")
+    ev.add_argument("--history", required=True, help="loss.csv written by `ampsim train`")
+    ev.add_argument("--out", required=True, help="folder for metrics.json and plots/")
+    ev.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    ev.set_defaults(func=cmd_evaluate)
+
+    ex = sub.add_parser("render-examples", help="write input/target/prediction WAVs of the validation audio",
+                        description="Stage 5. For every capture, the opening `render.example_seconds` of its "
+                                    "validation audio as input.wav, target.wav and prediction.wav, for listening.")
+    ex.add_argument("--prepared", required=True, help="output folder of `ampsim validate`")
+    ex.add_argument("--model", required=True, help="folder written by `ampsim train`")
+    ex.add_argument("--out", required=True, help="folder of example WAVs (replaced atomically)")
+    ex.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
+    ex.set_defaults(func=cmd_render_examples)
     return parser
 
 

@@ -1,0 +1,301 @@
+"""The training loop: steps of N batches of random windows, validation on a fixed window set after every
+step, the best weights kept, early stopping, a time budget, and a checkpoint after every step so that a
+killed run resumes where it stopped (losing at most the step in progress).
+
+`seed` trains exactly as in 2018 (crops of 110 ms, MSE on the last 10 ms, Adam 1e-3, batches of 16, steps of
+100 batches), except that validation uses fixed windows so `val_loss` compares between steps and runs.
+`lstm` trains by truncated back-propagation on segments whose first samples only warm the state up.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import keras
+import numpy as np
+
+from ampsim.audio import atomic_dir, write_text
+from ampsim.errors import AmpsimError
+from ampsim.losses import esr_dc_loss, tail_mse, warmed_mse
+from ampsim.models import ModelCard, lstm_model, save_model, seed_model
+from ampsim.params import LstmParams, SeedParams, TrainParams
+from ampsim.windows import Pool, fixed_windows, load_split, random_windows
+
+STATE_FILE = "state.json"
+LAST_WEIGHTS = "last.weights.h5"
+BEST_WEIGHTS = "best.weights.h5"
+OPTIMIZER_FILE = "optimizer.npz"
+HISTORY_COLUMNS = ("step", "train_loss", "val_loss", "minutes")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    sample_rate: int
+    train: TrainParams
+    seed: SeedParams
+    lstm: LstmParams
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What the chosen architecture trains on: window length, batch shape, loss, schedule."""
+
+    window: int
+    scored: int  # samples of each window the loss sees (tail / segment minus warm-up)
+    batch_size: int
+    batches_per_step: int
+    learning_rate: float
+    patience: int
+    val_count: int
+    loss: Callable
+    loss_name: str
+
+
+def samples(ms: float, sample_rate: int) -> int:
+    return int(round(ms * sample_rate / 1000))
+
+
+def recipe(config: TrainConfig) -> Recipe:
+    if config.train.architecture == "seed":
+        s = config.seed
+        window, tail = samples(s.window_ms, config.sample_rate), samples(s.tail_ms, config.sample_rate)
+        if not 0 < tail <= window:
+            raise AmpsimError(f"seed.tail_ms {s.tail_ms} must be > 0 and <= seed.window_ms {s.window_ms}",
+                              path="params.yaml", fix="the 2018 values are window_ms 110, tail_ms 10")
+        return Recipe(window, tail, s.batch_size, s.batches_per_step, s.learning_rate, s.patience,
+                      s.val_windows, tail_mse(tail), "tail_mse")
+    if config.train.architecture == "lstm":
+        p = config.lstm
+        if not 0 <= p.warmup_samples < p.segment_samples:
+            raise AmpsimError(f"lstm.warmup_samples {p.warmup_samples} must be below lstm.segment_samples "
+                              f"{p.segment_samples}", path="params.yaml", fix="e.g. 512 of 2048")
+        losses = {"esr_dc": lambda: esr_dc_loss(p.warmup_samples, p.pre_emphasis, p.dc_weight),
+                  "mse": lambda: warmed_mse(p.warmup_samples)}
+        if p.loss not in losses:
+            raise AmpsimError(f"unknown lstm.loss `{p.loss}`", path="params.yaml",
+                              fix=f"use one of {sorted(losses)}")
+        return Recipe(p.segment_samples, p.segment_samples - p.warmup_samples, p.batch_size,
+                      p.batches_per_step, p.learning_rate, p.patience, p.val_segments, losses[p.loss](), p.loss)
+    raise AmpsimError(f"unknown train.architecture `{config.train.architecture}`", path="params.yaml",
+                      fix="use `lstm` (streaming) or `seed` (the 2018 model)")
+
+
+def build_model(config: TrainConfig) -> keras.Model:
+    if config.train.architecture == "seed":
+        return seed_model(config.seed.units)
+    p = config.lstm
+    return lstm_model(p.hidden_size, p.num_layers, p.input_skip)
+
+
+def fingerprint(config: TrainConfig, train_pool: Pool, val_pool: Pool) -> str:
+    """Identifies a training job: a checkpoint is resumed only by the same params on the same audio."""
+    digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    for array in (train_pool.x, train_pool.y, val_pool.x, val_pool.y):
+        digest.update(np.ascontiguousarray(array).tobytes())
+    return digest.hexdigest()
+
+
+# --- checkpoints -------------------------------------------------------------------------------------
+
+def _optimizer_arrays(optimizer: keras.optimizers.Optimizer) -> dict[str, np.ndarray]:
+    return {f"v{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
+
+
+def save_checkpoint(folder: Path, model: keras.Model, state: dict[str, Any], improved: bool) -> None:
+    """Replace the checkpoint folder atomically: a kill during the write keeps the previous checkpoint."""
+    previous_best = Path(folder) / BEST_WEIGHTS
+    with atomic_dir(folder) as scratch:
+        model.save_weights(scratch / LAST_WEIGHTS)
+        if improved or not previous_best.is_file():
+            model.save_weights(scratch / BEST_WEIGHTS)
+        else:
+            shutil.copy2(previous_best, scratch / BEST_WEIGHTS)
+        np.savez(scratch / OPTIMIZER_FILE, **_optimizer_arrays(model.optimizer))
+        (scratch / STATE_FILE).write_text(json.dumps(state))
+
+
+def load_checkpoint(folder: Path, key: str) -> dict[str, Any] | None:
+    """The saved state if `folder` holds a complete checkpoint of this job, else None."""
+    folder = Path(folder)
+    try:
+        state = json.loads((folder / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return None
+    complete = all((folder / name).is_file() for name in (LAST_WEIGHTS, BEST_WEIGHTS, OPTIMIZER_FILE))
+    return state if complete and state.get("key") == key else None
+
+
+def restore(model: keras.Model, folder: Path) -> None:
+    model.load_weights(Path(folder) / LAST_WEIGHTS)
+    optimizer = model.optimizer
+    optimizer.build(model.trainable_variables)
+    with np.load(Path(folder) / OPTIMIZER_FILE) as saved:
+        arrays = [saved[k] for k in sorted(saved.files)]
+    if len(arrays) != len(optimizer.variables):
+        raise AmpsimError("checkpoint optimizer state does not fit the model", path=folder,
+                          fix="delete the checkpoint folder to restart training from scratch")
+    for variable, array in zip(optimizer.variables, arrays):
+        variable.assign(array)
+
+
+# --- the loop ------------------------------------------------------------------------------------------
+
+class Progress:
+    """One tqdm bar: over the time budget when there is one (its ETA is then the real time left), else
+    over the batches up to max_steps; the postfix shows step, batch loss and best validation loss."""
+
+    def __init__(self, budget_seconds: float, spent_seconds: float, total_batches: int, done_batches: int,
+                 enabled: bool):
+        from tqdm import tqdm
+
+        self.by_time = budget_seconds > 0
+        total, initial = (round(budget_seconds), round(spent_seconds)) if self.by_time else (total_batches, done_batches)
+        self.bar = tqdm(total=total, initial=min(initial, total), unit="s" if self.by_time else "batch",
+                        disable=not enabled, mininterval=1.0, dynamic_ncols=True, desc="train",
+                        bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{elapsed}<{remaining}{postfix}]"
+                        if self.by_time else None)
+
+    def update(self, spent_seconds: float, **fields: Any) -> None:
+        if self.by_time:
+            self.bar.update(max(min(round(spent_seconds), self.bar.total) - self.bar.n, 0))
+        else:
+            self.bar.update(1)
+        self.bar.set_postfix(fields, refresh=False)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def _history_csv(history: list[dict[str, float]]) -> str:
+    lines = [",".join(HISTORY_COLUMNS)]
+    lines += [",".join(f"{row[c]:.6g}" if c != "step" else str(row[c]) for c in HISTORY_COLUMNS) for row in history]
+    return "\n".join(lines) + "\n"
+
+
+def _minutes(seconds: float) -> str:
+    return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
+
+
+def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Path, config: TrainConfig,
+          tracker=None, all_params: dict | None = None, progress: bool = True,
+          log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train, resuming from `checkpoint_dir` when it holds this job's checkpoint; write the best model to
+    `model_dir`, the loss history and summary to `reports_dir`; return the summary."""
+    plan = recipe(config)
+    train_segments, val_segments = load_split(prepared, "train"), load_split(prepared, "val")
+    train_pool, val_pool = Pool.of(train_segments), Pool.of(val_segments)
+    val_x, val_y = fixed_windows(val_pool, plan.val_count, plan.window)
+    key = fingerprint(config, train_pool, val_pool)
+
+    keras.utils.set_random_seed(config.train.random_seed)
+    model = build_model(config)
+    model.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=plan.loss)
+    rng = np.random.default_rng(config.train.random_seed)
+    captures = sorted({s.capture for s in train_segments})
+
+    state = load_checkpoint(checkpoint_dir, key)
+    if state is not None:
+        restore(model, checkpoint_dir)
+        rng.bit_generator.state = state["rng"]
+        log(f"resuming from the checkpoint after step {state['step']} ({_minutes(state['seconds'])} trained, "
+            f"best val_loss {state['best_val']:.4g} at step {state['best_step']})")
+        if tracker is not None:
+            try:
+                tracker.resume(state["run_id"])
+            except AmpsimError:
+                state["run_id"] = tracker.start(f"{config.train.architecture}", all_params or {},
+                                                {"ampsim.architecture": config.train.architecture,
+                                                 "ampsim.resumed_without_run": "true"})
+    else:
+        if Path(checkpoint_dir).exists():
+            shutil.rmtree(checkpoint_dir)  # another job's checkpoint (other params or audio)
+        run_id = None
+        if tracker is not None:
+            run_id = tracker.start(config.train.architecture, all_params or {},
+                                   {"ampsim.architecture": config.train.architecture,
+                                    "ampsim.captures": ",".join(captures)})
+        state = {"key": key, "step": 0, "seconds": 0.0, "train_seconds": 0.0, "best_val": float("inf"),
+                 "best_step": 0, "history": [], "run_id": run_id, "stopped": None}
+
+    budget = 60.0 * config.train.max_minutes
+    batch_samples = plan.batch_size * plan.window
+    bar = Progress(budget, state["seconds"], config.train.max_steps * plan.batches_per_step,
+                   state["step"] * plan.batches_per_step, progress)
+    try:
+        while state["stopped"] is None:
+            if state["step"] >= config.train.max_steps:
+                state["stopped"] = f"max_steps {config.train.max_steps} reached"
+                break
+            if budget and state["seconds"] >= budget:
+                state["stopped"] = f"time budget of {config.train.max_minutes:g} min reached"
+                break
+            if state["step"] - state["best_step"] >= plan.patience and state["best_step"] > 0:
+                state["stopped"] = f"early stopping: no better val_loss for {plan.patience} steps"
+                break
+            started = time.perf_counter()
+            losses = []
+            for _ in range(plan.batches_per_step):
+                x, y = random_windows(train_pool, rng, plan.batch_size, plan.window)
+                loss = float(model.train_on_batch(x, y))
+                losses.append(loss)
+                bar.update(state["seconds"] + time.perf_counter() - started, step=state["step"] + 1,
+                           loss=f"{loss:.4g}", best_val=f"{state['best_val']:.4g}")
+            trained = time.perf_counter() - started
+            train_loss = float(np.mean(losses))
+            if not np.isfinite(train_loss):
+                raise AmpsimError(f"training diverged at step {state['step'] + 1} (loss {train_loss})",
+                                  fix="lower the learning rate in params.yaml and run again")
+            val_loss = float(model.evaluate(val_x, val_y, batch_size=min(len(val_x), 512), verbose=0))
+            state["step"] += 1
+            state["seconds"] += time.perf_counter() - started
+            state["train_seconds"] += trained
+            improved = val_loss < state["best_val"]
+            if improved:
+                state["best_val"], state["best_step"] = val_loss, state["step"]
+            state["history"].append({"step": state["step"], "train_loss": train_loss, "val_loss": val_loss,
+                                     "minutes": state["seconds"] / 60})
+            state["rng"] = rng.bit_generator.state
+            save_checkpoint(checkpoint_dir, model, state, improved)
+            if tracker is not None:
+                tracker.log_metrics({"train_loss": train_loss, "val_loss": val_loss,
+                                     "samples_per_second": plan.batches_per_step * batch_samples / trained},
+                                    step=state["step"])
+    finally:
+        bar.close()
+
+    model.load_weights(Path(checkpoint_dir) / BEST_WEIGHTS)
+    card = ModelCard(architecture=config.train.architecture, sample_rate=config.sample_rate, input_size=1,
+                     window_samples=plan.window, tail_samples=plan.scored, captures=captures,
+                     mlflow_run_id=state["run_id"])
+    inference = build_model(config)  # uncompiled twin: the saved file carries no training-only loss closure
+    inference.set_weights(model.get_weights())
+    save_model(inference, card, model_dir)
+    summary = {
+        "architecture": config.train.architecture,
+        "parameters": int(inference.count_params()),
+        "steps": state["step"],
+        "best_step": state["best_step"],
+        "best_val_loss": state["best_val"],
+        "loss": plan.loss_name,
+        "minutes": round(state["seconds"] / 60, 3),
+        "samples_per_second": round(state["step"] * plan.batches_per_step * batch_samples
+                                    / max(state["train_seconds"], 1e-9)),
+        "stopped": state["stopped"],
+    }
+    write_text(Path(reports_dir) / "loss.csv", _history_csv(state["history"]))
+    write_text(Path(reports_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
+    if tracker is not None:
+        tracker.log_metrics({"best_val_loss": state["best_val"], "best_step": state["best_step"],
+                             "train_minutes": state["seconds"] / 60})
+        tracker.log_model(inference, card)
+    shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: the next run of this job starts fresh
+    log(f"trained {summary['steps']} steps in {_minutes(state['seconds'])} ({summary['stopped']}); best val_loss "
+        f"{summary['best_val_loss']:.4g} at step {summary['best_step']}; {summary['samples_per_second']:,} samples/s")
+    return summary
