@@ -75,6 +75,7 @@ def tree_digest(root: Path) -> dict[str, bytes]:
 
 def tool_env() -> dict[str, str]:
     env = dict(os.environ)
+    env.pop("MLFLOW_TRACKING_URI", None)  # tools in a project copy use the copy's own store
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(DVC_NO_ANALYTICS="1", GX_ANALYTICS_ENABLED="false", PREFECT_SERVER_ANALYTICS_ENABLED="false",
                GIT_AUTHOR_NAME="ampsim tests", GIT_AUTHOR_EMAIL="tests@ampsim.invalid",
@@ -82,9 +83,40 @@ def tool_env() -> dict[str, str]:
     return env
 
 
+# Training knobs small enough for a test: a few seconds per stage on a 2-core CPU.
+TINY_TRAINING = {
+    "train": {"max_steps": 3, "max_minutes": 0},
+    "lstm": {"hidden_size": 8, "segment_samples": 1024, "warmup_samples": 256, "batch_size": 32,
+             "batches_per_step": 2, "val_segments": 16},
+    "seed": {"units": 8, "batch_size": 4, "batches_per_step": 2, "val_windows": 16},
+    "evaluate": {"max_tail_windows": 256, "spectrogram_seconds": 1.0},
+    "render": {"example_seconds": 1.0},
+}
+
+
+def tiny_params(source: Path, target: Path, **overrides: dict) -> Path:
+    """params.yaml with TINY_TRAINING (and `overrides`, section -> {key: value}) applied."""
+    params = yaml.safe_load(Path(source).read_text())
+    for name, values in {**TINY_TRAINING, **overrides}.items():
+        params[name] = {**params[name], **values}
+    Path(target).write_text(yaml.safe_dump(params, sort_keys=False))
+    return Path(target)
+
+
+@pytest.fixture(autouse=True)
+def isolated_mlflow(tmp_path_factory, monkeypatch) -> str:
+    """Every test logs to a throwaway MLflow store, never the project's."""
+    store = tmp_path_factory.getbasetemp() / "mlflow"
+    store.mkdir(exist_ok=True)
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri
+
+
 @pytest.fixture
 def project_copy(tmp_path) -> Path:
-    """The project's tracked files in a fresh git repo with one commit, as a clean clone would be."""
+    """The project's tracked files in a fresh git repo with one commit, as a clean clone would be, with
+    training shrunk to TINY_TRAINING."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=PROJECT, capture_output=True, check=True).stdout
     repo = tmp_path / "project"
     for rel in filter(None, files.decode().split("\0")):
@@ -92,6 +124,7 @@ def project_copy(tmp_path) -> Path:
         if source.is_file():
             (repo / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(source, repo / rel)
+    tiny_params(repo / "params.yaml", repo / "params.yaml")
     env = tool_env()
     env["DVC_SITE_CACHE_DIR"] = str(tmp_path / "dvc-site-cache")
     for command in (["git", "init", "-q", "-b", "main"], ["git", "add", "-A"], ["git", "commit", "-qm", "copy"]):

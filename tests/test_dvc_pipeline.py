@@ -1,19 +1,31 @@
 """The real DVC pipeline in a temporary git repo holding a copy of the project (never the real data/)."""
 
+import json
 import shutil
 
 import yaml
-
 from dvc.repo import Repo
+from mlflow.tracking import MlflowClient
 
 from conftest import run_tool
 
 
 def test_repro_runs_then_reruns_only_what_changed(project_copy, boss_ds1):
     first = run_tool(project_copy, "dvc", "repro")
-    assert "Running stage 'normalize'" in first.stdout and "Running stage 'validate'" in first.stdout
+    for stage in ("normalize", "validate", "train", "evaluate", "render"):
+        assert f"Running stage '{stage}'" in first.stdout
     assert "demo: delay 30 samples" in first.stdout
     assert (project_copy / "reports" / "validate" / "data_docs" / "index.html").is_file()
+    assert (project_copy / "models" / "trained" / "model.keras").is_file()
+    assert (project_copy / "reports" / "render" / "demo" / "prediction.wav").is_file()
+    shown = run_tool(project_copy, "dvc", "metrics", "show").stdout
+    assert "reports/evaluate/metrics.json" in shown and "esr_pre_emphasis" in shown
+    # the run went to the copy's own MLflow store at its root (absolute SQLite path), with its artifacts
+    card = json.loads((project_copy / "models" / "trained" / "card.json").read_text())
+    client = MlflowClient(f"sqlite:///{project_copy / 'mlflow.db'}")
+    run = client.get_run(card["mlflow_run_id"])
+    assert "val_esr" in run.data.metrics and run.data.params["train.architecture"] == "lstm"
+    assert run.info.artifact_uri.startswith((project_copy / "mlartifacts").as_uri())
     status = run_tool(project_copy, "dvc", "status")
     assert "Data and pipelines are up to date" in status.stdout
     untracked = run_tool(project_copy, "git", "status", "--porcelain", "--untracked-files=all").stdout
@@ -25,13 +37,21 @@ def test_repro_runs_then_reruns_only_what_changed(project_copy, boss_ds1):
     (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     second = run_tool(project_copy, "dvc", "repro")
     assert "Stage 'normalize' didn't change, skipping" in second.stdout
-    assert "Running stage 'validate'" in second.stdout
+    assert "Running stage 'validate'" in second.stdout and "Running stage 'train'" in second.stdout
+
+    # a knob only render reads: nothing is retrained
+    params = yaml.safe_load((project_copy / "params.yaml").read_text())
+    params["render"]["example_seconds"] = 0.5
+    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    fourth = run_tool(project_copy, "dvc", "repro")
+    assert "Stage 'train' didn't change, skipping" in fourth.stdout and "Running stage 'render'" in fourth.stdout
 
     # a new capture: both stages run again, then everything is up to date
     shutil.copytree(boss_ds1, project_copy / "data" / "captures" / "boss-ds1")
     assert "normalize" in run_tool(project_copy, "dvc", "status").stdout
     third = run_tool(project_copy, "dvc", "repro")
     assert "Running stage 'normalize'" in third.stdout and "boss-ds1: delay 39 samples" in third.stdout
+    assert "Running stage 'train'" in third.stdout
     assert "Data and pipelines are up to date" in run_tool(project_copy, "dvc", "status").stdout
     metrics = run_tool(project_copy, "dvc", "metrics", "show").stdout
     assert "delay_samples.boss-ds1" in metrics

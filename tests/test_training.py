@@ -1,0 +1,251 @@
+"""Windows, rendering, the training loop (with resume after a kill), evaluation and MLflow, on boss-ds1."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+keras = pytest.importorskip("keras")
+
+from conftest import PROJECT, tiny_params, tool_env  # noqa: E402
+
+from ampsim.cli import main  # noqa: E402
+from ampsim.models import lstm_model, seed_model  # noqa: E402
+from ampsim.render import render_exact, render_sliding_window  # noqa: E402
+from ampsim.tracking import project_root, tracking_uri  # noqa: E402
+from ampsim.training import load_checkpoint  # noqa: E402
+from ampsim.windows import Pool, Segment, fixed_windows, random_windows, tiled_windows  # noqa: E402
+
+
+# --- windows ------------------------------------------------------------------------------------------
+
+def _two_captures() -> Pool:
+    # capture "a" holds the values 0..999, capture "b" 10000..12999: a window mixing them is easy to spot
+    a = np.arange(1000, dtype=np.float32)
+    b = 10000 + np.arange(3000, dtype=np.float32)
+    return Pool.of([Segment("a", a, -a), Segment("b", b, -b)])
+
+
+def test_random_windows_stay_inside_one_capture_and_pair_x_with_y():
+    pool = _two_captures()
+    x, y = random_windows(pool, np.random.default_rng(0), 2000, 500)
+    assert x.shape == y.shape == (2000, 500, 1)
+    np.testing.assert_array_equal(y, -x)
+    steps = np.diff(x[..., 0], axis=1)
+    assert np.all(steps == 1)  # contiguous audio, never a jump from one capture into the next
+    from_b = x[:, 0, 0] >= 10000
+    # drawn in proportion to usable length: 2501 starts in b vs 501 in a
+    assert 0.78 < from_b.mean() < 0.88
+
+
+def test_fixed_windows_are_the_same_every_time_and_cover_both_captures():
+    pool = _two_captures()
+    first, _ = fixed_windows(pool, 16, 500)
+    second, _ = fixed_windows(pool, 16, 500)
+    np.testing.assert_array_equal(first, second)
+    assert np.all(np.diff(first[..., 0], axis=1) == 1)
+    assert (first[:, 0, 0] < 1000).any() and (first[:, 0, 0] >= 10000).any()
+
+
+def test_random_windows_refuse_captures_shorter_than_a_window():
+    from ampsim.errors import AmpsimError
+
+    with pytest.raises(AmpsimError, match="shorter than one training window"):
+        random_windows(_two_captures(), np.random.default_rng(0), 4, 5000)
+
+
+@pytest.mark.parametrize("length", [1, 479, 480, 481, 5280, 10_001])
+def test_tiled_window_tails_rebuild_the_input_exactly(length):
+    x = np.arange(1, length + 1, dtype=np.float32)
+    windows = tiled_windows(x, 5280, 480)
+    assert windows.shape == (-(-length // 480), 5280)
+    np.testing.assert_array_equal(windows[:, -480:].reshape(-1)[:length], x)
+
+
+# --- rendering ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("length", [100, 480, 4321])
+def test_seed_sliding_window_render_keeps_the_input_length_and_matches_window_by_window(length):
+    model = seed_model(units=4)
+    x = np.random.default_rng(3).standard_normal(length).astype(np.float32) * 0.3
+    window, hop = 960, 96
+    out = render_sliding_window(model, x, window, hop)
+    assert out.shape == (length,)
+    padded = np.concatenate([np.zeros(window - hop, np.float32), x, np.zeros(window, np.float32)])
+    for k in (0, (length - 1) // hop):  # first and last block, each from its own zero-state window
+        alone = model.predict(padded[k * hop : k * hop + window][None, :, None], verbose=0)[0, -hop:, 0]
+        stop = min((k + 1) * hop, length)
+        np.testing.assert_allclose(out[k * hop : stop], alone[: stop - k * hop], atol=1e-6)
+
+
+def test_exact_render_is_one_stream_the_same_length_as_the_input():
+    model = lstm_model(8, 1, False)
+    x = np.random.default_rng(4).standard_normal(3000).astype(np.float32) * 0.3
+    out = render_exact(model, x)
+    assert out.shape == (3000,)
+    np.testing.assert_allclose(out[:1000], render_exact(model, x[:1000]), atol=1e-6)  # causal, no look-ahead
+
+
+# --- MLflow store location ------------------------------------------------------------------------------
+
+def test_project_root_sees_through_dvc_experiment_temp_workspaces(tmp_path):
+    assert project_root(tmp_path / "proj" / ".dvc" / "tmp" / "exps" / "tmpab12") == tmp_path / "proj"
+    assert project_root(tmp_path / "proj") == tmp_path / "proj"
+
+
+def test_tracking_uri_is_absolute_sqlite_at_the_root_unless_the_environment_says_otherwise(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    assert tracking_uri(tmp_path) == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5000")
+    assert tracking_uri(tmp_path) == "http://127.0.0.1:5000"
+
+
+# --- end to end on a real capture --------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def boss_prepared(tmp_path_factory, boss_ds1) -> Path:
+    """boss-ds1 normalised, validated and split (time split) in a temp folder."""
+    root = tmp_path_factory.mktemp("boss")
+    captures = root / "captures"
+    (captures / "boss-ds1").mkdir(parents=True)
+    for name in ("input.wav", "output.wav"):
+        os.symlink(boss_ds1 / name, captures / "boss-ds1" / name)
+    params = str(PROJECT / "params.yaml")
+    assert main(["--params", params, "normalize", "--captures", str(captures), "--out", str(root / "normalized")]) == 0
+    assert main(["--params", params, "validate", "--normalized", str(root / "normalized"),
+                 "--out", str(root / "prepared"), "--reports", str(root / "reports")]) == 0
+    return root / "prepared"
+
+
+def _mlflow_run(uri: str, run_id: str):
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(uri)
+    return client, client.get_run(run_id)
+
+
+@pytest.mark.parametrize("architecture", ["lstm", "seed"])
+def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_prepared, isolated_mlflow, architecture):
+    params = str(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
+                             train={"architecture": architecture, "max_steps": 3, "max_minutes": 0}))
+    model_dir, reports = tmp_path / "models" / "trained", tmp_path / "reports"
+    assert main(["--params", params, "train", "--prepared", str(boss_prepared), "--model", str(model_dir),
+                 "--reports", str(reports / "train"), "--checkpoint", str(tmp_path / "ckpt"), "--quiet"]) == 0
+    card = json.loads((model_dir / "card.json").read_text())
+    assert card["architecture"] == architecture and card["sample_rate"] == 48000
+    if architecture == "seed":
+        assert (card["window_samples"], card["tail_samples"]) == (5280, 480)  # 110 ms / 10 ms at 48 kHz
+    summary = json.loads((reports / "train" / "summary.json").read_text())
+    assert summary["steps"] == 3 and summary["stopped"] == "max_steps 3 reached"
+    assert np.isfinite(summary["best_val_loss"])
+    history = (reports / "train" / "loss.csv").read_text().splitlines()
+    assert history[0] == "step,train_loss,val_loss,minutes" and len(history) == 4
+    assert not (tmp_path / "ckpt").exists()  # finished: the checkpoint is gone
+
+    assert main(["--params", params, "evaluate", "--prepared", str(boss_prepared), "--model", str(model_dir),
+                 "--history", str(reports / "train" / "loss.csv"), "--out", str(reports / "evaluate")]) == 0
+    result = json.loads((reports / "evaluate" / "metrics.json").read_text())
+    for key in ("mse_2018", "esr", "esr_pre_emphasis", "level_db"):
+        assert np.isfinite(result[key])
+    assert result["esr"] > 0 and result["captures"]["boss-ds1"]["esr"] == result["esr"]
+    assert result["val_seconds"] == pytest.approx(4.217, abs=0.01)
+    for plot in ("waveform.png", "spectrograms.png", "loss.png"):
+        assert (reports / "evaluate" / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    assert main(["--params", params, "render-examples", "--prepared", str(boss_prepared), "--model",
+                 str(model_dir), "--out", str(reports / "render")]) == 0
+    for side in ("input", "target", "prediction"):
+        info = sf.info(str(reports / "render" / "boss-ds1" / f"{side}.wav"))
+        assert (info.samplerate, info.frames) == (48000, 48000)  # render.example_seconds: 1.0
+
+    client, run = _mlflow_run(isolated_mlflow, card["mlflow_run_id"])
+    assert run.data.params["train.architecture"] == architecture
+    assert run.data.params["lstm.hidden_size"] == "8"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_loss")] == [1, 2, 3]
+    assert run.data.metrics["val_esr"] == pytest.approx(result["esr"])
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert artifacts == {"plots/waveform.png", "plots/spectrograms.png", "plots/loss.png"}
+    audio = {a.path for a in client.list_artifacts(run.info.run_id, "audio/boss-ds1")}
+    assert "audio/boss-ds1/prediction.wav" in audio
+
+    import mlflow
+
+    mlflow.set_tracking_uri(isolated_mlflow)
+    logged = mlflow.search_logged_models(experiment_ids=[run.info.experiment_id],
+                                         filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list")
+    assert len(logged) == 1
+    reloaded = mlflow.keras.load_model(logged[0].model_uri)
+    from ampsim.models import load_model
+
+    model, _ = load_model(model_dir)
+    probe = np.random.default_rng(5).standard_normal((1, 2000, 1)).astype(np.float32) * 0.2
+    np.testing.assert_allclose(reloaded.predict(probe, verbose=0), model.predict(probe, verbose=0), atol=1e-6)
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, boss_prepared):
+    # Steps slow enough (~1 s) to kill one mid-run; the same params on the rerun, so the checkpoint fits.
+    params = str(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
+                             train={"max_steps": 8, "max_minutes": 0},
+                             lstm={"hidden_size": 8, "segment_samples": 2048, "warmup_samples": 256,
+                                   "batch_size": 128, "batches_per_step": 6, "val_segments": 16}))
+    command = [sys.executable, "-m", "ampsim.cli", "--params", params, "train", "--prepared", str(boss_prepared),
+               "--model", "models/trained", "--reports", "reports/train", "--checkpoint", "ckpt", "--quiet"]
+    state_file = tmp_path / "ckpt" / "state.json"
+    process = subprocess.Popen(command, cwd=tmp_path, env=tool_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 600
+        while time.monotonic() < deadline and process.poll() is None:
+            if state_file.is_file() and json.loads(state_file.read_text())["step"] >= 2:
+                break
+            time.sleep(0.05)
+        assert process.poll() is None, "training ended before it could be killed:\n" + process.stdout.read().decode()
+        process.send_signal(signal.SIGKILL)
+    finally:
+        process.wait()
+    saved = json.loads(state_file.read_text())
+    killed_at = saved["step"]
+    assert 2 <= killed_at < 8
+    assert not (tmp_path / "models" / "trained").exists()
+
+    rerun = subprocess.run(command, cwd=tmp_path, env=tool_env(), capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"resuming from the checkpoint after step {killed_at}" in rerun.stdout
+    summary = json.loads((tmp_path / "reports" / "train" / "summary.json").read_text())
+    assert summary["steps"] == 8
+    rows = (tmp_path / "reports" / "train" / "loss.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, 9))
+    before = [f"{h['val_loss']:.6g}" for h in saved["history"]]
+    assert [r.split(",")[2] for r in rows[:killed_at]] == before  # the steps before the kill were kept
+    # the resumed run logged to the same MLflow run: one val_loss per step, no gaps or repeats
+    from mlflow.tracking import MlflowClient
+
+    card = json.loads((tmp_path / "models" / "trained" / "card.json").read_text())
+    assert card["mlflow_run_id"] == saved["run_id"]
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert sorted(m.step for m in client.get_metric_history(saved["run_id"], "val_loss")) == list(range(1, 9))
+
+
+def test_checkpoint_of_another_job_is_not_resumed(tmp_path):
+    (tmp_path / "state.json").write_text(json.dumps({"key": "other-params", "step": 5}))
+    for name in ("last.weights.h5", "best.weights.h5", "optimizer.npz"):
+        (tmp_path / name).write_bytes(b"x")
+    assert load_checkpoint(tmp_path, "this-job") is None
+    assert load_checkpoint(tmp_path, "other-params")["step"] == 5
+    (tmp_path / "optimizer.npz").unlink()  # a checkpoint missing a file is not resumed either
+    assert load_checkpoint(tmp_path, "other-params") is None
+
+
+def test_train_without_prepared_data_names_the_missing_manifest(tmp_path, ampsim_cli):
+    code, _, err = ampsim_cli("train", "--prepared", str(tmp_path / "nope"), "--model", str(tmp_path / "m"),
+                              "--reports", str(tmp_path / "r"), "--checkpoint", str(tmp_path / "c"), "--no-mlflow")
+    assert code == 1
+    assert "nope/manifest.json" in err and "dvc repro validate" in err
