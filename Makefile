@@ -11,6 +11,8 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export GX_ANALYTICS_ENABLED := false
 # DVC's default site cache (/var/tmp/dvc) may not be writable on CI: keep it inside the repo.
 export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/tmp/site-cache
+# uv trusts the system's certificate store, as pip and curl do here (a proxy's CA may be installed there).
+export UV_NATIVE_TLS := 1
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup repro test demo-capture clean-outputs
