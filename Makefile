@@ -4,6 +4,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(CURDIR)/$(VENV)/bin
 UV_VERSION := 0.13.9
+# PyTorch for the test-only NAM reader; pip takes the CPU build where the machine has it on disk.
+TORCH_VERSION := 2.13.0
+WHEELS := $(wildcard /opt/wheels)
 
 # Telemetry off: these machines are offline and a failing phone-home must not slow or break a run.
 export DVC_NO_ANALYTICS := 1
@@ -12,7 +15,7 @@ export GX_ANALYTICS_ENABLED := false
 # DVC's default site cache (/var/tmp/dvc) may not be writable on CI: keep it inside the repo.
 export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/tmp/site-cache
 # uv trusts the system's certificate store, as pip and curl do here (a proxy's CA may be installed there).
-export UV_NATIVE_TLS := 1
+export UV_SYSTEM_CERTS := 1
 export PATH := $(BIN):$(PATH)
 
 .PHONY: setup repro test demo-capture clean-outputs
@@ -32,7 +35,13 @@ repro: setup
 	dvc repro
 	dvc metrics show
 
-test: setup
+# Test-only extras: the real NAM reader (neural-amp-modeler on PyTorch) that .nam exports are checked against.
+$(VENV)/.verify-installed: $(VENV)/.installed requirements-verify.lock
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check torch==$(TORCH_VERSION)
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-verify.lock
+	touch $@
+
+test: setup $(VENV)/.verify-installed
 	python -m pytest
 
 # Regenerate the committed synthetic demo capture (deterministic).
@@ -42,3 +51,5 @@ demo-capture: setup
 # Re-lock after editing pyproject.toml dependencies.
 lock: setup
 	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 --quiet -o requirements.lock
+	$(BIN)/uv pip compile requirements-verify.in -c requirements.lock --python-version 3.11 --quiet \
+		$(if $(WHEELS),--find-links $(WHEELS)) --no-emit-package torch -o requirements-verify.lock

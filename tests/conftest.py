@@ -90,7 +90,7 @@ TINY_TRAINING = {
              "batches_per_step": 2, "val_segments": 16},
     "seed": {"units": 8, "batch_size": 4, "batches_per_step": 2, "val_windows": 16},
     "evaluate": {"max_tail_windows": 256, "spectrogram_seconds": 1.0},
-    "render": {"example_seconds": 1.0},
+    "render": {"example_seconds": 1.0, "context_probe_seconds": 1.0, "max_context_ms": 200.0},
 }
 
 
@@ -139,3 +139,18 @@ def run_tool(repo: Path, *command: str, check: bool = True, site_cache: Path | N
     if check and result.returncode != 0:
         raise AssertionError(f"{command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}")
     return result
+
+
+@pytest.fixture(scope="session")
+def boss_prepared(tmp_path_factory, boss_ds1) -> Path:
+    """boss-ds1 normalised, validated and split (time split) in a temp folder."""
+    root = tmp_path_factory.mktemp("boss")
+    captures = root / "captures"
+    (captures / "boss-ds1").mkdir(parents=True)
+    for name in ("input.wav", "output.wav"):
+        os.symlink(boss_ds1 / name, captures / "boss-ds1" / name)
+    params = str(PROJECT / "params.yaml")
+    assert main(["--params", params, "normalize", "--captures", str(captures), "--out", str(root / "normalized")]) == 0
+    assert main(["--params", params, "validate", "--normalized", str(root / "normalized"),
+                 "--out", str(root / "prepared"), "--reports", str(root / "reports")]) == 0
+    return root / "prepared"

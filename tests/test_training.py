@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,8 +17,6 @@ keras = pytest.importorskip("keras")
 from conftest import PROJECT, tiny_params, tool_env  # noqa: E402
 
 from ampsim.cli import main  # noqa: E402
-from ampsim.models import lstm_model, seed_model  # noqa: E402
-from ampsim.render import render_exact, render_sliding_window  # noqa: E402
 from ampsim.tracking import project_root, tracking_uri  # noqa: E402
 from ampsim.training import load_checkpoint  # noqa: E402
 from ampsim.windows import Pool, Segment, fixed_windows, random_windows, tiled_windows  # noqa: E402
@@ -71,30 +67,6 @@ def test_tiled_window_tails_rebuild_the_input_exactly(length):
     np.testing.assert_array_equal(windows[:, -480:].reshape(-1)[:length], x)
 
 
-# --- rendering ----------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("length", [100, 480, 4321])
-def test_seed_sliding_window_render_keeps_the_input_length_and_matches_window_by_window(length):
-    model = seed_model(units=4)
-    x = np.random.default_rng(3).standard_normal(length).astype(np.float32) * 0.3
-    window, hop = 960, 96
-    out = render_sliding_window(model, x, window, hop)
-    assert out.shape == (length,)
-    padded = np.concatenate([np.zeros(window - hop, np.float32), x, np.zeros(window, np.float32)])
-    for k in (0, (length - 1) // hop):  # first and last block, each from its own zero-state window
-        alone = model.predict(padded[k * hop : k * hop + window][None, :, None], verbose=0)[0, -hop:, 0]
-        stop = min((k + 1) * hop, length)
-        np.testing.assert_allclose(out[k * hop : stop], alone[: stop - k * hop], atol=1e-6)
-
-
-def test_exact_render_is_one_stream_the_same_length_as_the_input():
-    model = lstm_model(8, 1, False)
-    x = np.random.default_rng(4).standard_normal(3000).astype(np.float32) * 0.3
-    out = render_exact(model, x)
-    assert out.shape == (3000,)
-    np.testing.assert_allclose(out[:1000], render_exact(model, x[:1000]), atol=1e-6)  # causal, no look-ahead
-
-
 # --- MLflow store location ------------------------------------------------------------------------------
 
 def test_project_root_sees_through_dvc_experiment_temp_workspaces(tmp_path):
@@ -111,21 +83,6 @@ def test_tracking_uri_is_absolute_sqlite_at_the_root_unless_the_environment_says
 
 # --- end to end on a real capture --------------------------------------------------------------------
 
-@pytest.fixture(scope="module")
-def boss_prepared(tmp_path_factory, boss_ds1) -> Path:
-    """boss-ds1 normalised, validated and split (time split) in a temp folder."""
-    root = tmp_path_factory.mktemp("boss")
-    captures = root / "captures"
-    (captures / "boss-ds1").mkdir(parents=True)
-    for name in ("input.wav", "output.wav"):
-        os.symlink(boss_ds1 / name, captures / "boss-ds1" / name)
-    params = str(PROJECT / "params.yaml")
-    assert main(["--params", params, "normalize", "--captures", str(captures), "--out", str(root / "normalized")]) == 0
-    assert main(["--params", params, "validate", "--normalized", str(root / "normalized"),
-                 "--out", str(root / "prepared"), "--reports", str(root / "reports")]) == 0
-    return root / "prepared"
-
-
 def _mlflow_run(uri: str, run_id: str):
     from mlflow.tracking import MlflowClient
 
@@ -134,7 +91,8 @@ def _mlflow_run(uri: str, run_id: str):
 
 
 @pytest.mark.parametrize("architecture", ["lstm", "seed"])
-def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_prepared, isolated_mlflow, architecture):
+def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, boss_prepared, isolated_mlflow,
+                                                          architecture):
     params = str(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
                              train={"architecture": architecture, "max_steps": 3, "max_minutes": 0}))
     model_dir, reports = tmp_path / "models" / "trained", tmp_path / "reports"
@@ -144,6 +102,9 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_prepar
     assert card["architecture"] == architecture and card["sample_rate"] == 48000
     if architecture == "seed":
         assert (card["window_samples"], card["tail_samples"]) == (5280, 480)  # 110 ms / 10 ms at 48 kHz
+    # measured after training: the warm-up that makes fast rendering match exact, and the validation ESR
+    assert card["context_samples"] >= (4800 if architecture == "seed" else 480)
+    assert card["context_esr"] <= 1e-6 and 0 < card["validation_esr"] < 10
     summary = json.loads((reports / "train" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["stopped"] == "max_steps 3 reached"
     assert np.isfinite(summary["best_val_loss"])
@@ -166,6 +127,17 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_prepar
     for side in ("input", "target", "prediction"):
         info = sf.info(str(reports / "render" / "boss-ds1" / f"{side}.wav"))
         assert (info.samplerate, info.frames) == (48000, 48000)  # render.example_seconds: 1.0
+
+    # the whole 21 s DI through `ampsim render`: fast mode within 1e-5 of one exact stream
+    rendered = {}
+    for method in ("fast", "exact") + (("sliding-window",) if architecture == "seed" else ()):
+        assert main(["--params", params, "render", str(boss_ds1 / "input.wav"), str(tmp_path / f"{method}.wav"),
+                     "--model", str(model_dir), "--method", method, "--subtype", "FLOAT", "--quiet"]) == 0
+        rendered[method], rate = sf.read(tmp_path / f"{method}.wav", dtype="float32")
+        assert rate == 48000 and len(rendered[method]) == sf.info(str(boss_ds1 / "input.wav")).frames
+    from ampsim.metrics import esr
+
+    assert esr(rendered["exact"], rendered["fast"]) <= 1e-5
 
     client, run = _mlflow_run(isolated_mlflow, card["mlflow_run_id"])
     assert run.data.params["train.architecture"] == architecture

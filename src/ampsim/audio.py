@@ -66,38 +66,37 @@ def _publish(tmp: str, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def write_wav(path: Path, samples: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> None:
-    """Write a WAV so that readers never see a half-written file: temp file in the same folder, then rename."""
+@contextmanager
+def atomic_file(path: Path) -> Iterator[Path]:
+    """Yield a temp path beside `path` that replaces it only if the block finishes: readers never see a
+    half-written file, and a failed or interrupted write leaves the previous file (or none)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        samples = np.asarray(samples)
-        channels = 1 if samples.ndim == 1 else samples.shape[1]
-        with sf.SoundFile(tmp, "w", sample_rate, channels, subtype=subtype, format="WAV") as f:
-            # Float WAVs get a PEAK chunk stamped with the current time: switch it off so the same audio
-            # always gives the same bytes (DVC hashes outputs; a timestamp would re-trigger every stage).
-            sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
-            f.write(samples)
-        _publish(tmp, path)
+        yield Path(tmp)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    _publish(tmp, path)
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int, subtype: str = "FLOAT") -> None:
+    """Write a WAV atomically."""
+    samples = np.asarray(samples)
+    channels = 1 if samples.ndim == 1 else samples.shape[1]
+    with atomic_file(path) as tmp, sf.SoundFile(tmp, "w", sample_rate, channels, subtype=subtype, format="WAV") as f:
+        # Float WAVs get a PEAK chunk stamped with the current time: switch it off so the same audio
+        # always gives the same bytes (DVC hashes outputs; a timestamp would re-trigger every stage).
+        sf._snd.sf_command(f._file, _SFC_SET_ADD_PEAK_CHUNK, sf._ffi.NULL, 0)
+        f.write(samples)
 
 
 def write_text(path: Path, text: str) -> None:
     """Atomic text write (reports, JSON tables)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        _publish(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
 
 
 @contextmanager

@@ -70,13 +70,14 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _train_config(params: dict, source: str):
-    from ampsim.params import AudioParams, LstmParams, SeedParams, TrainParams, section
+    from ampsim.params import AudioParams, LstmParams, RenderParams, SeedParams, TrainParams, section
     from ampsim.training import TrainConfig
 
     return TrainConfig(sample_rate=section(params, "audio", AudioParams, source).sample_rate,
                        train=section(params, "train", TrainParams, source),
                        seed=section(params, "seed", SeedParams, source),
-                       lstm=section(params, "lstm", LstmParams, source))
+                       lstm=section(params, "lstm", LstmParams, source),
+                       render=section(params, "render", RenderParams, source))
 
 
 def _tracker(params: dict, source: str):
@@ -115,22 +116,55 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from ampsim.evaluation import PLOTS_DIR, evaluate, flat_metrics
     from ampsim.models import load_model
     from ampsim.params import EvaluateParams, section
-    from ampsim.training import recipe, samples
-    from ampsim.windows import load_split
+    from ampsim.training import recipe
+    from ampsim.windows import load_split, samples
 
     params = _params(args)
     config = _train_config(params, args.params)
     model, card = load_model(Path(args.model))
-    result = evaluate(model, card, load_split(Path(args.prepared), "val"),
+    segments = load_split(Path(args.prepared), "val")
+    result = evaluate(model, card, segments,
                       section(params, "evaluate", EvaluateParams, args.params),
-                      samples(config.seed.window_ms, card.sample_rate), samples(config.seed.tail_ms, card.sample_rate),
+                      config.render, samples(config.seed.window_ms, card.sample_rate), samples(config.seed.tail_ms, card.sample_rate),
                       Path(args.history), recipe(config).loss_name, Path(args.out))
     tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
     if tracker is not None:
         tracker.log_metrics(flat_metrics(result))
         tracker.log_artifacts(Path(args.out) / PLOTS_DIR, "plots")
+        name, version = _register(params, args.params, tracker, card, result, segments)
+        print(f"registered {name} v{version} in {tracker.uri} (promote it: ampsim promote {name} {version})")
     print(f"validation ({result['val_seconds']:.1f} s): ESR {result['esr']:.4f}, ESR pre-emphasis "
           f"{result['esr_pre_emphasis']:.4f}, 2018 tail MSE {result['mse_2018']:.3g}, level {result['level_db']:+.2f} dB")
+
+
+def _register(params: dict, source: str, tracker, card, result: dict, segments) -> tuple[str, str]:
+    from ampsim.params import MlflowParams, section
+    from ampsim.registry import register, registered_name, source_revision, validation_fingerprint
+    from ampsim.tracking import project_root
+
+    settings = section(params, "mlflow", MlflowParams, source)
+    name = registered_name(settings.registered_model, card.captures)
+    tags = {"val_esr": result["esr"], "val_esr_pre_emphasis": result["esr_pre_emphasis"], "val_mse": result["mse"],
+            "mse_2018": result["mse_2018"], "val_data": validation_fingerprint(segments),
+            "architecture": card.architecture, "captures": ",".join(card.captures),
+            **source_revision(project_root())}
+    return name, register(tracker.client, tracker.run_id, name, tags)
+
+
+def cmd_promote(args: argparse.Namespace) -> None:
+    from ampsim.params import MlflowParams, RenderParams, section
+    from ampsim.registry import promote_and_record
+    from ampsim.render import render
+    from ampsim.tracking import project_root, tracking_uri
+
+    params = _params(args)
+    alias = args.alias or section(params, "mlflow", MlflowParams, args.params).render_alias
+    render_params = section(params, "render", RenderParams, args.params)
+    decision = promote_and_record(tracking_uri(project_root()), args.name, args.version, alias, force=args.force,
+                                  prepared=Path(args.prepared), models_dir=Path(args.models),
+                                  render_fn=lambda model, card, x: render(model, card, x, render_params))
+    print(decision.message())
+    print(f"models:/{args.name}@{alias} -> v{decision.version}; recorded in {Path(args.models) / 'promoted.json'}")
 
 
 def cmd_render_examples(args: argparse.Namespace) -> None:
@@ -142,12 +176,47 @@ def cmd_render_examples(args: argparse.Namespace) -> None:
     params = _params(args)
     model, card = load_model(Path(args.model))
     written = render_examples(model, card, load_split(Path(args.prepared), "val"),
-                              section(params, "render", RenderParams, args.params).example_seconds, Path(args.out))
+                              section(params, "render", RenderParams, args.params), Path(args.out))
     tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
     if tracker is not None:
         tracker.log_artifacts(Path(args.out), "audio")
     for capture, files in written.items():
         print(f"{capture}: " + ", ".join(str(path) for path in files.values()))
+
+
+def _load_model(reference: str):
+    from ampsim.models import load_model
+
+    if reference.startswith("models:/"):
+        from ampsim.registry import load_registered
+        from ampsim.tracking import project_root, tracking_uri
+
+        model, card, version = load_registered(reference, tracking_uri(project_root()))
+        print(f"{reference}: version {version.version} (run {version.run_id})", file=sys.stderr)
+        return model, card
+    return load_model(Path(reference))
+
+
+def cmd_render(args: argparse.Namespace) -> None:
+    from ampsim.params import RenderParams, section
+    from ampsim.render import render_paths
+
+    params = section(_params(args), "render", RenderParams, args.params)
+    model, card = _load_model(args.model)
+    render_paths(model, card, Path(args.input), Path(args.output), args.method or params.method, params,
+                 subtype=args.subtype, channel=args.channel, resample=args.resample, force=args.force,
+                 progress=not args.quiet)
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from ampsim.export import export
+    from ampsim.params import ExportParams, section
+
+    params = section(_params(args), "export", ExportParams, args.params)
+    model, card = _load_model(args.model)
+    metadata = {**params.metadata, **({"name": args.name} if args.name else {})}
+    written = export(model, card, args.format, Path(args.output), metadata, params.settle_seconds)
+    print(f"wrote {written} ({args.format}, {card.architecture}, trained at {card.sample_rate} Hz)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,6 +277,47 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--out", required=True, help="folder of example WAVs (replaced atomically)")
     ex.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     ex.set_defaults(func=cmd_render_examples)
+
+    rd = sub.add_parser("render", help="play DI audio through a trained model (a file, or a folder of files)",
+                        description="Render IN into OUT (or every audio file of folder IN into folder OUT) at the "
+                                    "input's rate and subtype, the same length. `fast` renders blocks side by "
+                                    "side after the model's measured warm-up; `exact` is one continuous stream.")
+    rd.add_argument("input", help="DI file (WAV/FLAC/AIFF/...) or folder of them")
+    rd.add_argument("output", help="output file or folder (never the input)")
+    rd.add_argument("--model", required=True, help="model folder (models/trained), a .keras export, or "
+                                                  "models:/NAME@ALIAS from the MLflow registry")
+    rd.add_argument("--method", choices=["fast", "exact", "sliding-window"],
+                    help="default: params render.method; sliding-window is the 2018 model's own method")
+    rd.add_argument("--subtype", help="output subtype, e.g. PCM_24 or FLOAT (default: the input's)")
+    rd.add_argument("--channel", type=int, help="which channel of a multi-channel input is the DI (1 = first)")
+    rd.add_argument("--resample", action="store_true",
+                    help="convert an input at another rate to the model's and the result back (soxr)")
+    rd.add_argument("--force", action="store_true", help="replace existing output files")
+    rd.add_argument("--quiet", action="store_true", help="no progress bar")
+    rd.set_defaults(func=cmd_render)
+
+    xp = sub.add_parser("export", help="write a model for a real-time plugin: .nam (NAM), AIDA-X JSON, or .keras",
+                        description="Export a trained model. nam: Neural Amp Modeler's LSTM file; aidax: "
+                                    "RTNeural JSON for AIDA-X (one LSTM layer); keras: the Keras file plus card.")
+    xp.add_argument("model", help="model folder (models/trained), a .keras export, or models:/NAME@ALIAS")
+    xp.add_argument("--format", required=True, choices=["nam", "aidax", "keras"])
+    xp.add_argument("-o", "--output", required=True, help="file to write (.nam, .json or .keras)")
+    xp.add_argument("--name", help="model name in the file's metadata (default: export.metadata.name, "
+                                   "else the capture names)")
+    xp.set_defaults(func=cmd_export)
+
+    pr = sub.add_parser("promote", help="point a registry alias (default `render`) at a model version, if it is better",
+                        description="Promote NAME VERSION to an alias if its validation ESR beats the current "
+                                    "holder's on the same validation data (re-scoring both on --prepared when "
+                                    "they were scored on different data). Prints and tags the decision and "
+                                    "records it in models/promoted.json.")
+    pr.add_argument("name", help="registered model name (printed by `ampsim evaluate`)")
+    pr.add_argument("version", help="model version number")
+    pr.add_argument("--alias", help="default: params mlflow.render_alias")
+    pr.add_argument("--force", action="store_true", help="promote even if it is not better (recorded as forced)")
+    pr.add_argument("--prepared", default="data/prepared", help="validation data for re-scoring (default: %(default)s)")
+    pr.add_argument("--models", default="models", help="folder of promoted.json (default: %(default)s)")
+    pr.set_defaults(func=cmd_promote)
     return parser
 
 

@@ -20,7 +20,7 @@ import numpy as np
 from ampsim import metrics, plots
 from ampsim.audio import atomic_dir, write_text
 from ampsim.models import ModelCard
-from ampsim.params import EvaluateParams
+from ampsim.params import EvaluateParams, RenderParams
 from ampsim.render import WINDOWS_PER_BATCH, render
 from ampsim.windows import Segment, tiled_windows
 
@@ -55,10 +55,11 @@ def read_history(path: Path) -> dict[str, np.ndarray]:
 
 
 def evaluate(model: keras.Model, card: ModelCard, segments: list[Segment], params: EvaluateParams,
-             window_2018: int, tail_2018: int, history_csv: Path, loss_name: str, out_dir: Path) -> dict[str, Any]:
+             render_params: RenderParams, window_2018: int, tail_2018: int, history_csv: Path, loss_name: str,
+             out_dir: Path) -> dict[str, Any]:
     """Render every validation segment, score it, draw the figures; write metrics.json and plots/ into
     `out_dir` (replaced atomically) and return the metrics."""
-    predictions = {s.capture: render(model, card, s.x) for s in segments}
+    predictions = {s.capture: render(model, card, s.x, render_params) for s in segments}
     target_all = np.concatenate([s.y for s in segments])
     prediction_all = np.concatenate([predictions[s.capture] for s in segments])
     result: dict[str, Any] = {

@@ -85,6 +85,10 @@ class ModelCard:
     tail_samples: int  # seed: scored tail = sliding-window hop (480 at 48 kHz); lstm: segment minus warm-up
     captures: list[str]
     mlflow_run_id: str | None
+    # Measured after training on the validation audio (absent in cards of older models):
+    context_samples: int | None = None  # warm-up that makes `fast` rendering match `exact` within tolerance
+    context_esr: float | None = None  # ESR between fast and exact with that warm-up
+    validation_esr: float | None = None  # ESR of the exact (or, for seed, sliding-window) rendering
 
 
 def save_model(model: keras.Model, card: ModelCard, folder: Path) -> None:
@@ -94,14 +98,19 @@ def save_model(model: keras.Model, card: ModelCard, folder: Path) -> None:
         (scratch / CARD_FILE).write_text(json.dumps(dataclasses.asdict(card), indent=2) + "\n")
 
 
-def load_model(folder: Path) -> tuple[keras.Model, ModelCard]:
-    """Load a saved model in Keras safe mode (no arbitrary code) with its card."""
-    folder = Path(folder)
-    for name in (MODEL_FILE, CARD_FILE):
-        if not (folder / name).is_file():
-            raise AmpsimError("model not found", path=folder / name,
-                              fix="train one with `dvc repro train` (or point at a folder that has "
-                                  f"{MODEL_FILE} and {CARD_FILE})")
-    model = keras.saving.load_model(folder / MODEL_FILE, compile=False, safe_mode=True)
-    card = ModelCard(**json.loads((folder / CARD_FILE).read_text()))
+def load_model(path: Path) -> tuple[keras.Model, ModelCard]:
+    """Load a saved model in Keras safe mode (no arbitrary code) with its card: a folder written by
+    `ampsim train`, or a `.keras` file written by `ampsim export --format keras` (card beside it)."""
+    path = Path(path)
+    if path.suffix == ".keras":
+        model_file, card_file = path, path.with_suffix(".card.json")
+    else:
+        model_file, card_file = path / MODEL_FILE, path / CARD_FILE
+    for name in (model_file, card_file):
+        if not name.is_file():
+            raise AmpsimError("model not found", path=name,
+                              fix="train one with `dvc repro train`, or point at a folder that has "
+                                  f"{MODEL_FILE} and {CARD_FILE} (or a .keras file with its .card.json)")
+    model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
+    card = ModelCard(**json.loads(card_file.read_text()))
     return model, card

@@ -97,11 +97,27 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class RenderParams:
     example_seconds: float  # per capture, from the start of its validation audio
+    method: str  # fast | exact | sliding-window (seed only)
+    block_ms: float  # fast mode: length of each block rendered side by side
+    blocks_per_batch: int  # fast mode: blocks per predict call
+    exact_chunk_samples: int  # exact mode: samples per predict call (the state carries across calls)
+    jit_compile: bool  # compile rendering with XLA (TensorFlow on CPU: much faster for recurrent loops)
+    context_tolerance_esr: float  # fast-mode warm-up: the shortest whose ESR against exact is below this
+    context_probe_seconds: float  # ... measured on this much of each capture's validation audio
+    max_context_ms: float  # longest warm-up tried
+
+
+@dataclass(frozen=True)
+class ExportParams:
+    settle_seconds: float  # .nam initial state: where the model settles after this much silence
+    metadata: dict[str, Any]  # .nam metadata: name, modeled_by, gear_type, gear_make, gear_model, tone_type
 
 
 @dataclass(frozen=True)
 class MlflowParams:
     experiment: str
+    registered_model: str | None  # registry name; None = the capture names joined
+    render_alias: str  # the alias users render with (`models:/NAME@render`)
 
 
 def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:

@@ -43,6 +43,11 @@ class Pool:
                    offsets, lengths)
 
 
+def samples(ms: float, sample_rate: int) -> int:
+    """A duration in milliseconds as a whole number of samples (window sizes scale with the rate)."""
+    return int(round(ms * sample_rate / 1000))
+
+
 def read_manifest(prepared: Path) -> dict:
     path = Path(prepared) / MANIFEST_FILE
     if not path.is_file():

@@ -1,0 +1,209 @@
+"""Rendering: the three methods agree where they should, files of any length stream through in chunks,
+and bad input gets a clear refusal with nothing overwritten."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+keras = pytest.importorskip("keras")
+
+from ampsim import metrics  # noqa: E402
+from ampsim.models import ModelCard, lstm_model, save_model, seed_model  # noqa: E402
+from ampsim.render import (BlockPlan, context_candidates, measure_context, rechunk, render_exact,  # noqa: E402
+                           render_fast, render_sliding_window)
+from ampsim.params import RenderParams, load_params, section  # noqa: E402
+
+RATE = 48000
+
+
+def _trained_like(model: keras.Model, seed: int, scale: float = 0.3) -> keras.Model:
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, scale, w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+def _di(seconds: float, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.5 * np.sin(2 * np.pi * 98 * t) * np.exp(-2 * (t % 0.5)) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def render_params(params_file) -> RenderParams:
+    return section(load_params(params_file), "render", RenderParams)
+
+
+# --- the methods -------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("length", [100, 480, 4321])
+def test_seed_sliding_window_render_keeps_the_input_length_and_matches_window_by_window(length):
+    model = seed_model(units=4)
+    x = np.random.default_rng(3).standard_normal(length).astype(np.float32) * 0.3
+    window, hop = 960, 96
+    out = render_sliding_window(model, x, window, hop, jit_compile=True)
+    assert out.shape == (length,)
+    padded = np.concatenate([np.zeros(window - hop, np.float32), x, np.zeros(window, np.float32)])
+    for k in (0, (length - 1) // hop):  # first and last block, each from its own zero-state window
+        alone = model.predict(padded[k * hop : k * hop + window][None, :, None], verbose=0)[0, -hop:, 0]
+        stop = min((k + 1) * hop, length)
+        np.testing.assert_allclose(out[k * hop : stop], alone[: stop - k * hop], atol=1e-5)
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_exact_render_in_chunks_is_the_whole_sequence_and_causal(jit_compile):
+    model = _trained_like(lstm_model(8, 2, False), seed=1)
+    x = _di(0.3, seed=4)
+    whole = model.predict(x[None, :, None], verbose=0)[0, :, 0]
+    out = render_exact(model, x, 1000, jit_compile)  # 14 chunks and a short last one
+    assert out.shape == x.shape
+    np.testing.assert_allclose(out, whole, atol=1e-5)
+    np.testing.assert_allclose(render_exact(model, x[:2500], 1000, jit_compile), out[:2500], atol=1e-6)
+
+
+@pytest.mark.parametrize("architecture", ["lstm", "seed"])
+def test_fast_render_matches_exact_within_1e_5_with_the_measured_warm_up(architecture, render_params):
+    model = _trained_like(lstm_model(16, 1, False) if architecture == "lstm" else seed_model(16), seed=2)
+    probe, other = _di(2.0, seed=5), _di(3.0, seed=6)
+    shortest = 480 if architecture == "lstm" else 4800
+    context, error = measure_context(model, probe, context_candidates(shortest, 48000), 4800, render_params)
+    assert error <= render_params.context_tolerance_esr and shortest <= context < 48000
+    plan = BlockPlan(block=max(4800, context), context=context, blocks=8)  # several batches, a short last one
+    exact = render_exact(model, other, 16384, True)
+    fast = render_fast(model, other, plan, True)
+    assert fast.shape == other.shape
+    assert metrics.esr(exact, fast) <= 1e-5
+    assert np.sum(exact**2) > 1.0
+    # without the zero-state start, the opening block would differ: the exact start is what makes them equal
+    np.testing.assert_allclose(fast[: plan.block], exact[: plan.block], atol=1e-5)
+
+
+def test_rechunk_regroups_a_stream_without_losing_or_reordering_samples():
+    pieces = [np.arange(a, b, dtype=np.float32) for a, b in [(0, 3), (3, 3), (3, 20), (20, 21), (21, 45)]]
+    chunks = list(rechunk(pieces, 8))
+    assert [len(c) for c in chunks] == [8, 8, 8, 8, 8, 5]
+    np.testing.assert_array_equal(np.concatenate(chunks), np.arange(45))
+
+
+# --- files ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    model = _trained_like(lstm_model(16, 1, False), seed=7)
+    card = ModelCard("lstm", RATE, 1, 1024, 768, ["test"], None, 960, 1e-9, 0.1)
+    folder = tmp_path_factory.mktemp("model") / "trained"
+    save_model(model, card, folder)
+    return folder
+
+
+def test_render_file_streams_any_length_at_the_inputs_rate_and_subtype(tmp_path, model_dir, ampsim_cli):
+    from ampsim.models import load_model
+
+    x = _di(4.3, seed=8) * 0.5
+    sf.write(tmp_path / "di.flac", x, RATE, subtype="PCM_24")
+    for method in ("exact", "fast"):
+        code, out, err = ampsim_cli("render", str(tmp_path / "di.flac"), str(tmp_path / f"{method}.flac"),
+                                    "--model", str(model_dir), "--method", method, "--quiet")
+        assert code == 0, err
+        assert "x real time" in out and method in out
+        info = sf.info(str(tmp_path / f"{method}.flac"))
+        assert (info.samplerate, info.frames, info.subtype, info.format) == (RATE, len(x), "PCM_24", "FLAC")
+    model, _ = load_model(model_dir)
+    reference = render_exact(model, sf.read(tmp_path / "di.flac", dtype="float32")[0], 1 << 20, True)
+    exact, _ = sf.read(tmp_path / "exact.flac", dtype="float32")
+    fast, _ = sf.read(tmp_path / "fast.flac", dtype="float32")
+    assert metrics.esr(reference, exact) <= 1e-6  # 65536-sample chunks = one stream (up to 24-bit rounding)
+    assert metrics.esr(exact, fast) <= 1e-5
+    assert sf.read(tmp_path / "di.flac", dtype="float32")[0].shape == x.shape  # the input is untouched
+
+
+def test_render_refuses_to_overwrite_the_input_or_an_existing_output(tmp_path, model_dir, ampsim_cli):
+    sf.write(tmp_path / "di.wav", _di(0.5, seed=9), RATE, subtype="PCM_16")
+    before = (tmp_path / "di.wav").read_bytes()
+    code, _, err = ampsim_cli("render", str(tmp_path / "di.wav"), str(tmp_path / "di.wav"), "--model", str(model_dir))
+    assert code == 1 and "would overwrite the input" in err and "di.wav" in err
+    (tmp_path / "out.wav").write_bytes(b"keep me")
+    code, _, err = ampsim_cli("render", str(tmp_path / "di.wav"), str(tmp_path / "out.wav"), "--model", str(model_dir))
+    assert code == 1 and "output file exists" in err and "--force" in err
+    assert (tmp_path / "out.wav").read_bytes() == b"keep me" and (tmp_path / "di.wav").read_bytes() == before
+    code, _, err = ampsim_cli("render", str(tmp_path / "di.wav"), str(tmp_path / "out.wav"), "--model", str(model_dir),
+                              "--force", "--quiet")
+    assert code == 0 and sf.info(str(tmp_path / "out.wav")).frames == RATE // 2
+
+
+def test_render_names_a_rate_mismatch_and_resamples_only_when_asked(tmp_path, model_dir, ampsim_cli):
+    from scipy.signal import resample_poly
+
+    x44 = resample_poly(_di(2.0, seed=10), 147, 160).astype(np.float32)
+    sf.write(tmp_path / "di44.wav", x44, 44100, subtype="FLOAT")
+    code, _, err = ampsim_cli("render", str(tmp_path / "di44.wav"), str(tmp_path / "out.wav"), "--model", str(model_dir))
+    assert code == 1 and "44100 Hz" in err and "48000 Hz" in err and "--resample" in err
+    assert not (tmp_path / "out.wav").exists()
+    code, _, err = ampsim_cli("render", str(tmp_path / "di44.wav"), str(tmp_path / "out.wav"), "--model", str(model_dir),
+                              "--resample", "--method", "exact", "--quiet")
+    assert code == 0, err
+    out, rate = sf.read(tmp_path / "out.wav", dtype="float32")
+    assert rate == 44100 and len(out) == len(x44)
+    # the same as converting by hand, rendering at 48 kHz and converting back (up to the resamplers' edges)
+    from ampsim.models import load_model
+
+    model, _ = load_model(model_dir)
+    by_hand = resample_poly(render_exact(model, resample_poly(x44, 160, 147).astype(np.float32), 1 << 20, True), 147, 160)
+    middle = slice(4410, len(x44) - 4410)
+    assert metrics.esr(by_hand[middle], out[middle]) < 1e-3
+
+
+def test_render_asks_which_channel_of_a_stereo_file_and_clips_pcm_with_a_report(tmp_path, model_dir, ampsim_cli):
+    stereo = np.stack([np.zeros(RATE // 4, np.float32), _di(0.25, seed=11)], axis=1)
+    sf.write(tmp_path / "stereo.wav", stereo, RATE, subtype="PCM_16")
+    code, _, err = ampsim_cli("render", str(tmp_path / "stereo.wav"), str(tmp_path / "out.wav"), "--model", str(model_dir))
+    assert code == 1 and "2 channels" in err and "--channel" in err
+    code, out, err = ampsim_cli("render", str(tmp_path / "stereo.wav"), str(tmp_path / "out.wav"), "--model",
+                                str(model_dir), "--channel", "2", "--quiet")
+    assert code == 0, err
+    right, _ = sf.read(tmp_path / "out.wav", dtype="float32")
+    assert right.ndim == 1 and np.sum(right**2) > 0
+
+    # a model that gains 20 dB: a 16-bit output clips, and says so
+    loud = _trained_like(lstm_model(16, 1, True), seed=12)
+    head = loud.get_layer("head")
+    kernel, bias = head.get_weights()
+    head.set_weights([kernel * 0, bias * 0 + 3.0])
+    save_model(loud, ModelCard("lstm", RATE, 1, 1024, 768, ["loud"], None, 480, 1e-9, 1.0), tmp_path / "loud")
+    sf.write(tmp_path / "mono.wav", stereo[:, 1], RATE, subtype="PCM_16")
+    code, out, err = ampsim_cli("render", str(tmp_path / "mono.wav"), str(tmp_path / "clip.wav"), "--model",
+                                str(tmp_path / "loud"), "--quiet")
+    assert code == 0 and "samples beyond full scale (clipped)" in out
+    clipped, _ = sf.read(tmp_path / "clip.wav", dtype="float32")
+    assert np.max(clipped) <= 1.0 and np.min(clipped) >= -1.0 and np.max(clipped) > 0.99  # clipped, not wrapped
+
+
+def test_render_folder_to_folder_renders_the_good_files_and_names_the_bad_one(tmp_path, model_dir, ampsim_cli):
+    dis = tmp_path / "dis"
+    dis.mkdir()
+    sf.write(dis / "riff.wav", _di(0.5, seed=13), RATE, subtype="PCM_24")
+    sf.write(dis / "solo.flac", _di(0.7, seed=14), RATE, subtype="PCM_16")
+    (dis / "broken.wav").write_bytes(b"RIFF\x00\x00")
+    (dis / "notes.txt").write_text("not audio")
+    code, out, err = ampsim_cli("render", str(dis), str(tmp_path / "wet"), "--model", str(model_dir), "--quiet")
+    assert code == 1 and "broken.wav" in err and "1 of 3 files failed" in err
+    assert sorted(p.name for p in (tmp_path / "wet").iterdir()) == ["riff.wav", "solo.flac"]
+    assert sf.info(str(tmp_path / "wet" / "solo.flac")).frames == int(0.7 * RATE)
+    code, _, err = ampsim_cli("render", str(dis), str(dis), "--model", str(model_dir))
+    assert code == 1 and "the output folder is the input folder" in err
+
+
+def test_sliding_window_is_only_for_the_2018_model_and_old_cards_fall_back_clearly(tmp_path, model_dir, ampsim_cli):
+    sf.write(tmp_path / "di.wav", _di(0.2, seed=15), RATE)
+    code, _, err = ampsim_cli("render", str(tmp_path / "di.wav"), str(tmp_path / "o.wav"), "--model", str(model_dir),
+                              "--method", "sliding-window")
+    assert code == 1 and "2018 model's method" in err
+    old = ModelCard("lstm", RATE, 1, 1024, 768, ["old"], None)  # a card from before the warm-up was measured
+    save_model(lstm_model(8, 1, False), old, tmp_path / "old")
+    code, _, err = ampsim_cli("render", str(tmp_path / "di.wav"), str(tmp_path / "o.wav"), "--model", str(tmp_path / "old"),
+                              "--method", "fast")
+    assert code == 1 and "--method exact" in err
+    code, _, err = ampsim_cli("render", str(tmp_path / "di.wav"), str(tmp_path / "o.wav"), "--model", str(tmp_path / "old"),
+                              "--method", "exact", "--quiet")
+    assert code == 0, err
