@@ -1,0 +1,118 @@
+"""What the Prefect flows in pipeline/ do, as plain functions: run the DVC pipeline as an experiment, find
+the model version it registered, and render a folder with the promoted model, skipping files already
+rendered by the same version. DVC owns the stage graph; this only calls it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from ampsim.errors import AmpsimError
+
+RENDER_LEDGER = ".ampsim-rendered.json"
+# Failures that running the same command again will not fix: the user's captures or params are at fault.
+PERMANENT_MARKERS = ("capture validation failed", "ampsim train: error", "ampsim evaluate: error",
+                     "ampsim validate: error", "ampsim normalize: error", "unknown `", "missing `")
+
+
+class PipelineFailed(AmpsimError):
+    """The pipeline refused the input (validation, params): retrying will not help."""
+
+
+class TransientFailure(AmpsimError):
+    """The pipeline stopped for a reason a retry may clear (a lock held, a killed worker, a lost server)."""
+
+
+@dataclass(frozen=True)
+class ExperimentResult:
+    run_id: str
+    card: dict[str, Any]
+    metrics: dict[str, Any]
+    log: str
+
+
+def _tool_env() -> dict[str, str]:
+    """This environment, with this interpreter's scripts (dvc, ampsim) first on PATH for DVC's stages."""
+    env = dict(os.environ)
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.setdefault("DVC_NO_ANALYTICS", "1")
+    return env
+
+
+def pipeline_changed(project: Path) -> bool:
+    """Whether `dvc repro` would do anything (a capture, a param or the code changed)."""
+    result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project, capture_output=True, text=True,
+                            env=_tool_env())
+    if result.returncode != 0:
+        raise TransientFailure(f"`dvc status` failed: {result.stderr.strip()[-400:]}", path=project)
+    return bool(json.loads(result.stdout or "{}"))
+
+
+def run_experiment(project: Path, overrides: dict[str, Any]) -> ExperimentResult:
+    """`dvc exp run -S key=value ...` in `project`; the results stay in the workspace (models/trained, reports/).
+    Raises PipelineFailed or TransientFailure with DVC's own words when it fails."""
+    project = Path(project)
+    command = ["dvc", "exp", "run", *[f"--set-param={key}={value}" for key, value in overrides.items()]]
+    result = subprocess.run([sys.executable, "-m", *command], cwd=project, capture_output=True, text=True, env=_tool_env())
+    log = result.stdout + result.stderr
+    if result.returncode != 0:
+        tail = "\n".join(log.strip().splitlines()[-15:])
+        kind = PipelineFailed if any(marker in log for marker in PERMANENT_MARKERS) else TransientFailure
+        raise kind(f"`{' '.join(command)}` failed (exit {result.returncode}):\n{tail}\n", path=project,
+                   fix="read the message above; nothing was registered")
+    card = json.loads((project / "models" / "trained" / "card.json").read_text())
+    metrics_file = project / "reports" / "evaluate" / "metrics.json"
+    metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
+    if not card.get("mlflow_run_id"):
+        raise PipelineFailed("the experiment ran without MLflow", path=project, fix="do not pass --no-mlflow")
+    return ExperimentResult(card["mlflow_run_id"], card, metrics, log)
+
+
+def registered_version(client, run_id: str) -> tuple[str, str]:
+    """(name, version) that the evaluate stage registered for `run_id`."""
+    versions = client.search_model_versions(f"run_id = '{run_id}'")
+    if not versions:
+        raise PipelineFailed(f"MLflow run {run_id} registered no model version",
+                             fix="check that the evaluate stage ran and logged to the same MLflow store")
+    latest = max(versions, key=lambda v: int(v.version))
+    return latest.name, str(latest.version)
+
+
+def file_digest(path: Path) -> str:
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def render_plan(sources: list[Path], output_dir: Path, model_key: str) -> tuple[list[Path], list[Path]]:
+    """Split `sources` into (to render, already rendered by `model_key` from the same audio)."""
+    ledger = read_ledger(output_dir)
+    todo, done = [], []
+    for source in sources:
+        entry = ledger.get(source.name)
+        fresh = (entry is not None and entry.get("model") == model_key and (output_dir / source.name).is_file()
+                 and entry.get("source_sha256") == file_digest(source))
+        (done if fresh else todo).append(source)
+    return todo, done
+
+
+def read_ledger(output_dir: Path) -> dict[str, Any]:
+    path = Path(output_dir) / RENDER_LEDGER
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def record_rendered(output_dir: Path, source: Path, model_key: str) -> None:
+    from ampsim.audio import write_text
+
+    ledger = read_ledger(output_dir)
+    ledger[source.name] = {"model": model_key, "source_sha256": file_digest(source)}
+    write_text(Path(output_dir) / RENDER_LEDGER, json.dumps(ledger, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,73 @@
+"""The Prefect flows under prefect_test_harness: train runs the real DVC pipeline as an experiment in a
+project copy, registers and promotes; a failing pipeline fails the flow at once and registers nothing; the
+render flow renders a folder with the promoted model and skips what that version already rendered."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+pytest.importorskip("keras")
+
+from conftest import PROJECT, write_capture  # noqa: E402
+
+sys.path.insert(0, str(PROJECT / "pipeline"))
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def test_train_flow_registers_promotes_then_fails_loudly_on_a_bad_capture_and_render_flow_skips_done_files(
+        harness, project_copy, isolated_mlflow, pair, monkeypatch):
+    import flows
+
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(project_copy.parent / "dvc-site-cache"))
+    from mlflow.tracking import MlflowClient
+
+    summary = flows.train(project=str(project_copy), overrides={"train.max_steps": 2}, promote=True)
+    assert summary["name"] == "demo" and summary["version"] == "1"
+    assert summary["promotion"]["promoted"] is True
+    client = MlflowClient(isolated_mlflow)
+    assert str(client.get_model_version_by_alias("demo", "render").version) == "1"
+    assert (project_copy / "models" / "promoted.json").is_file()
+
+    # a capture at the wrong rate: validation refuses it, the flow fails without retrying, nothing registered
+    dry, wet = pair
+    write_capture(project_copy / "data" / "captures", "bad-rate", dry, wet, wet_rate=44100)
+    state = flows.train(project=str(project_copy), promote=True, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="capture validation failed"):
+        state.result()
+    assert len(client.search_model_versions("name = 'demo'")) == 1
+
+    # the render flow: two DI files rendered with models:/demo@render, then skipped, then one re-rendered
+    dis, out = project_copy.parent / "dis", project_copy.parent / "rendered"
+    dis.mkdir()
+    for index, name in enumerate(("take1.wav", "take2.flac")):
+        sf.write(dis / name, (0.3 * dry[index * 48000 : (index + 1) * 48000]).astype(np.float32), 48000)
+    first = flows.render_folder(str(dis), str(out), project=str(project_copy))
+    assert len(first["rendered"]) == 2 and first["skipped"] == []
+    assert sf.info(str(out / "take2.flac")).frames == 48000
+    second = flows.render_folder(str(dis), str(out), project=str(project_copy))
+    assert second["rendered"] == [] and len(second["skipped"]) == 2
+    sf.write(dis / "take1.wav", (0.5 * dry[:48000]).astype(np.float32), 48000)  # a new take under the same name
+    third = flows.render_folder(str(dis), str(out), project=str(project_copy))
+    assert len(third["rendered"]) == 1 and "take1.wav" in third["rendered"][0]
+
+
+def test_gpu_concurrency_limit_is_created_with_one_slot(harness):
+    import flows
+    from prefect.client.orchestration import get_client
+
+    flows.ensure_gpu_limit()
+    flows.ensure_gpu_limit()  # idempotent
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name("gpu").limit == 1
