@@ -18,7 +18,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/tmp/site-cache
 export UV_SYSTEM_CERTS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test demo-capture clean-outputs
+.PHONY: setup repro test bench demo-capture clean-outputs
 
 setup: $(VENV)/.installed
 
@@ -43,6 +43,10 @@ $(VENV)/.verify-installed: $(VENV)/.installed requirements-verify.lock
 
 test: setup $(VENV)/.verify-installed
 	python -m pytest
+
+# The CPU benchmark (about 20 minutes): prints a table, writes bench/results.json; see bench/RESULTS.md.
+bench: setup
+	python bench/run.py
 
 # Regenerate the committed synthetic demo capture (deterministic).
 demo-capture: setup

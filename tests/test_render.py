@@ -190,6 +190,11 @@ def test_render_folder_to_folder_renders_the_good_files_and_names_the_bad_one(tm
     assert code == 1 and "broken.wav" in err and "1 of 3 files failed" in err
     assert sorted(p.name for p in (tmp_path / "wet").iterdir()) == ["riff.wav", "solo.flac"]
     assert sf.info(str(tmp_path / "wet" / "solo.flac")).frames == int(0.7 * RATE)
+    # one compiled renderer serves the folder, reset for each file: a file renders as it does alone
+    code, _, err = ampsim_cli("render", str(dis / "solo.flac"), str(tmp_path / "alone.flac"), "--model",
+                              str(model_dir), "--quiet")
+    assert code == 0, err
+    np.testing.assert_array_equal(sf.read(tmp_path / "alone.flac")[0], sf.read(tmp_path / "wet" / "solo.flac")[0])
     code, _, err = ampsim_cli("render", str(dis), str(dis), "--model", str(model_dir))
     assert code == 1 and "the output folder is the input folder" in err
 

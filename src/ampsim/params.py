@@ -100,6 +100,7 @@ class RenderParams:
     method: str  # fast | exact | sliding-window (seed only)
     block_ms: float  # fast mode: length of each block rendered side by side
     blocks_per_batch: int  # fast mode: blocks per predict call
+    workers: int  # fast mode: threads the batch is split over (XLA runs each recurrent loop on one core)
     exact_chunk_samples: int  # exact mode: samples per predict call (the state carries across calls)
     jit_compile: bool  # compile rendering with XLA (TensorFlow on CPU: much faster for recurrent loops)
     context_tolerance_esr: float  # fast-mode warm-up: the shortest whose ESR against exact is below this

@@ -65,10 +65,16 @@ class BlockRenderer:
     """Renders consecutive chunks of one stream by blocks with warm-up; remembers the last `context` input
     samples so that a block at a chunk boundary gets the same warm-up as any other."""
 
-    def __init__(self, model: keras.Model, plan: BlockPlan, jit_compile: bool):
+    def __init__(self, model: keras.Model, plan: BlockPlan, jit_compile: bool, workers: int = 1):
         self.model, self.plan = _compiled(model, jit_compile), plan
-        self.history = np.zeros(plan.context, np.float32)
-        self.at_start = plan.exact_start
+        # XLA runs one recurrent loop on one core: a batch split over `workers` threads uses the others.
+        self.workers = max(1, min(workers, plan.blocks))
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (the compiled function is kept)."""
+        self.history = np.zeros(self.plan.context, np.float32)
+        self.at_start = self.plan.exact_start
 
     @property
     def chunk(self) -> int:
@@ -92,7 +98,7 @@ class BlockRenderer:
             if self.at_start:  # the opening block first, then silence: its output starts from the zero state
                 batch[0] = np.roll(batch[0], -plan.context)
                 batch[0, plan.block :] = 0.0
-            predicted = np.asarray(self.model.predict_on_batch(batch[..., None]))[:count, :, 0]
+            predicted = self._predict(batch)[:count]
             tails = predicted[:, plan.context :]
             if self.at_start:
                 tails[0] = predicted[0, : plan.block]
@@ -102,6 +108,17 @@ class BlockRenderer:
         return out
 
 
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.workers == 1 or len(batch) < self.workers:
+            return np.asarray(self.model.predict_on_batch(batch[..., None]))[..., 0]
+        from concurrent.futures import ThreadPoolExecutor
+
+        parts = np.array_split(batch, self.workers)
+        with ThreadPoolExecutor(self.workers) as pool:
+            outputs = list(pool.map(lambda part: np.asarray(self.model.predict_on_batch(part[..., None])), parts))
+        return np.concatenate(outputs)[..., 0]
+
+
 class ExactRenderer:
     """Renders consecutive chunks of one stream through the streaming twin, carrying every layer's (h, c)."""
 
@@ -109,7 +126,13 @@ class ExactRenderer:
                  initial_state: list[np.ndarray] | None = None):
         self.twin = _compiled(streaming_twin(model), jit_compile)
         self.chunk = chunk
-        self.state = initial_state or [np.zeros((1, int(t.shape[-1])), np.float32) for t in self.twin.inputs[1:]]
+        self.initial_state = initial_state or [np.zeros((1, int(t.shape[-1])), np.float32)
+                                               for t in self.twin.inputs[1:]]
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (the compiled function is kept)."""
+        self.state = list(self.initial_state)
         self.finished = False
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
@@ -151,8 +174,8 @@ def render_exact(model: keras.Model, x: np.ndarray, chunk: int, jit_compile: boo
     return ExactRenderer(model, chunk, jit_compile)(x)
 
 
-def render_fast(model: keras.Model, x: np.ndarray, plan: BlockPlan, jit_compile: bool) -> np.ndarray:
-    return BlockRenderer(model, plan, jit_compile)(x)
+def render_fast(model: keras.Model, x: np.ndarray, plan: BlockPlan, jit_compile: bool, workers: int = 1) -> np.ndarray:
+    return BlockRenderer(model, plan, jit_compile, workers)(x)
 
 
 def fast_plan(card: ModelCard, params: RenderParams) -> BlockPlan:
@@ -169,12 +192,16 @@ def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderPar
     if method == "exact":
         return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile)
     if method == "fast":
-        return BlockRenderer(model, fast_plan(card, params), params.jit_compile)
+        if card.context_samples is None and card.context_esr is not None:
+            # measured, and no warm-up up to render.max_context_ms made blocks match one stream
+            return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile)
+        return BlockRenderer(model, fast_plan(card, params), params.jit_compile, params.workers)
     if method == "sliding-window":
         if card.architecture != "seed":
             raise AmpsimError("the sliding window is the 2018 model's method; this is a streaming model",
                               fix="use --method fast or --method exact")
-        return BlockRenderer(model, sliding_window_plan(card.window_samples, card.tail_samples), params.jit_compile)
+        return BlockRenderer(model, sliding_window_plan(card.window_samples, card.tail_samples), params.jit_compile,
+                             params.workers)
     raise AmpsimError(f"unknown render method `{method}`", fix=f"use one of {', '.join(METHODS)}")
 
 
@@ -195,17 +222,23 @@ def context_candidates(minimum: int, maximum: int) -> list[int]:
 
 
 def measure_context(model: keras.Model, x: np.ndarray, candidates: Iterable[int], block: int,
-                    params: RenderParams) -> tuple[int, float]:
-    """The shortest warm-up with which `fast` matches `exact` on `x` within `params.context_tolerance_esr`
-    (ESR between the two), and that ESR; the longest candidate and its ESR when none does."""
+                    params: RenderParams) -> tuple[int | None, float]:
+    """The warm-up for `fast` mode: twice the shortest with which fast matches exact on `x` within
+    `params.context_tolerance_esr` (ESR between the two; the factor 2 is margin for audio unlike `x`), and
+    the ESR measured with it. (None, ESR of the longest candidate) when none matches: the model's state
+    does not forget its start within `max_context_ms`, and `fast` falls back to `exact`."""
+    candidates = list(candidates)
     reference = render_exact(model, x, params.exact_chunk_samples, params.jit_compile)
-    context, error = 0, float("inf")
-    for context in candidates:
+
+    def error(context: int) -> float:
         plan = BlockPlan(max(block, context), context, params.blocks_per_batch)
-        error = metrics.esr(reference, render_fast(model, x, plan, params.jit_compile))
-        if error <= params.context_tolerance_esr:
-            break
-    return context, error
+        return metrics.esr(reference, render_fast(model, x, plan, params.jit_compile, params.workers))
+
+    for context in candidates:
+        if error(context) <= params.context_tolerance_esr:
+            margin = min(2 * context, candidates[-1])
+            return margin, error(margin)
+    return None, error(candidates[-1])
 
 
 def render_examples(model: keras.Model, card: ModelCard, segments: list[Segment], params: RenderParams,
@@ -385,8 +418,9 @@ def render_paths(model: keras.Model, card: ModelCard, source: Path, target: Path
     else:
         jobs = [(source, target)]
     results, failures = [], []
+    render_chunk = renderer(model, card, method, params)  # compiled once, reset for every file
     for src, dst in jobs:
-        render_chunk = renderer(model, card, method, params)
+        render_chunk.reset()
         try:
             result = render_file(render_chunk, card.sample_rate, src, dst, subtype=subtype, channel=channel,
                                  resample=resample, force=force, progress=progress)

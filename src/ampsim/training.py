@@ -172,12 +172,16 @@ class Progress:
         self.bar.close()
 
 
-def measured_card(model: keras.Model, card: ModelCard, val_segments: list, config: TrainConfig) -> ModelCard:
+def measured_card(model: keras.Model, card: ModelCard, val_segments: list, train_segments: list,
+                  config: TrainConfig) -> ModelCard:
     """The card with what a renderer and an exporter need to know of the trained model: the warm-up that
     makes `fast` rendering match `exact` (measured on the opening of the validation audio) and the
     validation ESR."""
     r = config.render
-    probe = np.concatenate([s.x[: int(r.context_probe_seconds * card.sample_rate)] for s in val_segments])
+    # The warm-up is measured on the capture's DI, validation first, then training audio (all of it is
+    # material the model will meet), up to render.context_probe_seconds.
+    frames = int(r.context_probe_seconds * card.sample_rate)
+    probe = np.concatenate([s.x for s in val_segments + train_segments])[:frames]
     # The 2018 model only ever saw 100 ms before the scored tail: it gets at least that much.
     shortest = card.window_samples - card.tail_samples if card.architecture == "seed" else samples(10, card.sample_rate)
     longest = max(samples(r.max_context_ms, card.sample_rate), shortest)
@@ -185,7 +189,8 @@ def measured_card(model: keras.Model, card: ModelCard, val_segments: list, confi
                                            samples(r.block_ms, card.sample_rate), r)
     target = np.concatenate([s.y for s in val_segments])
     prediction = np.concatenate([render(model, card, s.x, r) for s in val_segments])
-    return dataclasses.replace(card, context_samples=int(context), context_esr=float(context_esr),
+    return dataclasses.replace(card, context_samples=None if context is None else int(context),
+                               context_esr=float(context_esr),
                                validation_esr=metrics.esr(target, prediction))
 
 
@@ -201,9 +206,11 @@ def _minutes(seconds: float) -> str:
 
 def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Path, config: TrainConfig,
           tracker=None, all_params: dict | None = None, progress: bool = True,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          log: Callable[[str], None] = print,
+          on_step: Callable[[keras.Model, dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train, resuming from `checkpoint_dir` when it holds this job's checkpoint; write the best model to
-    `model_dir`, the loss history and summary to `reports_dir`; return the summary."""
+    `model_dir`, the loss history and summary to `reports_dir`; return the summary. `on_step(model, state)`
+    is called after every step, outside the timed training (the benchmark scores the model there)."""
     plan = recipe(config)
     train_segments, val_segments = load_split(prepared, "train"), load_split(prepared, "val")
     train_pool, val_pool = Pool.of(train_segments), Pool.of(val_segments)
@@ -279,6 +286,8 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                                      "minutes": state["seconds"] / 60})
             state["rng"] = rng.bit_generator.state
             save_checkpoint(checkpoint_dir, model, state, improved)
+            if on_step is not None:
+                on_step(model, state)
             if tracker is not None:
                 tracker.log_metrics({"train_loss": train_loss, "val_loss": val_loss,
                                      "samples_per_second": plan.batches_per_step * batch_samples / trained},
@@ -292,9 +301,11 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
     card = ModelCard(architecture=config.train.architecture, sample_rate=config.sample_rate, input_size=1,
                      window_samples=plan.window, tail_samples=plan.scored, captures=captures,
                      mlflow_run_id=state["run_id"])
-    card = measured_card(inference, card, val_segments, config)
-    log(f"fast rendering needs {card.context_samples} samples of warm-up (ESR {card.context_esr:.2g} against "
-        f"exact); validation ESR {card.validation_esr:.4f}")
+    card = measured_card(inference, card, val_segments, train_segments, config)
+    warm_up = (f"fast rendering: {card.context_samples} samples of warm-up (ESR {card.context_esr:.2g} against exact)"
+               if card.context_samples else f"fast rendering falls back to exact: no warm-up up to "
+               f"{config.render.max_context_ms:g} ms matched (ESR {card.context_esr:.2g})")
+    log(f"{warm_up}; validation ESR {card.validation_esr:.4f}")
     save_model(inference, card, model_dir)
     summary = {
         "architecture": config.train.architecture,
