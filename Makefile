@@ -48,9 +48,9 @@ test: setup $(VENV)/.verify-installed
 bench: setup
 	python bench/run.py
 
-# Regenerate the committed synthetic demo capture (deterministic).
+# Regenerate the committed synthetic demo set (deterministic): the virtual amp at three gain settings.
 demo-capture: setup
-	ampsim demo-capture --out data/captures/demo --force
+	ampsim demo-set --captures data/captures --force
 
 # Re-lock after editing pyproject.toml dependencies.
 lock: setup

@@ -64,7 +64,7 @@ def promote_task(project: str, name: str, version: str, alias: str, force: bool)
     render_params = section(params, "render", RenderParams)
     decision = promote_and_record(tracking_uri(Path(project)), name, version, alias, force=force,
                                   prepared=Path(project) / "data" / "prepared", models_dir=Path(project) / "models",
-                                  render_fn=lambda model, card, x: render(model, card, x, render_params))
+                                  render_fn=lambda model, card, x, knobs: render(model, card, x, render_params, knobs))
     get_run_logger().info(decision.message())
     return dataclasses.asdict(decision)
 
@@ -93,27 +93,31 @@ def train(project: str = ".", overrides: dict[str, Any] | None = None, promote: 
 
 
 @task
-def render_one(model_uri: str, project: str, source: str, target: str) -> str:
+def render_one(model_uri: str, project: str, source: str, target: str, knobs: dict[str, float] | None,
+               key: str) -> str:
     params = section(load_params(Path(project) / "params.yaml"), "render", RenderParams)
     model, card, version = load_registered(model_uri, tracking_uri(Path(project)))
-    result = render_file(renderer(model, card, params.method, params), card.sample_rate, Path(source), Path(target),
-                         force=True, progress=False)
-    record_rendered(Path(target).parent, Path(source), f"{version.name}/{version.version}")
+    result = render_file(renderer(model, card, params.method, params, knobs), card.sample_rate, Path(source),
+                         Path(target), force=True, progress=False)
+    record_rendered(Path(target).parent, Path(source), key)
     return f"{result.target}: {result.seconds:.1f} s, {result.realtime_factor:.1f}x real time"
 
 
 @flow(name="render")
-def render_folder(input_dir: str, output_dir: str, model: str | None = None, project: str = ".") -> dict[str, list[str]]:
-    """Render every DI file of `input_dir` into `output_dir` with `model` (default: the promoted one)."""
+def render_folder(input_dir: str, output_dir: str, model: str | None = None, project: str = ".",
+                  knobs: dict[str, float] | None = None) -> dict[str, list[str]]:
+    """Render every DI file of `input_dir` into `output_dir` with `model` (default: the promoted one), at
+    the knob settings `knobs` for a knob-conditioned model."""
     logger = get_run_logger()
     project = str(Path(project).resolve())
     alias = section(load_params(Path(project) / "params.yaml"), "mlflow", MlflowParams).render_alias
     model_uri = model or promoted_uri(Path(project) / "models", alias)
     _, _, version = load_registered(model_uri, tracking_uri(Path(project)))
-    key = f"{version.name}/{version.version}"
+    # the same file at another knob setting is another rendering: the setting is part of the key
+    key = f"{version.name}/{version.version}" + "".join(f" {k}={v:g}" for k, v in sorted((knobs or {}).items()))
     Path(output_dir).mkdir(parents=True, exist_ok=True)
     todo, done = render_plan(audio_files(Path(input_dir)), Path(output_dir), key)
     logger.info(f"{model_uri} is {key}: {len(todo)} file(s) to render, {len(done)} already rendered by it")
     rendered = [render_one(f"models:/{version.name}/{version.version}", project, str(source),
-                           str(Path(output_dir) / source.name)) for source in todo]
+                           str(Path(output_dir) / source.name), knobs, key) for source in todo]
     return {"rendered": rendered, "skipped": [str(source) for source in done]}

@@ -32,6 +32,20 @@ def pair() -> tuple[np.ndarray, np.ndarray]:
     return dry, virtual_amp(dry, RATE, gain=0.5, latency_ms=0.5)
 
 
+def trained_like(model, seed: int, scale: float = 0.3):
+    """Random weights at the scale of a trained model's (Keras' initialisers leave the head tiny)."""
+    rng = np.random.default_rng(seed)
+    model.set_weights([rng.normal(0, scale, w.shape).astype(np.float32) for w in model.get_weights()])
+    return model
+
+
+def decaying_di(seconds: float, seed: int) -> np.ndarray:
+    """A repeated decaying low note with a little noise: DI-like input for rendering tests."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * RATE)) / RATE
+    return (0.5 * np.sin(2 * np.pi * 98 * t) * np.exp(-2 * (t % 0.5)) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+
+
 def write_capture(root: Path, name: str, dry: np.ndarray, wet: np.ndarray, *, dry_rate: int = RATE,
                   wet_rate: int = RATE, subtype: str = "FLOAT", meta: dict | None = None) -> Path:
     folder = root / name

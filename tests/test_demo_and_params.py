@@ -10,18 +10,26 @@ from ampsim.params import NormalizeParams, load_params, section
 from conftest import PROJECT
 
 
-def test_committed_demo_is_what_the_generator_writes(ampsim_cli, tmp_path):
-    code, out, err = ampsim_cli("demo-capture", "--out", str(tmp_path / "demo"))
+def test_committed_demo_set_is_what_the_generator_writes(ampsim_cli, tmp_path):
+    code, out, err = ampsim_cli("demo-set", "--captures", str(tmp_path))
     assert code == 0, err
-    for name in ("input.wav", "output.wav"):
-        generated, rate = sf.read(tmp_path / "demo" / name, dtype="int16")
-        committed, committed_rate = sf.read(PROJECT / "data" / "captures" / "demo" / name, dtype="int16")
-        assert rate == committed_rate == 48000
-        # one LSB of slack: libm differences between machines may flip a rounding
-        assert np.max(np.abs(generated.astype(int) - committed.astype(int))) <= 1
-    size = sum((PROJECT / "data" / "captures" / "demo" / n).stat().st_size for n in ("input.wav", "output.wav"))
-    assert size <= 6 * 2**20
-    assert "synthetic" in (tmp_path / "demo" / "capture.yaml").read_text()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names == ["demo-gain-0.2", "demo-gain-0.5", "demo-gain-0.8"]
+    assert sorted(p.name for p in (PROJECT / "data" / "captures").iterdir()) == names
+    for name in names:
+        for side in ("input.wav", "output.wav"):
+            generated, rate = sf.read(tmp_path / name / side, dtype="int16")
+            committed, committed_rate = sf.read(PROJECT / "data" / "captures" / name / side, dtype="int16")
+            assert rate == committed_rate == 48000
+            # one LSB of slack: libm differences between machines may flip a rounding
+            assert np.max(np.abs(generated.astype(int) - committed.astype(int))) <= 1
+        size = sum((PROJECT / "data" / "captures" / name / n).stat().st_size for n in ("input.wav", "output.wav"))
+        assert size <= 6 * 2**20
+        meta = yaml.safe_load((tmp_path / name / "capture.yaml").read_text())
+        assert meta["knobs"] == {"gain": float(name.rsplit("-", 1)[1])}
+        assert meta["split"] == ("val" if name == "demo-gain-0.5" else "time")  # the unseen middle setting
+        assert "synthetic" in meta["notes"]
+        assert (tmp_path / name / "capture.yaml").read_text() == (PROJECT / "data" / "captures" / name / "capture.yaml").read_text()
 
 
 def test_demo_signal_is_deterministic_and_guitar_like():

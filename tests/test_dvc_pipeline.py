@@ -14,12 +14,14 @@ def test_repro_runs_then_reruns_only_what_changed(project_copy, boss_ds1):
     first = run_tool(project_copy, "dvc", "repro")
     for stage in ("normalize", "validate", "train", "evaluate", "render"):
         assert f"Running stage '{stage}'" in first.stdout
-    assert "demo: delay 30 samples" in first.stdout
+    assert "demo-gain-0.2: delay 30 samples" in first.stdout
     assert (project_copy / "reports" / "validate" / "data_docs" / "index.html").is_file()
     assert (project_copy / "models" / "trained" / "model.keras").is_file()
-    assert (project_copy / "reports" / "render" / "demo" / "prediction.wav").is_file()
+    for setting in ("demo-gain-0.2", "demo-gain-0.5", "demo-gain-0.8"):
+        assert (project_copy / "reports" / "render" / setting / "prediction.wav").is_file()
     shown = run_tool(project_copy, "dvc", "metrics", "show").stdout
     assert "reports/evaluate/metrics.json" in shown and "esr_pre_emphasis" in shown
+    assert "esr_held_out" in shown and "captures.demo-gain-0.5.knob_gain" in shown  # the per-setting table
     # the run went to the copy's own MLflow store at its root (absolute SQLite path), with its artifacts
     card = json.loads((project_copy / "models" / "trained" / "card.json").read_text())
     client = MlflowClient(f"sqlite:///{project_copy / 'mlflow.db'}")
@@ -46,8 +48,12 @@ def test_repro_runs_then_reruns_only_what_changed(project_copy, boss_ds1):
     fourth = run_tool(project_copy, "dvc", "repro")
     assert "Stage 'train' didn't change, skipping" in fourth.stdout and "Running stage 'render'" in fourth.stdout
 
-    # a new capture: both stages run again, then everything is up to date
+    # a new capture that does not set the set's knob is refused, naming it and the knob; set, it trains
     shutil.copytree(boss_ds1, project_copy / "data" / "captures" / "boss-ds1")
+    refused = run_tool(project_copy, "dvc", "repro", check=False)
+    assert refused.returncode != 0
+    assert "capture 'boss-ds1' does not set the knob 'gain'" in refused.stderr
+    (project_copy / "data" / "captures" / "boss-ds1" / "capture.yaml").write_text("knobs: {gain: 1.0}\n")
     assert "normalize" in run_tool(project_copy, "dvc", "status").stdout
     third = run_tool(project_copy, "dvc", "repro")
     assert "Running stage 'normalize'" in third.stdout and "boss-ds1: delay 39 samples" in third.stdout
@@ -61,7 +67,8 @@ def test_failed_validation_fails_repro_and_records_nothing(project_copy, pair):
     from conftest import write_capture
 
     dry, wet = pair
-    write_capture(project_copy / "data" / "captures", "halfrate", dry, wet, wet_rate=44100)
+    write_capture(project_copy / "data" / "captures", "halfrate", dry, wet, wet_rate=44100,
+                  meta={"knobs": {"gain": 0.5}})
     result = run_tool(project_copy, "dvc", "repro", check=False)
     assert result.returncode != 0
     assert "capture 'halfrate' (data/captures/halfrate/output.wav): output sample rate failed" in result.stderr

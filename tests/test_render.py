@@ -18,16 +18,7 @@ from ampsim.params import RenderParams, load_params, section  # noqa: E402
 RATE = 48000
 
 
-def _trained_like(model: keras.Model, seed: int, scale: float = 0.3) -> keras.Model:
-    rng = np.random.default_rng(seed)
-    model.set_weights([rng.normal(0, scale, w.shape).astype(np.float32) for w in model.get_weights()])
-    return model
-
-
-def _di(seconds: float, seed: int) -> np.ndarray:
-    rng = np.random.default_rng(seed)
-    t = np.arange(int(seconds * RATE)) / RATE
-    return (0.5 * np.sin(2 * np.pi * 98 * t) * np.exp(-2 * (t % 0.5)) + 0.02 * rng.standard_normal(len(t))).astype(np.float32)
+from conftest import decaying_di as _di, trained_like as _trained_like  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ from typing import Any
 import yaml
 
 from ampsim.errors import CaptureError
+from ampsim.knobs import check_set, check_value
 
 INPUT_FILE = "input.wav"
 OUTPUT_FILE = "output.wav"
@@ -85,6 +86,7 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     knobs = meta.get("knobs") or {}
     if not isinstance(knobs, dict):
         raise CaptureError("knobs must be a mapping of knob name to 0-1 value", path=path, fix="e.g. `knobs: {gain: 0.6}`")
+    knobs = {str(name): check_value(str(name), value, path) for name, value in knobs.items()}
     return {**meta, "split": split, "channels": channels, "knobs": knobs}
 
 
@@ -123,4 +125,7 @@ def find_captures(root: Path) -> list[Capture]:
             path=root,
             fix="add a folder per capture holding input.wav and output.wav (or run `ampsim demo-capture`)",
         )
-    return [load_capture(folder) for folder in folders]
+    captures = [load_capture(folder) for folder in folders]
+    # The captures of one folder are trained together: they must all name the same knobs.
+    check_set({c.name: c.knobs for c in captures}, {c.name: c.meta_path for c in captures})
+    return captures

@@ -16,29 +16,51 @@ def _params(args: argparse.Namespace) -> dict:
     return load_params(args.params)
 
 
-def cmd_demo_capture(args: argparse.Namespace) -> None:
+def _write_demo(out: Path, gain: float, split: str, force: bool, params: dict, source: str) -> None:
     from ampsim.audio import write_wav
     from ampsim.captures import INPUT_FILE, META_FILE, OUTPUT_FILE, check_capture_name
     from ampsim.demo import synth_di, virtual_amp
     from ampsim.params import AudioParams, DemoParams, section
 
-    params = _params(args)
-    audio, demo = section(params, "audio", AudioParams, args.params), section(params, "demo", DemoParams, args.params)
-    gain = demo.gain if args.gain is None else args.gain
-    out = Path(args.out)
+    audio, demo = section(params, "audio", AudioParams, source), section(params, "demo", DemoParams, source)
     check_capture_name(out.name, out)
-    if out.exists() and any(out.iterdir()) and not args.force:
+    if out.exists() and any(out.iterdir()) and not force:
         raise AmpsimError("folder exists and is not empty", path=out,
                           fix="choose another --out, or pass --force to regenerate the demo there")
     di = synth_di(demo.seconds, audio.sample_rate, demo.seed)
     wet = virtual_amp(di, audio.sample_rate, gain, demo.latency_ms)
     write_wav(out / INPUT_FILE, di, audio.sample_rate, subtype="PCM_16")
     write_wav(out / OUTPUT_FILE, wet, audio.sample_rate, subtype="PCM_16")
+    held_out = ", held out whole for validation (a setting the model never trains on)" if split == "val" else ""
     meta = (f"device: ampsim virtual amp (synthetic, see `ampsim demo-capture --help`)\n"
-            f"notes: synthetic DI (seed {demo.seed}) through the virtual amp at gain {gain}; not a recording\n"
-            f"split: time\n")
+            f"notes: synthetic DI (seed {demo.seed}) through the virtual amp at gain {gain:g}{held_out}; not a recording\n"
+            f"split: {split}\n"
+            f"knobs: {{gain: {gain:g}}}\n")
     (out / META_FILE).write_text(meta)
-    print(f"wrote {out / INPUT_FILE} and {out / OUTPUT_FILE} ({demo.seconds:g} s at {audio.sample_rate} Hz, gain {gain})")
+    print(f"wrote {out / INPUT_FILE} and {out / OUTPUT_FILE} ({demo.seconds:g} s at {audio.sample_rate} Hz, "
+          f"gain {gain:g}, split {split})")
+
+
+def cmd_demo_capture(args: argparse.Namespace) -> None:
+    from ampsim.params import DemoParams, section
+
+    params = _params(args)
+    gain = section(params, "demo", DemoParams, args.params).gain if args.gain is None else args.gain
+    _write_demo(Path(args.out), gain, args.split, args.force, params, args.params)
+
+
+def demo_set_name(gain: float) -> str:
+    return f"demo-gain-{gain:g}"
+
+
+def cmd_demo_set(args: argparse.Namespace) -> None:
+    from ampsim.params import DemoParams, section
+
+    params = _params(args)
+    demo = section(params, "demo", DemoParams, args.params)
+    for gain in demo.set_gains:
+        split = "val" if demo.held_out_gain is not None and gain == demo.held_out_gain else "time"
+        _write_demo(Path(args.captures) / demo_set_name(gain), gain, split, args.force, params, args.params)
 
 
 def cmd_normalize(args: argparse.Namespace) -> None:
@@ -162,7 +184,7 @@ def cmd_promote(args: argparse.Namespace) -> None:
     render_params = section(params, "render", RenderParams, args.params)
     decision = promote_and_record(tracking_uri(project_root()), args.name, args.version, alias, force=args.force,
                                   prepared=Path(args.prepared), models_dir=Path(args.models),
-                                  render_fn=lambda model, card, x: render(model, card, x, render_params))
+                                  render_fn=lambda model, card, x, knobs: render(model, card, x, render_params, knobs))
     print(decision.message())
     print(f"models:/{args.name}@{alias} -> v{decision.version}; recorded in {Path(args.models) / 'promoted.json'}")
 
@@ -201,10 +223,13 @@ def cmd_render(args: argparse.Namespace) -> None:
     from ampsim.params import RenderParams, section
     from ampsim.render import render_paths
 
+    from ampsim.knobs import parse_knob
+
     params = section(_params(args), "render", RenderParams, args.params)
+    knobs = dict(parse_knob(text) for text in args.knob)
     model, card = _load_model(args.model)
     render_paths(model, card, Path(args.input), Path(args.output), args.method or params.method, params,
-                 subtype=args.subtype, channel=args.channel, resample=args.resample, force=args.force,
+                 knobs=knobs, subtype=args.subtype, channel=args.channel, resample=args.resample, force=args.force,
                  progress=not args.quiet)
 
 
@@ -229,8 +254,19 @@ def build_parser() -> argparse.ArgumentParser:
                                       "virtual amp of ampsim.demo. Length, seed, latency from params.yaml demo.")
     demo.add_argument("--out", required=True, help="capture folder to write, e.g. data/captures/demo")
     demo.add_argument("--gain", type=float, help="the virtual amp's gain knob, 0-1 (default: params demo.gain)")
+    demo.add_argument("--split", choices=["time", "val"], default="time",
+                      help="time: train on the first 80 %%, validate on the rest; val: hold the whole capture out "
+                           "(an unseen knob setting) (default: %(default)s)")
     demo.add_argument("--force", action="store_true", help="overwrite an existing demo capture")
     demo.set_defaults(func=cmd_demo_capture)
+
+    dset = sub.add_parser("demo-set", help="write the parametric demo: the virtual amp at every demo.set_gains",
+                          description="Write one synthetic capture per gain in params demo.set_gains "
+                                      "(demo-gain-<gain>, the same DI through the virtual amp, `knobs: {gain: ...}`); "
+                                      "demo.held_out_gain is held out whole (split: val).")
+    dset.add_argument("--captures", required=True, help="folder to write the captures into, e.g. data/captures")
+    dset.add_argument("--force", action="store_true", help="overwrite existing demo captures")
+    dset.set_defaults(func=cmd_demo_set)
 
     norm = sub.add_parser("normalize", help="decode captures to float32 at full scale and record statistics",
                           description="Stage 1. Decode every data/captures/<name>/{input,output}.wav to float32 "
@@ -288,6 +324,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                   "models:/NAME@ALIAS from the MLflow registry")
     rd.add_argument("--method", choices=["fast", "exact", "sliding-window"],
                     help="default: params render.method; sliding-window is the 2018 model's own method")
+    rd.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                    help="a knob-conditioned model's setting, 0-1, e.g. --knob gain=0.7 (one per knob)")
     rd.add_argument("--subtype", help="output subtype, e.g. PCM_24 or FLOAT (default: the input's)")
     rd.add_argument("--channel", type=int, help="which channel of a multi-channel input is the DI (1 = first)")
     rd.add_argument("--resample", action="store_true",

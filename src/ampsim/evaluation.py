@@ -5,6 +5,8 @@
   between runs. The post reached 1.2e-3 on its own data.
 - `esr`: sum((y - y_hat)^2) / sum(y^2) over the whole rendered validation audio; `esr_pre_emphasis` the same
   after first-order pre-emphasis; `level_db`: prediction RMS relative to the target's.
+- per capture, i.e. per knob setting of a conditioned set, the same figures with the setting's knob values;
+  `esr_held_out` over the captures held out whole (`split: val`): settings the model never trained on.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import numpy as np
 
 from ampsim import metrics, plots
 from ampsim.audio import atomic_dir, write_text
+from ampsim.knobs import knob_vector, with_knobs
 from ampsim.models import ModelCard
 from ampsim.params import EvaluateParams, RenderParams
 from ampsim.render import WINDOWS_PER_BATCH, render
@@ -28,16 +31,18 @@ METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"
 
 
-def tail_window_mse(model: keras.Model, segments: list[Segment], window: int, tail: int, max_windows: int) -> float:
-    """The 2018 metric over a fixed window set: windows every `tail` samples whose tails lie inside the audio."""
+def tail_window_mse(model: keras.Model, card: ModelCard, segments: list[Segment], window: int, tail: int,
+                    max_windows: int) -> float:
+    """The 2018 metric over a fixed window set: windows every `tail` samples whose tails lie inside the audio
+    (with each capture's knob setting as the model's extra channels)."""
     inputs, targets = [], []
     for s in segments:
         full = len(s.x) // tail  # windows whose whole tail is real audio, not end padding
-        inputs.append(tiled_windows(s.x, window, tail)[:full])
+        inputs.append(with_knobs(tiled_windows(s.x, window, tail)[:full], knob_vector(card.knobs, s.knobs)))
         targets.append(s.y[: full * tail].reshape(full, tail))
     x, y = np.concatenate(inputs), np.concatenate(targets)
     keep = metrics.evenly_spaced(len(x), max_windows)
-    predicted = model.predict(x[keep][..., None], batch_size=WINDOWS_PER_BATCH, verbose=0)[:, -tail:, 0]
+    predicted = model.predict(x[keep], batch_size=WINDOWS_PER_BATCH, verbose=0)[:, -tail:, 0]
     return metrics.mse(y[keep], predicted)
 
 
@@ -46,6 +51,13 @@ def scores(target: np.ndarray, prediction: np.ndarray, pre_emphasis: float) -> d
             "esr_pre_emphasis": metrics.esr_pre_emphasis(target, prediction, pre_emphasis),
             "mse": metrics.mse(target, prediction),
             "level_db": metrics.level_db(target, prediction)}
+
+
+def _label(segment: Segment) -> str:
+    """A capture's name with its knob setting, as plot titles show it."""
+    setting = ", ".join(f"{k} {v:g}" for k, v in sorted(segment.knobs.items()))
+    held = " (held out)" if segment.held_out else ""
+    return f"{segment.capture}" + (f" [{setting}]{held}" if setting else held)
 
 
 def read_history(path: Path) -> dict[str, np.ndarray]:
@@ -59,26 +71,33 @@ def evaluate(model: keras.Model, card: ModelCard, segments: list[Segment], param
              out_dir: Path) -> dict[str, Any]:
     """Render every validation segment, score it, draw the figures; write metrics.json and plots/ into
     `out_dir` (replaced atomically) and return the metrics."""
-    predictions = {s.capture: render(model, card, s.x, render_params) for s in segments}
+    predictions = {s.capture: render(model, card, s.x, render_params, s.knobs) for s in segments}
     target_all = np.concatenate([s.y for s in segments])
     prediction_all = np.concatenate([predictions[s.capture] for s in segments])
     result: dict[str, Any] = {
-        "mse_2018": tail_window_mse(model, segments, window_2018, tail_2018, params.max_tail_windows),
+        "mse_2018": tail_window_mse(model, card, segments, window_2018, tail_2018, params.max_tail_windows),
         **scores(target_all, prediction_all, params.pre_emphasis),
         "val_seconds": round(len(target_all) / card.sample_rate, 3),
-        "captures": {s.capture: scores(s.y, predictions[s.capture], params.pre_emphasis) for s in segments},
+        "captures": {s.capture: {**scores(s.y, predictions[s.capture], params.pre_emphasis),
+                                 "held_out": int(s.held_out), **{f"knob_{k}": v for k, v in s.knobs.items()}}
+                     for s in segments},
     }
+    held_out = [s for s in segments if s.held_out]
+    if held_out:
+        result["esr_held_out"] = metrics.esr(np.concatenate([s.y for s in held_out]),
+                                             np.concatenate([predictions[s.capture] for s in held_out]))
     with atomic_dir(Path(out_dir) / PLOTS_DIR) as scratch:
-        first = segments[0]
         span = max(int(params.overlay_ms * card.sample_rate / 1000), 2)
-        centre = int(np.argmax(np.abs(first.y)))
-        start = int(np.clip(centre - span // 2, 0, max(len(first.y) - span, 0)))
-        plots.waveform_overlay(scratch / "waveform.png", first.y[start : start + span],
-                               predictions[first.capture][start : start + span], card.sample_rate,
-                               f"{first.capture}: validation audio at {start / card.sample_rate:.2f} s")
+        overlays = {}
+        for s in segments:
+            centre = int(np.argmax(np.abs(s.y)))
+            start = int(np.clip(centre - span // 2, 0, max(len(s.y) - span, 0)))
+            overlays[f"{_label(s)}: validation audio at {start / card.sample_rate:.2f} s"] = (
+                s.y[start : start + span], predictions[s.capture][start : start + span])
+        plots.waveform_overlay(scratch / "waveform.png", overlays, card.sample_rate)
         shown = int(params.spectrogram_seconds * card.sample_rate)
         plots.spectrograms(scratch / "spectrograms.png",
-                           {s.capture: {"input": s.x[:shown], "target": s.y[:shown],
+                           {_label(s): {"input": s.x[:shown], "target": s.y[:shown],
                                         "prediction": predictions[s.capture][:shown]} for s in segments},
                            card.sample_rate)
         history = read_history(history_csv)

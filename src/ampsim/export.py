@@ -8,7 +8,7 @@
   the real unit 0 and zeros elsewhere (a unit with zero weights, bias and state stays at zero), head [1, 0, ...].
 - AIDA-X (RTNeural's Keras JSON): `in_shape` [null, null, I], `in_skip`, then an `lstm` layer
   [kernel I x 4H, recurrent H x 4H, bias 4H] (Keras layout) and a `dense` layer [kernel H x 1, bias 1].
-  The plugin loads one LSTM layer of a few sizes only.
+  The plugin loads one LSTM layer of a few sizes only, with one or two knob channels after the audio.
 - `keras`: the Keras file itself (any backend loads it) with the model card beside it.
 """
 
@@ -34,6 +34,7 @@ NAM_FILE_VERSION = "0.5.4"
 NAM_GEAR_TYPES = ("amp", "pedal", "pedal_amp", "amp_cab", "amp_pedal_cab", "preamp", "studio")
 NAM_TONE_TYPES = ("clean", "overdrive", "crunch", "hi_gain", "fuzz")
 AIDAX_HIDDEN_SIZES = (8, 12, 16, 20, 24, 32, 40, 64, 80)
+AIDAX_MAX_KNOBS = 2  # AIDA-X models take input sizes 1 (audio), 2 or 3 (audio and one or two knobs)
 EXTENSIONS = {"nam": ".nam", "aidax": ".json", "keras": ".keras"}
 
 
@@ -83,8 +84,10 @@ def nam_metadata(card: ModelCard, user: dict[str, Any]) -> dict[str, Any]:
 def to_nam(model: keras.Model, card: ModelCard, metadata: dict[str, Any], settle_seconds: float) -> dict[str, Any]:
     """The .nam document of a model (refusing what NAM's LSTM cannot express)."""
     if card.input_size != 1:
-        raise AmpsimError(f"this model takes {card.input_size - 1} knob input(s); .nam files have no knobs",
-                          fix="export it with --format aidax, or train a model without knobs for NAM")
+        knobs = ", ".join(card.knobs) or f"{card.input_size - 1} extra input(s)"
+        raise AmpsimError(f"this model is conditioned on knobs ({knobs}); .nam files have no knobs",
+                          fix="export it with --format aidax (one or two knobs), or train a model on captures "
+                              "without `knobs:` for NAM")
     if _has_input_skip(model):
         raise AmpsimError("this model adds its input to its output (lstm.input_skip: true); NAM's LSTM has no "
                           "input skip", fix="export it with --format aidax, or retrain with lstm.input_skip: false")
@@ -137,6 +140,10 @@ def to_aidax(model: keras.Model, card: ModelCard) -> dict[str, Any]:
     if lstm.units not in AIDAX_HIDDEN_SIZES:
         raise AmpsimError(f"AIDA-X loads LSTMs of {', '.join(map(str, AIDAX_HIDDEN_SIZES))} units, not "
                           f"{lstm.units}", fix="retrain with one of those lstm.hidden_size values")
+    if card.input_size > 1 + AIDAX_MAX_KNOBS:
+        raise AmpsimError(f"AIDA-X takes at most {AIDAX_MAX_KNOBS} knobs beside the audio; this model has "
+                          f"{card.input_size - 1} ({', '.join(card.knobs)})",
+                          fix="train on captures that set one or two knobs")
     kernel, recurrent, bias = lstm.get_weights()
     head_kernel, head_bias = model.get_layer("head").get_weights()
     return {
@@ -148,8 +155,9 @@ def to_aidax(model: keras.Model, card: ModelCard) -> dict[str, Any]:
             {"type": "dense", "activation": "", "shape": [None, None, 1],
              "weights": [head_kernel.tolist(), head_bias.tolist()]},
         ],
+        # the plugin feeds its parameter knobs after the audio, in this order
         "ampsim": {"version": __version__, "sample_rate": card.sample_rate, "captures": card.captures,
-                   "validation_esr": card.validation_esr},
+                   "validation_esr": card.validation_esr, "knobs": card.knobs},
     }
 
 

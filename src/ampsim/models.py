@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -75,8 +75,8 @@ CARD_FILE = "card.json"
 
 @dataclass(frozen=True)
 class ModelCard:
-    """What a renderer needs besides the weights: the architecture, the sample rate it was trained at and,
-    for `seed`, the sliding window it was trained on."""
+    """What a renderer needs besides the weights: the architecture, the sample rate it was trained at, its
+    knobs and, for `seed`, the sliding window it was trained on."""
 
     architecture: str  # "seed" | "lstm"
     sample_rate: int
@@ -89,6 +89,8 @@ class ModelCard:
     context_samples: int | None = None  # warm-up that makes `fast` rendering match `exact` within tolerance
     context_esr: float | None = None  # ESR between fast and exact with that warm-up
     validation_esr: float | None = None  # ESR of the exact (or, for seed, sliding-window) rendering
+    # A knob-conditioned model's knobs, in the order of its input channels after the audio (0-1 each):
+    knobs: list[str] = field(default_factory=list)
 
 
 def save_model(model: keras.Model, card: ModelCard, folder: Path) -> None:

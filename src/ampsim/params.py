@@ -47,6 +47,8 @@ class DemoParams:
     seed: int
     gain: float
     latency_ms: float
+    set_gains: list[float]
+    held_out_gain: float | None
 
 
 @dataclass(frozen=True)

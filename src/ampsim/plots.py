@@ -13,20 +13,22 @@ import numpy as np  # noqa: E402
 from scipy import signal  # noqa: E402
 
 
-def waveform_overlay(path: Path, target: np.ndarray, prediction: np.ndarray, sample_rate: int, title: str) -> None:
-    t = 1000 * np.arange(len(target)) / sample_rate
-    fig, ax = plt.subplots(figsize=(10, 3.5))
-    ax.plot(t, target, label="target (amp)", linewidth=1.2)
-    ax.plot(t, prediction, label="prediction (model)", linewidth=1.0, alpha=0.8)
-    ax.set(xlabel="ms", ylabel="amplitude", title=title)
-    ax.legend(loc="upper right")
+def waveform_overlay(path: Path, rows: dict[str, tuple[np.ndarray, np.ndarray]], sample_rate: int) -> None:
+    """One row per capture (per knob setting): `rows` maps a title to (target, prediction)."""
+    fig, axes = plt.subplots(len(rows), 1, figsize=(10, 3.2 * len(rows)), squeeze=False)
+    for ax, (title, (target, prediction)) in zip(axes[:, 0], rows.items()):
+        t = 1000 * np.arange(len(target)) / sample_rate
+        ax.plot(t, target, label="target (amp)", linewidth=1.2)
+        ax.plot(t, prediction, label="prediction (model)", linewidth=1.0, alpha=0.8)
+        ax.set(xlabel="ms", ylabel="amplitude", title=title)
+        ax.legend(loc="upper right")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
 def spectrograms(path: Path, rows: dict[str, dict[str, np.ndarray]], sample_rate: int) -> None:
-    """One row per capture, columns input / target / prediction, shared dB scale per row."""
+    """One row per capture (per knob setting), columns input / target / prediction, shared dB scale per row."""
     columns = ("input", "target", "prediction")
     fig, axes = plt.subplots(len(rows), 3, figsize=(13, 3.2 * len(rows)), squeeze=False, sharey=True)
     for r, (name, sides) in enumerate(rows.items()):

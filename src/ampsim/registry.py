@@ -33,8 +33,22 @@ URI_PATTERN = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<ve
 
 
 def registered_name(configured: str | None, captures: list[str]) -> str:
-    """`mlflow.registered_model` from params.yaml, else the capture names joined (one model per capture set)."""
-    return configured or "-".join(sorted(captures))
+    """`mlflow.registered_model` from params.yaml, else one name per capture set: the words the capture names
+    share from the start (demo-gain-0.2, demo-gain-0.8 -> demo-gain: the settings of one device), or, when
+    they share none, the names joined."""
+    if configured:
+        return configured
+    names = sorted(captures)
+    words = [re.split(r"[-_]", name) for name in names]
+    shared = []
+    for column in zip(*words):
+        if len(set(column)) > 1:
+            break
+        shared.append(column[0])
+    if len(names) > 1 and shared:
+        common = names[0][: len("-".join(shared))]  # keep the names' own separators
+        return common
+    return "-".join(names)
 
 
 def validation_fingerprint(segments: list[Segment]) -> str:
@@ -44,6 +58,8 @@ def validation_fingerprint(segments: list[Segment]) -> str:
         digest.update(s.capture.encode())
         digest.update(np.ascontiguousarray(s.x).tobytes())
         digest.update(np.ascontiguousarray(s.y).tobytes())
+        if s.knobs:  # the same audio at another knob setting is other validation data
+            digest.update(json.dumps(s.knobs, sort_keys=True).encode())
     return digest.hexdigest()[:16]
 
 
@@ -240,7 +256,7 @@ def rescorer(segments: list[Segment], render_fn: Callable, tracking_uri: str | N
 
     def rescore(uri: str) -> tuple[float, str]:
         model, card, _ = load_registered(uri, tracking_uri)
-        prediction = np.concatenate([render_fn(model, card, s.x) for s in segments])
+        prediction = np.concatenate([render_fn(model, card, s.x, s.knobs) for s in segments])
         return metrics.esr(np.concatenate([s.y for s in segments]), prediction), fingerprint
 
     return rescore

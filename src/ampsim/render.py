@@ -9,6 +9,9 @@
 - `sliding-window` (`seed` only): the 2018 method: 110 ms windows every 10 ms, each from a zero state,
   keeping the last 10 ms. It is `fast` with block = 10 ms and context = 100 ms. The original lost samples at
   both ends; here the input is zero-padded so the output always has the input's length.
+
+A knob-conditioned model renders at one setting of its knobs per stream: the renderers take the audio alone
+and add the knob channels themselves, so files, chunks and warm-up history stay plain mono audio.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tqdm import tqdm
 from ampsim import metrics
 from ampsim.audio import atomic_dir, atomic_file, write_wav
 from ampsim.errors import AmpsimError, CaptureError
+from ampsim.knobs import knob_vector, with_knobs
 from ampsim.models import ModelCard, streaming_twin
 from ampsim.params import RenderParams
 from ampsim.windows import Segment, samples
@@ -65,8 +69,10 @@ class BlockRenderer:
     """Renders consecutive chunks of one stream by blocks with warm-up; remembers the last `context` input
     samples so that a block at a chunk boundary gets the same warm-up as any other."""
 
-    def __init__(self, model: keras.Model, plan: BlockPlan, jit_compile: bool, workers: int = 1):
+    def __init__(self, model: keras.Model, plan: BlockPlan, jit_compile: bool, workers: int = 1,
+                 knobs: np.ndarray | None = None):
         self.model, self.plan = _compiled(model, jit_compile), plan
+        self.knobs = np.zeros(0, np.float32) if knobs is None else np.asarray(knobs, np.float32)
         # XLA runs one recurrent loop on one core: a batch split over `workers` threads uses the others.
         self.workers = max(1, min(workers, plan.blocks))
         self.reset()
@@ -110,12 +116,13 @@ class BlockRenderer:
 
     def _predict(self, batch: np.ndarray) -> np.ndarray:
         if self.workers == 1 or len(batch) < self.workers:
-            return np.asarray(self.model.predict_on_batch(batch[..., None]))[..., 0]
+            return np.asarray(self.model.predict_on_batch(with_knobs(batch, self.knobs)))[..., 0]
         from concurrent.futures import ThreadPoolExecutor
 
         parts = np.array_split(batch, self.workers)
         with ThreadPoolExecutor(self.workers) as pool:
-            outputs = list(pool.map(lambda part: np.asarray(self.model.predict_on_batch(part[..., None])), parts))
+            outputs = list(pool.map(lambda part: np.asarray(self.model.predict_on_batch(with_knobs(part, self.knobs))),
+                                    parts))
         return np.concatenate(outputs)[..., 0]
 
 
@@ -123,9 +130,10 @@ class ExactRenderer:
     """Renders consecutive chunks of one stream through the streaming twin, carrying every layer's (h, c)."""
 
     def __init__(self, model: keras.Model, chunk: int, jit_compile: bool,
-                 initial_state: list[np.ndarray] | None = None):
+                 initial_state: list[np.ndarray] | None = None, knobs: np.ndarray | None = None):
         self.twin = _compiled(streaming_twin(model), jit_compile)
         self.chunk = chunk
+        self.knobs = np.zeros(0, np.float32) if knobs is None else np.asarray(knobs, np.float32)
         self.initial_state = initial_state or [np.zeros((1, int(t.shape[-1])), np.float32)
                                                for t in self.twin.inputs[1:]]
         self.reset()
@@ -144,7 +152,7 @@ class ExactRenderer:
             part = x[start : start + self.chunk]
             padded = np.zeros(self.chunk, np.float32)
             padded[: len(part)] = part
-            audio, *state = self.twin.predict_on_batch([padded[None, :, None], *self.state])
+            audio, *state = self.twin.predict_on_batch([with_knobs(padded[None], self.knobs), *self.state])
             out[start : start + len(part)] = np.asarray(audio)[0, : len(part), 0]
             if len(part) < self.chunk:  # padding ran past the stream's end: nothing may follow this chunk
                 self.finished = True
@@ -170,12 +178,14 @@ def render_sliding_window(model: keras.Model, x: np.ndarray, window: int, hop: i
     return BlockRenderer(model, sliding_window_plan(window, hop), jit_compile)(x)
 
 
-def render_exact(model: keras.Model, x: np.ndarray, chunk: int, jit_compile: bool) -> np.ndarray:
-    return ExactRenderer(model, chunk, jit_compile)(x)
+def render_exact(model: keras.Model, x: np.ndarray, chunk: int, jit_compile: bool,
+                 knobs: np.ndarray | None = None) -> np.ndarray:
+    return ExactRenderer(model, chunk, jit_compile, knobs=knobs)(x)
 
 
-def render_fast(model: keras.Model, x: np.ndarray, plan: BlockPlan, jit_compile: bool, workers: int = 1) -> np.ndarray:
-    return BlockRenderer(model, plan, jit_compile, workers)(x)
+def render_fast(model: keras.Model, x: np.ndarray, plan: BlockPlan, jit_compile: bool, workers: int = 1,
+                knobs: np.ndarray | None = None) -> np.ndarray:
+    return BlockRenderer(model, plan, jit_compile, workers, knobs)(x)
 
 
 def fast_plan(card: ModelCard, params: RenderParams) -> BlockPlan:
@@ -187,15 +197,18 @@ def fast_plan(card: ModelCard, params: RenderParams) -> BlockPlan:
     return BlockPlan(block=block, context=card.context_samples, blocks=params.blocks_per_batch)
 
 
-def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderParams) -> BlockRenderer | ExactRenderer:
-    """A stateful renderer of consecutive chunks of one stream with `method`."""
+def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderParams,
+             knobs: dict[str, float] | None = None) -> BlockRenderer | ExactRenderer:
+    """A stateful renderer of consecutive chunks of one stream with `method`, at the knob settings `knobs`
+    (required for a knob-conditioned model, refused for any other)."""
+    vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
     if method == "exact":
-        return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile)
+        return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile, knobs=vector)
     if method == "fast":
         if card.context_samples is None and card.context_esr is not None:
             # measured, and no warm-up up to render.max_context_ms made blocks match one stream
-            return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile)
-        return BlockRenderer(model, fast_plan(card, params), params.jit_compile, params.workers)
+            return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile, knobs=vector)
+        return BlockRenderer(model, fast_plan(card, params), params.jit_compile, params.workers, vector)
     if method == "sliding-window":
         if card.architecture != "seed":
             raise AmpsimError("the sliding window is the 2018 model's method; this is a streaming model",
@@ -205,10 +218,11 @@ def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderPar
     raise AmpsimError(f"unknown render method `{method}`", fix=f"use one of {', '.join(METHODS)}")
 
 
-def render(model: keras.Model, card: ModelCard, x: np.ndarray, params: RenderParams) -> np.ndarray:
-    """How evaluation renders: `seed` by its own 2018 method, `lstm` exactly."""
+def render(model: keras.Model, card: ModelCard, x: np.ndarray, params: RenderParams,
+           knobs: dict[str, float] | None = None) -> np.ndarray:
+    """How evaluation renders: `seed` by its own 2018 method, `lstm` exactly (at the knob settings `knobs`)."""
     method = "sliding-window" if card.architecture == "seed" else "exact"
-    return renderer(model, card, method, params)(x)
+    return renderer(model, card, method, params, knobs)(x)
 
 
 def context_candidates(minimum: int, maximum: int) -> list[int]:
@@ -222,17 +236,17 @@ def context_candidates(minimum: int, maximum: int) -> list[int]:
 
 
 def measure_context(model: keras.Model, x: np.ndarray, candidates: Iterable[int], block: int,
-                    params: RenderParams) -> tuple[int | None, float]:
+                    params: RenderParams, knobs: np.ndarray | None = None) -> tuple[int | None, float]:
     """The warm-up for `fast` mode: twice the shortest with which fast matches exact on `x` within
     `params.context_tolerance_esr` (ESR between the two; the factor 2 is margin for audio unlike `x`), and
     the ESR measured with it. (None, ESR of the longest candidate) when none matches: the model's state
     does not forget its start within `max_context_ms`, and `fast` falls back to `exact`."""
     candidates = list(candidates)
-    reference = render_exact(model, x, params.exact_chunk_samples, params.jit_compile)
+    reference = render_exact(model, x, params.exact_chunk_samples, params.jit_compile, knobs)
 
     def error(context: int) -> float:
         plan = BlockPlan(max(block, context), context, params.blocks_per_batch)
-        return metrics.esr(reference, render_fast(model, x, plan, params.jit_compile, params.workers))
+        return metrics.esr(reference, render_fast(model, x, plan, params.jit_compile, params.workers, knobs))
 
     for context in candidates:
         if error(context) <= params.context_tolerance_esr:
@@ -250,7 +264,7 @@ def render_examples(model: keras.Model, card: ModelCard, segments: list[Segment]
     with atomic_dir(out_dir) as scratch:
         for segment in segments:
             x, y = segment.x[:frames], segment.y[:frames]
-            sides = {"input": x, "target": y, "prediction": render(model, card, x, params)}
+            sides = {"input": x, "target": y, "prediction": render(model, card, x, params, segment.knobs)}
             written[segment.capture] = {}
             for side, audio in sides.items():
                 write_wav(scratch / segment.capture / f"{side}.wav", audio, card.sample_rate)
@@ -399,8 +413,8 @@ def audio_files(folder: Path) -> list[Path]:
 
 
 def render_paths(model: keras.Model, card: ModelCard, source: Path, target: Path, method: str,
-                 params: RenderParams, *, subtype: str | None = None, channel: int | None = None,
-                 resample: bool = False, force: bool = False, progress: bool = True,
+                 params: RenderParams, *, knobs: dict[str, float] | None = None, subtype: str | None = None,
+                 channel: int | None = None, resample: bool = False, force: bool = False, progress: bool = True,
                  report: Callable[[str], None] = print) -> list[FileResult]:
     """Render a file into a file, or every audio file of a folder into a folder of the same names. A bad
     file in a folder is reported and skipped; the others are still rendered, then the failures are raised."""
@@ -417,8 +431,9 @@ def render_paths(model: keras.Model, card: ModelCard, source: Path, target: Path
             raise AmpsimError("no audio files in the folder", path=source, fix="put .wav/.flac/.aiff DI files there")
     else:
         jobs = [(source, target)]
+    render_chunk = renderer(model, card, method, params, knobs)  # compiled once, reset for every file
+    setting = "".join(f", {name}={value:g}" for name, value in sorted((knobs or {}).items()))
     results, failures = [], []
-    render_chunk = renderer(model, card, method, params)  # compiled once, reset for every file
     for src, dst in jobs:
         render_chunk.reset()
         try:
@@ -434,7 +449,7 @@ def render_paths(model: keras.Model, card: ModelCard, source: Path, target: Path
         if result.clipped:
             clipping = f"; {result.clipped} samples beyond full scale" + (
                 " (clipped)" if result.subtype.startswith("PCM") else " (kept: float file)")
-        report(f"{result.target}: {result.seconds:.1f} s at {result.sample_rate} Hz {result.subtype}, {method}, "
+        report(f"{result.target}: {result.seconds:.1f} s at {result.sample_rate} Hz {result.subtype}, {method}{setting}, "
                f"{result.realtime_factor:.1f}x real time, peak {result.peak_dbfs:+.1f} dBFS{clipping}")
     if failures:
         listed = "".join(f"\n- {failure}" for failure in failures)

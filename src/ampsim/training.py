@@ -24,6 +24,7 @@ import numpy as np
 from ampsim import metrics
 from ampsim.audio import atomic_dir, write_text
 from ampsim.errors import AmpsimError
+from ampsim.knobs import knob_names, knob_vector
 from ampsim.losses import esr_dc_loss, tail_mse, warmed_mse
 from ampsim.models import ModelCard, lstm_model, save_model, seed_model
 from ampsim.params import LstmParams, RenderParams, SeedParams, TrainParams
@@ -86,17 +87,21 @@ def recipe(config: TrainConfig) -> Recipe:
                       fix="use `lstm` (streaming) or `seed` (the 2018 model)")
 
 
-def build_model(config: TrainConfig) -> keras.Model:
+def build_model(config: TrainConfig, knobs: int = 0) -> keras.Model:
+    """The chosen architecture; `knobs` extra constant input channels for a knob-conditioned capture set."""
     if config.train.architecture == "seed":
+        if knobs:
+            raise AmpsimError("the 2018 `seed` model takes the audio alone, but the captures set knobs",
+                              path="params.yaml", fix="train knob-conditioned captures with `train.architecture: lstm`")
         return seed_model(config.seed.units)
     p = config.lstm
-    return lstm_model(p.hidden_size, p.num_layers, p.input_skip)
+    return lstm_model(p.hidden_size, p.num_layers, p.input_skip, input_size=1 + knobs)
 
 
 def fingerprint(config: TrainConfig, train_pool: Pool, val_pool: Pool) -> str:
     """Identifies a training job: a checkpoint is resumed only by the same params on the same audio."""
     digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
-    for array in (train_pool.x, train_pool.y, val_pool.x, val_pool.y):
+    for array in (train_pool.x, train_pool.y, train_pool.knobs, val_pool.x, val_pool.y, val_pool.knobs):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
 
@@ -180,15 +185,23 @@ def measured_card(model: keras.Model, card: ModelCard, val_segments: list, train
     r = config.render
     # The warm-up is measured on the capture's DI, validation first, then training audio (all of it is
     # material the model will meet), up to render.context_probe_seconds.
-    frames = int(r.context_probe_seconds * card.sample_rate)
-    probe = np.concatenate([s.x for s in val_segments + train_segments])[:frames]
+    # A conditioned model is probed at every knob setting of the set (the probe time shared between them),
+    # and gets the longest warm-up any of them needs.
+    settings = list({tuple(sorted(s.knobs.items())): dict(s.knobs) for s in val_segments + train_segments}.values())
+    frames = int(r.context_probe_seconds * card.sample_rate / len(settings))
     # The 2018 model only ever saw 100 ms before the scored tail: it gets at least that much.
     shortest = card.window_samples - card.tail_samples if card.architecture == "seed" else samples(10, card.sample_rate)
     longest = max(samples(r.max_context_ms, card.sample_rate), shortest)
-    context, context_esr = measure_context(model, probe, context_candidates(shortest, longest),
-                                           samples(r.block_ms, card.sample_rate), r)
+    measured = []
+    for setting in settings:
+        probe = np.concatenate([s.x for s in val_segments + train_segments if s.knobs == setting])[:frames]
+        measured.append(measure_context(model, probe, context_candidates(shortest, longest),
+                                        samples(r.block_ms, card.sample_rate), r, knob_vector(card.knobs, setting)))
+    contexts = [context for context, _ in measured]
+    context = None if None in contexts else max(contexts)
+    context_esr = max(esr for _, esr in measured)
     target = np.concatenate([s.y for s in val_segments])
-    prediction = np.concatenate([render(model, card, s.x, r) for s in val_segments])
+    prediction = np.concatenate([render(model, card, s.x, r, s.knobs) for s in val_segments])
     return dataclasses.replace(card, context_samples=None if context is None else int(context),
                                context_esr=float(context_esr),
                                validation_esr=metrics.esr(target, prediction))
@@ -213,12 +226,16 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
     is called after every step, outside the timed training (the benchmark scores the model there)."""
     plan = recipe(config)
     train_segments, val_segments = load_split(prepared, "train"), load_split(prepared, "val")
-    train_pool, val_pool = Pool.of(train_segments), Pool.of(val_segments)
+    knobs = knob_names(s.knobs for s in train_segments + val_segments)
+    # Settings held out whole (`split: val`) measure interpolation: they are scored after training, but
+    # never choose the best step, or they would no longer be unseen.
+    selecting = [s for s in val_segments if not s.held_out] or val_segments
+    train_pool, val_pool = Pool.of(train_segments, knobs), Pool.of(selecting, knobs)
     val_x, val_y = fixed_windows(val_pool, plan.val_count, plan.window)
     key = fingerprint(config, train_pool, val_pool)
 
     keras.utils.set_random_seed(config.train.random_seed)
-    model = build_model(config)
+    model = build_model(config, len(knobs))
     model.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=plan.loss)
     rng = np.random.default_rng(config.train.random_seed)
     captures = sorted({s.capture for s in train_segments})
@@ -296,11 +313,11 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
         bar.close()
 
     model.load_weights(Path(checkpoint_dir) / BEST_WEIGHTS)
-    inference = build_model(config)  # uncompiled twin: the saved file carries no training-only loss closure
+    inference = build_model(config, len(knobs))  # uncompiled twin: the saved file carries no training-only loss closure
     inference.set_weights(model.get_weights())
-    card = ModelCard(architecture=config.train.architecture, sample_rate=config.sample_rate, input_size=1,
-                     window_samples=plan.window, tail_samples=plan.scored, captures=captures,
-                     mlflow_run_id=state["run_id"])
+    card = ModelCard(architecture=config.train.architecture, sample_rate=config.sample_rate,
+                     input_size=1 + len(knobs), window_samples=plan.window, tail_samples=plan.scored,
+                     captures=captures, mlflow_run_id=state["run_id"], knobs=knobs)
     card = measured_card(inference, card, val_segments, train_segments, config)
     warm_up = (f"fast rendering: {card.context_samples} samples of warm-up (ESR {card.context_esr:.2g} against exact)"
                if card.context_samples else f"fast rendering falls back to exact: no warm-up up to "

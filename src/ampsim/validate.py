@@ -120,7 +120,9 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
                 manifest["segments"].append({
                     "capture": name, "split": split, "folder": f"{split}/{name}", "frames": stop - start,
                     "seconds": (stop - start) / sample_rate, "delay_samples": row["delay_samples"],
-                    "device": entry["device"], "knobs": entry["knobs"]})
+                    "device": entry["device"], "knobs": entry["knobs"],
+                    # a whole capture kept for validation: a setting the model never trains on
+                    "held_out": entry["split"] == "val"})
         splits = {s["split"] for s in manifest["segments"]}
         if splits != {"train", "val"}:
             missing = ({"train", "val"} - splits).pop()

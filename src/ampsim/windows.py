@@ -1,13 +1,14 @@
 """Windows cut from prepared audio: random training crops, fixed validation windows, tiled windows.
 
 Several captures are pooled end to end; a window never crosses from one capture into the next. Everything
-is index arithmetic on whole arrays (no per-sample Python).
+is index arithmetic on whole arrays (no per-sample Python). For a knob-conditioned set, every window carries
+its capture's knob values as constant channels after the audio (see `ampsim.knobs`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,7 @@ import numpy as np
 from ampsim.audio import read_audio
 from ampsim.captures import INPUT_FILE, OUTPUT_FILE
 from ampsim.errors import AmpsimError
+from ampsim.knobs import knob_names
 
 MANIFEST_FILE = "manifest.json"
 
@@ -24,6 +26,8 @@ class Segment:
     capture: str
     x: np.ndarray  # dry, float32 (frames,)
     y: np.ndarray  # wet, float32 (frames,)
+    knobs: dict[str, float] = field(default_factory=dict)  # the capture's knob settings (0-1)
+    held_out: bool = False  # a whole capture kept for validation (`split: val`): a setting never trained on
 
 
 @dataclass(frozen=True)
@@ -34,13 +38,17 @@ class Pool:
     y: np.ndarray
     offsets: np.ndarray  # start of each capture in x / y
     lengths: np.ndarray
+    knobs: np.ndarray  # (captures, K): each capture's knob values in `knob_names` order; K = 0 unconditioned
 
     @classmethod
-    def of(cls, segments: list[Segment]) -> Pool:
+    def of(cls, segments: list[Segment], names: list[str] | None = None) -> Pool:
+        """`names`: the knob channels, in order (default: every knob the segments name, sorted)."""
+        names = knob_names(s.knobs for s in segments) if names is None else names
         lengths = np.array([len(s.x) for s in segments], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+        knobs = np.array([[s.knobs[name] for name in names] for s in segments], np.float32).reshape(len(segments), len(names))
         return cls(np.concatenate([s.x for s in segments]), np.concatenate([s.y for s in segments]),
-                   offsets, lengths)
+                   offsets, lengths, knobs)
 
 
 def samples(ms: float, sample_rate: int) -> int:
@@ -64,16 +72,22 @@ def load_split(prepared: Path, split: str) -> list[Segment]:
             continue
         folder = prepared / entry["folder"]
         x, y = (read_audio(folder / name).samples[:, 0] for name in (INPUT_FILE, OUTPUT_FILE))
-        segments.append(Segment(entry["capture"], x, y))
+        segments.append(Segment(entry["capture"], x, y, dict(entry.get("knobs") or {}),
+                                bool(entry.get("held_out", False))))
     if not segments:
         raise AmpsimError(f"no {split} audio in the prepared data", path=prepared / MANIFEST_FILE,
                           fix="check the captures' `split:` settings and run `dvc repro validate`")
     return segments
 
 
-def _gather(pool: Pool, starts: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+def _gather(pool: Pool, which: np.ndarray, starts: np.ndarray, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """Windows as model input (count, length, 1 + K) and target (count, length, 1)."""
     index = starts[:, None] + np.arange(length)[None, :]
-    return pool.x[index][..., None], pool.y[index][..., None]
+    x = pool.x[index][..., None]
+    if pool.knobs.shape[1]:
+        constant = np.broadcast_to(pool.knobs[which][:, None, :], (len(which), length, pool.knobs.shape[1]))
+        x = np.concatenate([x, constant], axis=-1)
+    return x, pool.y[index][..., None]
 
 
 def _require_length(pool: Pool, length: int, what: str) -> np.ndarray:
@@ -86,12 +100,12 @@ def _require_length(pool: Pool, length: int, what: str) -> np.ndarray:
 
 def random_windows(pool: Pool, rng: np.random.Generator, count: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     """`count` random windows of `length` samples, each capture drawn in proportion to its usable length.
-    Returns x, y shaped (count, length, 1)."""
+    Returns x shaped (count, length, 1 + K) and y (count, length, 1)."""
     usable = _require_length(pool, length, "training window")
     room = np.where(usable, pool.lengths - length + 1, 0)
     which = rng.choice(len(room), size=count, p=room / room.sum())
     starts = pool.offsets[which] + rng.integers(0, room[which])
-    return _gather(pool, starts, length)
+    return _gather(pool, which, starts, length)
 
 
 def fixed_windows(pool: Pool, count: int, length: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,7 +116,7 @@ def fixed_windows(pool: Pool, count: int, length: int) -> tuple[np.ndarray, np.n
     positions = np.linspace(0, edges[-1] - 1, count).round().astype(np.int64)
     which = np.searchsorted(edges, positions, side="right")
     starts = pool.offsets[which] + positions - (edges[which] - room[which])
-    return _gather(pool, starts, length)
+    return _gather(pool, which, starts, length)
 
 
 def tiled_windows(x: np.ndarray, window: int, hop: int) -> np.ndarray:
