@@ -35,15 +35,18 @@ def tail_window_mse(model: keras.Model, card: ModelCard, segments: list[Segment]
                     max_windows: int) -> float:
     """The 2018 metric over a fixed window set: windows every `tail` samples whose tails lie inside the audio
     (with each capture's knob setting as the model's extra channels)."""
+    counts = [len(s.x) // tail for s in segments]  # windows whose whole tail is real audio, not end padding
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    keep = metrics.evenly_spaced(int(starts[-1]), max_windows)
     inputs, targets = [], []
-    for s in segments:
-        full = len(s.x) // tail  # windows whose whole tail is real audio, not end padding
-        inputs.append(with_knobs(tiled_windows(s.x, window, tail)[:full], knob_vector(card.knobs, s.knobs)))
-        targets.append(s.y[: full * tail].reshape(full, tail))
+    for index, s in enumerate(segments):
+        # only the kept windows are copied out of the (strided, copy-free) tiling, knob channels added to them
+        local = keep[(keep >= starts[index]) & (keep < starts[index + 1])] - starts[index]
+        inputs.append(with_knobs(tiled_windows(s.x, window, tail)[local], knob_vector(card.knobs, s.knobs)))
+        targets.append(s.y[: counts[index] * tail].reshape(counts[index], tail)[local])
     x, y = np.concatenate(inputs), np.concatenate(targets)
-    keep = metrics.evenly_spaced(len(x), max_windows)
-    predicted = model.predict(x[keep], batch_size=WINDOWS_PER_BATCH, verbose=0)[:, -tail:, 0]
-    return metrics.mse(y[keep], predicted)
+    predicted = model.predict(x, batch_size=WINDOWS_PER_BATCH, verbose=0)[:, -tail:, 0]
+    return metrics.mse(y, predicted)
 
 
 def scores(target: np.ndarray, prediction: np.ndarray, pre_emphasis: float) -> dict[str, float]:
