@@ -17,28 +17,11 @@ def _params(args: argparse.Namespace) -> dict:
 
 
 def _write_demo(out: Path, gain: float, split: str, force: bool, params: dict, source: str) -> None:
-    from ampsim.audio import write_wav
-    from ampsim.captures import INPUT_FILE, META_FILE, OUTPUT_FILE, check_capture_name
-    from ampsim.demo import synth_di, virtual_amp
+    from ampsim.demo import write_demo_capture
     from ampsim.params import AudioParams, DemoParams, section
 
     audio, demo = section(params, "audio", AudioParams, source), section(params, "demo", DemoParams, source)
-    check_capture_name(out.name, out)
-    if out.exists() and any(out.iterdir()) and not force:
-        raise AmpsimError("folder exists and is not empty", path=out,
-                          fix="choose another --out, or pass --force to regenerate the demo there")
-    di = synth_di(demo.seconds, audio.sample_rate, demo.seed)
-    wet = virtual_amp(di, audio.sample_rate, gain, demo.latency_ms)
-    write_wav(out / INPUT_FILE, di, audio.sample_rate, subtype="PCM_16")
-    write_wav(out / OUTPUT_FILE, wet, audio.sample_rate, subtype="PCM_16")
-    held_out = ", held out whole for validation (a setting the model never trains on)" if split == "val" else ""
-    meta = (f"device: ampsim virtual amp (synthetic, see `ampsim demo-capture --help`)\n"
-            f"notes: synthetic DI (seed {demo.seed}) through the virtual amp at gain {gain:g}{held_out}; not a recording\n"
-            f"split: {split}\n"
-            f"knobs: {{gain: {gain:g}}}\n")
-    (out / META_FILE).write_text(meta)
-    print(f"wrote {out / INPUT_FILE} and {out / OUTPUT_FILE} ({demo.seconds:g} s at {audio.sample_rate} Hz, "
-          f"gain {gain:g}, split {split})")
+    print(write_demo_capture(out, gain, split, force, demo, audio.sample_rate))
 
 
 def cmd_demo_capture(args: argparse.Namespace) -> None:
@@ -49,11 +32,8 @@ def cmd_demo_capture(args: argparse.Namespace) -> None:
     _write_demo(Path(args.out), gain, args.split, args.force, params, args.params)
 
 
-def demo_set_name(gain: float) -> str:
-    return f"demo-gain-{gain:g}"
-
-
 def cmd_demo_set(args: argparse.Namespace) -> None:
+    from ampsim.demo import demo_set_name
     from ampsim.params import DemoParams, section
 
     params = _params(args)

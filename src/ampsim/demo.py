@@ -18,8 +18,14 @@ produces the same files.
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import numpy as np
 from scipy import signal
+
+if TYPE_CHECKING:
+    from ampsim.params import DemoParams
 
 SWEEP_FRACTION = 0.15
 NOISE_FRACTION = 0.15
@@ -147,3 +153,34 @@ def virtual_amp(di: np.ndarray, sample_rate: int, gain: float, latency_ms: float
     x = signal.sosfilt(cabinet, x) * 0.4
     latency = int(round(latency_ms * sample_rate / 1000))
     return np.concatenate([np.zeros(latency), x[: len(x) - latency]]).astype(np.float32)
+
+
+def demo_set_name(gain: float) -> str:
+    """The capture folder of one setting of the parametric demo set."""
+    return f"demo-gain-{gain:g}"
+
+
+def write_demo_capture(out: Path, gain: float, split: str, force: bool, demo: DemoParams, sample_rate: int) -> str:
+    """Write the demo capture at `gain` into `out` (input.wav, output.wav as 16-bit PCM and a capture.yaml
+    naming the knob and the split); return what was written, for the user."""
+    from ampsim.audio import write_wav
+    from ampsim.captures import INPUT_FILE, META_FILE, OUTPUT_FILE, check_capture_name
+    from ampsim.errors import AmpsimError
+
+    out = Path(out)
+    check_capture_name(out.name, out)
+    if out.exists() and any(out.iterdir()) and not force:
+        raise AmpsimError("folder exists and is not empty", path=out,
+                          fix="choose another --out, or pass --force to regenerate the demo there")
+    di = synth_di(demo.seconds, sample_rate, demo.seed)
+    wet = virtual_amp(di, sample_rate, gain, demo.latency_ms)
+    write_wav(out / INPUT_FILE, di, sample_rate, subtype="PCM_16")
+    write_wav(out / OUTPUT_FILE, wet, sample_rate, subtype="PCM_16")
+    held_out = ", held out whole for validation (a setting the model never trains on)" if split == "val" else ""
+    meta = (f"device: ampsim virtual amp (synthetic, see `ampsim demo-capture --help`)\n"
+            f"notes: synthetic DI (seed {demo.seed}) through the virtual amp at gain {gain:g}{held_out}; not a recording\n"
+            f"split: {split}\n"
+            f"knobs: {{gain: {gain:g}}}\n")
+    (out / META_FILE).write_text(meta)
+    return (f"wrote {out / INPUT_FILE} and {out / OUTPUT_FILE} ({demo.seconds:g} s at {sample_rate} Hz, "
+            f"gain {gain:g}, split {split})")

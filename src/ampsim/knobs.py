@@ -30,7 +30,7 @@ def check_value(name: str, value: object, where: Path | str | None = None) -> fl
 def check_set(settings: Mapping[str, Mapping[str, float]], where: Mapping[str, Path] | None = None) -> list[str]:
     """The knob names shared by every capture of a set (sorted), or a clear error naming the capture that
     lacks a knob the others have. `settings` maps each capture name to its knob values."""
-    names = sorted({knob for knobs in settings.values() for knob in knobs})
+    names = knob_names(settings.values())
     for capture, knobs in settings.items():
         missing = [knob for knob in names if knob not in knobs]
         if missing:
