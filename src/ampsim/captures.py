@@ -3,6 +3,7 @@ optional capture.yaml describing the device and how to use the pair."""
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +20,9 @@ META_FILE = "capture.yaml"
 SPLITS = ("time", "train", "val")  # time: split by time within the capture; train/val: the whole capture
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_META_KEYS = {"device", "notes", "split", "channels", "knobs"}
+_META_KEYS = {"device", "notes", "split", "channels", "knobs", "input_level_dbu", "output_level_dbu"}
+# The interface's calibration: the analog level, in dBu, of a full-scale (0 dBFS) sample on each side.
+LEVEL_KEYS = ("input_level_dbu", "output_level_dbu")
 
 
 def check_capture_name(name: str, where: Path | str | None = None) -> str:
@@ -42,6 +45,8 @@ class Capture:
     split: str = "time"
     channels: dict[str, int] = field(default_factory=dict)  # which channel to take from a multi-channel file
     knobs: dict[str, float] = field(default_factory=dict)
+    input_level_dbu: float | None = None  # dBu of 0 dBFS on the DI / re-amp side (None: not stated)
+    output_level_dbu: float | None = None  # dBu of 0 dBFS on the recording input of the amp's side
 
     @property
     def input_path(self) -> Path:
@@ -59,7 +64,7 @@ class Capture:
 def _read_meta(folder: Path) -> dict[str, Any]:
     path = folder / META_FILE
     if not path.exists():
-        return {"split": "time", "channels": {}, "knobs": {}}
+        return {"split": "time", "channels": {}, "knobs": {}, **dict.fromkeys(LEVEL_KEYS)}
     try:
         meta = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -87,7 +92,20 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     if not isinstance(knobs, dict):
         raise CaptureError("knobs must be a mapping of knob name to 0-1 value", path=path, fix="e.g. `knobs: {gain: 0.6}`")
     knobs = {str(name): check_value(str(name), value, path) for name, value in knobs.items()}
-    return {**meta, "split": split, "channels": channels, "knobs": knobs}
+    return {**meta, "split": split, "channels": channels, "knobs": knobs, **_levels(meta, path)}
+
+
+def _levels(meta: dict[str, Any], path: Path) -> dict[str, float | None]:
+    levels = {}
+    for key in LEVEL_KEYS:
+        value = meta.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not math.isfinite(value)):
+            raise CaptureError(f"{key} is {value!r}, not a level in dBu", path=path,
+                               fix=f"write the analog level of a full-scale sample, e.g. `{key}: 12.2` (your "
+                                   "interface's manual lists it as its maximum level in dBu), or leave it out")
+        levels[key] = None if value is None else float(value)
+    return levels
 
 
 def load_capture(folder: Path) -> Capture:
@@ -110,7 +128,15 @@ def load_capture(folder: Path) -> Capture:
         split=meta["split"],
         channels=dict(meta["channels"]),
         knobs={str(k): v for k, v in meta["knobs"].items()},
+        input_level_dbu=meta["input_level_dbu"],
+        output_level_dbu=meta["output_level_dbu"],
     )
+
+
+def read_levels(folder: Path) -> dict[str, float | None]:
+    """The interface calibration a capture folder's capture.yaml states (None where it states none)."""
+    meta = _read_meta(Path(folder))
+    return {key: meta[key] for key in LEVEL_KEYS}
 
 
 def find_captures(root: Path) -> list[Capture]:

@@ -80,7 +80,20 @@ def _suite_spec(sample_rate: int, p: ValidateParams) -> list[tuple[str, dict, di
         ("ExpectColumnValuesToBeBetween", {"column": "aligned_seconds", "min_value": p.min_seconds},
          {"check": "capture long enough", "file": "input.wav and output.wav", "expected": f">= {p.min_seconds} s",
           "fix": "record a longer performance (minutes of playing make better models)"}),
+        # None (no passage played twice) is not judged: the check applies only where the DI repeats itself
+        ("ExpectColumnValuesToBeBetween", {"column": "replicate_self_esr", "max_value": p.replicate_max_esr},
+         {"check": "replicate (the same passage played twice sounds the same)", "file": "output.wav",
+          "expected": f"a self-ESR <= {p.replicate_max_esr} between the two wet takes",
+          "fix": "the gear did not answer the same DI the same way twice. Likely causes: noise (hum, a ground "
+                 "loop, a noisy pedal or gate), drift (an amp still warming up, a knob moved while re-amping), "
+                 "or time-varying gear (modulation such as chorus, flanger, phaser, tremolo, or delay/reverb "
+                 "tails): switch modulation and time effects off, let the amp warm up, and record again"}),
     ]
+
+
+def check_names(sample_rate: int, params: ValidateParams) -> list[str]:
+    """The name of every check the suite runs, in order."""
+    return [meta["check"] for _, _, meta in _suite_spec(sample_rate, params)]
 
 
 def run_suite(table: pd.DataFrame, sample_rate: int, params: ValidateParams, docs_dir: Path) -> tuple[list[Failure], dict]:
@@ -130,6 +143,8 @@ def _show(column: str, value: object) -> str:
     units = {"sample_rate": " Hz", "_channels": " channels", "_ms": " ms", "dbfs": " dBFS", "seconds": " s"}
     if column.endswith("fraction"):
         return f"{float(value):.2%} of samples"
+    if column.endswith("_esr"):
+        return f"self-ESR {float(value):.4f}"
     for suffix, unit in units.items():
         if column.endswith(suffix):
             return f"{value:g}{unit}" if isinstance(value, float) else f"{value}{unit}"

@@ -67,6 +67,7 @@ def cmd_validate(args: argparse.Namespace) -> None:
         whole = summary["delay_whole_file_samples"][name]
         print(f"{name}: delay {delay} samples ({1000 * delay / audio.sample_rate:.2f} ms), compensated "
               f"(measured on the opening; {whole} over the whole file)")
+        print(f"{name}: {summary['replicate'][name]}")
     print(f"train {summary['train_seconds']:.1f} s, validation {summary['val_seconds']:.1f} s; "
           f"report in {args.reports}/report.json, Data Docs in {args.reports}/data_docs/index.html")
 

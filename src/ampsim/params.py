@@ -39,6 +39,10 @@ class ValidateParams:
     max_output_clipped_fraction: float
     val_fraction: float
     align_seconds: float  # the delay is measured on this opening stretch of each capture
+    replicate_max_esr: float  # the two wet takes of a passage the DI plays twice may differ by this self-ESR
+    replicate_min_seconds: float  # shortest passage that counts as played twice
+    replicate_match_esr: float  # ... when the two dry takes match this closely, block by block
+    replicate_block_ms: float  # block length of that comparison
 
 
 @dataclass(frozen=True)

@@ -16,13 +16,16 @@ import soundfile as sf
 
 from ampsim.alignment import align, estimate_delay, frames_after_alignment
 from ampsim.audio import atomic_dir, write_text, write_wav
-from ampsim.captures import INPUT_FILE, OUTPUT_FILE
-from ampsim.checks import run_suite
+from ampsim.captures import INPUT_FILE, LEVEL_KEYS, OUTPUT_FILE, read_levels
+from ampsim.checks import check_names, run_suite
 from ampsim.errors import AmpsimError, ValidationFailed
 from ampsim.normalize import STATS_FILE
 from ampsim.params import ValidateParams
+from ampsim.replicate import find_repeat, self_esr
 from ampsim.windows import MANIFEST_FILE
 
+REPLICATE_COLUMNS = ("replicate_self_esr", "replicate_seconds", "replicate_first_take_seconds",
+                     "replicate_second_take_seconds")
 
 
 def _load_side(folder: Path, filename: str) -> np.ndarray:
@@ -38,6 +41,36 @@ def measure_delay(dry: np.ndarray, wet: np.ndarray, sample_rate: int, params: Va
     delay = estimate_delay(dry[:opening], wet[:opening], search)
     whole = estimate_delay(dry, wet, int(params.max_delay_ms * sample_rate / 1000))
     return delay, whole
+
+
+def replicate_columns(dry: np.ndarray, wet: np.ndarray, delay: int, rate: int, params: ValidateParams) -> dict:
+    """Where the DI plays a passage twice, the self-ESR of the two wet takes (None: no such passage)."""
+    dry, wet = align(dry, wet, delay)
+    repeat = find_repeat(dry, rate, params.replicate_min_seconds, params.replicate_match_esr,
+                         params.replicate_block_ms, params.min_rms_dbfs)
+    if repeat is None:
+        return dict.fromkeys(REPLICATE_COLUMNS)
+    return {"replicate_self_esr": self_esr(wet, repeat), "replicate_seconds": repeat.length / rate,
+            "replicate_first_take_seconds": repeat.start / rate,
+            "replicate_second_take_seconds": (repeat.start + repeat.lag) / rate}
+
+
+def replicate_note(row: dict) -> str:
+    """The replicate check's outcome for one capture, in words."""
+    if row["replicate_self_esr"] is None:
+        return ("no replicate: the DI plays no passage twice, so the check does not apply (capture signals that "
+                "repeat a passage let it catch noise, drift and time-varying gear)")
+    return (f"replicate self-ESR {row['replicate_self_esr']:.5f} between the two takes of a "
+            f"{row['replicate_seconds']:.1f} s passage (at {row['replicate_first_take_seconds']:.1f} s and "
+            f"{row['replicate_second_take_seconds']:.1f} s)")
+
+
+def model_levels(entry: dict) -> dict[str, float | None]:
+    """capture.yaml's interface calibration, moved by any gain `normalize` applied (peak mode), so that it
+    describes the prepared audio the model learns from."""
+    stated = read_levels(Path(entry["source"]))
+    return {key: None if stated[key] is None else stated[key] - 20 * np.log10(entry[side]["gain"])
+            for key, side in zip(LEVEL_KEYS, ("input", "output"))}
 
 
 def capture_row(name: str, entry: dict, folder: Path, params: ValidateParams) -> tuple[dict, np.ndarray, np.ndarray]:
@@ -69,6 +102,8 @@ def capture_row(name: str, entry: dict, folder: Path, params: ValidateParams) ->
         "length_mismatch_ms": 1000 * mismatch / rate,
         "aligned_seconds": max(0, aligned) / rate,
     }
+    row.update(replicate_columns(dry[:, 0], wet[:, 0], delay, rate, params) if measurable
+               else dict.fromkeys(REPLICATE_COLUMNS))
     return row, dry, wet
 
 
@@ -101,13 +136,15 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
             "passed": not failures,
             "failures": [f.sentence() for f in failures],
             "captures": table.replace({np.nan: None}).to_dict(orient="records"),
+            "replicate": {row["capture"]: replicate_note(row) for row in rows},
             "great_expectations": gx_result,
         }
         (scratch / "report.json").write_text(json.dumps(report, indent=2, default=str))
     if failures:
         raise ValidationFailed([f.sentence() for f in failures], reports_dir / "report.json")
 
-    manifest = {"sample_rate": sample_rate, "segments": []}
+    # what export writes into a model file's training block: the checks these captures passed
+    manifest = {"sample_rate": sample_rate, "checks_passed": check_names(sample_rate, params), "segments": []}
     with atomic_dir(prepared_dir) as scratch:
         for row in rows:
             name = row["capture"]
@@ -120,7 +157,8 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
                 manifest["segments"].append({
                     "capture": name, "split": split, "folder": f"{split}/{name}", "frames": stop - start,
                     "seconds": (stop - start) / sample_rate, "delay_samples": row["delay_samples"],
-                    "device": entry["device"], "knobs": entry["knobs"],
+                    "device": entry["device"], "knobs": entry["knobs"], **model_levels(entry),
+                    "replicate_self_esr": row["replicate_self_esr"],
                     # a whole capture kept for validation: a setting the model never trains on
                     "held_out": entry["split"] == "val"})
         splits = {s["split"] for s in manifest["segments"]}
@@ -137,6 +175,8 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
         "val_seconds": sum(s["seconds"] for s in manifest["segments"] if s["split"] == "val"),
         "delay_samples": {r["capture"]: r["delay_samples"] for r in rows},
         "delay_whole_file_samples": {r["capture"]: r["delay_whole_file_samples"] for r in rows},
+        "replicate_self_esr": {r["capture"]: r["replicate_self_esr"] for r in rows},
+        "replicate": report["replicate"],
     }
     write_text(reports_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
