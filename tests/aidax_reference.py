@@ -2,6 +2,8 @@
 JSON as AIDA-X loads it), not from ampsim's exporter: a plain numpy LSTM and dense layer.
 
 - `in_shape` [null, null, I]; `in_skip` 0/1 adds the first input channel to the output.
+- optional `in_gain` / `out_gain`, in dB: the plugin scales the audio channel by in_gain before the model and
+  the output (input skip included) by out_gain after it; absent means 0 dB.
 - `layers`: {"type": "lstm", "shape": [null, null, H], "weights": [W (I x 4H), U (H x 4H), b (4H)]} with the
   gates in the order input, forget, cell candidate, output; then {"type": "dense", "weights": [K (H x 1),
   b (1)], "activation": ""}. The plugin starts from a zero state.
@@ -24,6 +26,8 @@ def run(document: dict, x: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.float64)
     if x.ndim == 1:
         x = x[:, None]
+    x = x.copy()
+    x[:, 0] *= 10 ** (float(document.get("in_gain", 0.0)) / 20)
     inputs = int(document["in_shape"][-1])
     assert x.shape[1] == inputs, f"model takes {inputs} input channel(s), got {x.shape[1]}"
     lstm, dense = document["layers"]
@@ -44,4 +48,4 @@ def run(document: dict, x: np.ndarray) -> np.ndarray:
     y = features @ k[:, 0] + c0[0]
     if int(document.get("in_skip", 0)):
         y = y + x[:, 0]
-    return y
+    return y * 10 ** (float(document.get("out_gain", 0.0)) / 20)

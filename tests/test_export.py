@@ -145,3 +145,176 @@ def test_export_command_writes_each_format_and_refuses_a_wrong_extension(tmp_pat
     assert main(["--params", str(params_file), "export", str(tmp_path / "odd"), "--format", "aidax",
                  "-o", str(tmp_path / "odd.json")]) == 1
     assert "not 10" in capsys.readouterr().err and not (tmp_path / "odd.json").exists()
+
+
+# --- complete .nam metadata, baked knob settings, packs, sharing fields ------------------------------
+
+import dataclasses  # noqa: E402
+import datetime as dt  # noqa: E402
+import importlib.resources  # noqa: E402
+
+import soundfile as sf  # noqa: E402
+import yaml  # noqa: E402
+
+from ampsim.export import LoudnessProbe, bake, to_nam as _to_nam  # noqa: E402
+from ampsim.plugin_metadata import CaptureFacts, capture_facts, gain_index, read_loudness_input  # noqa: E402
+from conftest import write_capture  # noqa: E402
+
+FACTS = CaptureFacts(levels={"input_level_dbu": 12.2, "output_level_dbu": 16.5}, latency_samples={"test-amp": 39},
+                     checks_passed=["input sample rate", "replicate (the same passage played twice sounds the same)"],
+                     replicate_self_esr={"test-amp": None})
+
+
+@pytest.fixture(scope="module")
+def loudness_input(nam_models) -> str:
+    """NAM's own reference input, read from the installed package (tests only: ampsim does not ship it)."""
+    return str(importlib.resources.files("nam").joinpath("models/_resources/loudness_input.wav"))
+
+
+@pytest.fixture
+def nam_params(tmp_path, params_file, loudness_input):
+    params = yaml.safe_load(params_file.read_text())
+    params["export"]["loudness_input"] = loudness_input
+    params["export"]["metadata"].update(gear_make="Boss", gear_model="DS-1", gear_type="pedal", tone_type="overdrive")
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def _conditioned(knobs: list[str], seed: int) -> tuple[keras.Model, ModelCard]:
+    model = _trained_like(lstm_model(8, 1, False, input_size=1 + len(knobs)), seed=seed)
+    return model, dataclasses.replace(_card("lstm", 1 + len(knobs)), knobs=knobs)
+
+
+def test_nam_metadata_is_complete_and_each_value_matches_nams_definition(nam_models, loudness_input):
+    from nam.models.metadata import Date, UserMetadata
+
+    model = _trained_like(lstm_model(8, 1, False), seed=11)
+    user = {"name": "DS-1", "modeled_by": "tests", "gear_type": "pedal", "gear_make": "Boss", "gear_model": "DS-1",
+            "tone_type": "overdrive"}
+    probe = LoudnessProbe(read_loudness_input(loudness_input), jit_compile=True)
+    document = json.loads(json.dumps(_to_nam(model, _card("lstm"), user, 1.0, facts=FACTS, probe=probe)))
+    meta = document["metadata"]
+    # the file version: the released plugin loads 0.5.x only; NAM's Python loader reads the file
+    assert document["version"].split(".")[:2] == ["0", "5"]
+    net = nam_models.init_from_nam(document)
+    assert UserMetadata(**{k: meta[k] for k in UserMetadata.model_fields}).input_level_dbu == 12.2
+    assert Date(**meta["date"]).year == dt.date.today().year
+    assert meta["output_level_dbu"] == 16.5 and meta["gear_make"] == "Boss"
+    # loudness and gain: NAM's own computation on the loaded file, and the definition from our rendering
+    assert meta["loudness"] == pytest.approx(net._metadata_loudness(), abs=1e-3)
+    assert meta["gain"] == pytest.approx(float(net._metadata_gain()), abs=1e-4)
+    x = read_loudness_input(loudness_input)
+    ours = ExactRenderer(model, len(x), True, initial_state=settled_state(model, 1.0, RATE))(x)
+    assert meta["loudness"] == pytest.approx(20 * np.log10(np.sqrt(np.mean(ours.astype(np.float64) ** 2))), abs=1e-6)
+    assert gain_index(np.linspace(0, 1, 11)) == pytest.approx(0.0, abs=1e-12) and gain_index(np.ones(11)) == 1.0
+    assert 0.0 <= meta["gain"] <= 1.0
+    training = meta["training"]
+    assert training["trainer"] == "ampsim" and training["trainer_version"]
+    assert training["validation_esr"] == 0.05 and training["latency_samples"] == {"test-amp": 39}
+    assert training["checks_passed"] == FACTS.checks_passed and training["settings"] == {"ignore_checks": False}
+    assert meta["ampsim"] == {"size": "custom", "knobs": {}, "captures": ["test-amp"]}
+
+
+def test_a_baked_knob_setting_renders_in_nams_loader_as_ampsim_render_does(nam_models, tmp_path, ampsim_cli):
+    model, card = _conditioned(["gain"], seed=12)
+    save_model(model, card, tmp_path / "trained")
+    code, out, err = ampsim_cli("export", str(tmp_path / "trained"), "--format", "nam", "--knob", "gain=0.6",
+                                "-o", str(tmp_path / "baked.nam"), "--prepared", str(tmp_path / "none"))
+    assert code == 0, err
+    document = json.loads((tmp_path / "baked.nam").read_text())
+    assert document["config"]["input_size"] == 1 and document["metadata"]["ampsim"]["knobs"] == {"gain": 0.6}
+    # `ampsim render` starts from a zero state, the plugin from where the model settles on silence
+    # (export.settle_seconds = 1 s): render 1 s of silence first, then compare the rest
+    x = _guitar_like(1.0, seed=13)
+    sf.write(tmp_path / "di.wav", np.concatenate([np.zeros(RATE, np.float32), x]), RATE, subtype="FLOAT")
+    code, _, err = ampsim_cli("render", str(tmp_path / "di.wav"), str(tmp_path / "wet.wav"), "--model",
+                              str(tmp_path / "trained"), "--knob", "gain=0.6", "--method", "exact", "--quiet")
+    assert code == 0, err
+    ours = sf.read(tmp_path / "wet.wav", dtype="float32")[0][RATE:]
+    theirs = _through_nam(nam_models, document, x)
+    error = metrics.esr(ours, theirs)
+    print(f"baked gain=0.6: ESR between NAM's loader and ampsim render = {error:.3g}")
+    assert error <= 1e-6 and np.sum(ours**2) > 1.0
+
+
+def test_baking_is_exact_for_two_knobs_and_checks_the_setting():
+    model, card = _conditioned(["gain", "tone"], seed=14)
+    baked, baked_card = bake(model, card, {"gain": 0.3, "tone": 0.8})
+    assert baked_card.input_size == 1 and baked_card.knobs == []
+    x = _guitar_like(0.2, seed=15)
+    reference = render_exact(model, x, 4096, True, np.array([0.3, 0.8], np.float32))
+    assert metrics.esr(reference, render_exact(baked, x, 4096, True)) <= 1e-10
+    with pytest.raises(AmpsimError, match="no value given for 'tone'"):
+        bake(model, card, {"gain": 0.3})
+    with pytest.raises(AmpsimError, match="conditioned on knobs \\(gain, tone\\).*--knob gain=0.5 --knob tone=0.5"):
+        _to_nam(model, card, {}, 0.1)
+
+
+def test_a_grid_pack_has_every_setting_loadable_with_a_readme_of_loudness(nam_models, tmp_path, nam_params, capsys):
+    model, card = _conditioned(["gain"], seed=16)
+    save_model(model, card, tmp_path / "trained")
+    args = ["--params", str(nam_params), "export", str(tmp_path / "trained"), "--format", "nam"]
+    assert main([*args, "--grid", "3", "-o", str(tmp_path / "pack")]) == 0
+    files = sorted((tmp_path / "pack").glob("*.nam"))
+    assert [f.name for f in files] == [f"test-amp_gain-{v}.nam" for v in ("0.00", "0.50", "1.00")]
+    readme = (tmp_path / "pack" / "README.md").read_text()
+    for file in files:
+        document = json.loads(file.read_text())
+        nam_models.init_from_nam(document)
+        meta = document["metadata"]
+        assert f"| {file.name} | {meta['ampsim']['knobs']['gain']:g} | {meta['loudness']:.1f} | {meta['gain']:.2f} |" \
+            in readme
+    assert "3 knob settings" in capsys.readouterr().out
+    for bad, problem in ((["--grid", "1", "-o", str(tmp_path / "p1")], "--grid 1 gives no range"),
+                         (["--grid", "3", "-o", str(tmp_path / "pack")], "a pack is written into a new folder"),
+                         (["--grid", "3", "--knob", "gain=0.5", "-o", str(tmp_path / "p2")], "nothing is left to grid")):
+        assert main([*args, *bad]) == 1
+        assert problem in capsys.readouterr().err
+
+
+def test_aidax_keeps_live_knobs_and_writes_the_interface_gains(tmp_path):
+    model, card = _conditioned(["gain"], seed=17)
+    model = _trained_like(lstm_model(16, 1, False, input_size=2), seed=17)
+    document = json.loads(json.dumps(to_aidax(model, card, metadata={"gear_make": "Boss"}, facts=FACTS,
+                                              interface_level_dbu=12.0)))
+    assert document["in_shape"] == [None, None, 2] and document["ampsim"]["knobs"] == ["gain"]
+    assert document["in_gain"] == pytest.approx(12.0 - 12.2) and document["out_gain"] == pytest.approx(16.5 - 12.0)
+    assert document["metadata"]["samplerate"] == RATE and document["metadata"]["gear_make"] == "Boss"
+    assert document["metadata"]["size"] == "custom" and document["metadata"]["architecture"] == "LSTM"
+    x = _guitar_like(0.1, seed=18)
+    setting = np.array([0.4], np.float32)
+    ours = 10 ** (document["out_gain"] / 20) * render_exact(model, 10 ** (document["in_gain"] / 20) * x, 2048, True,
+                                                            setting)
+    theirs = aidax_reference.run(document, np.column_stack([x, np.full_like(x, 0.4)]))
+    assert metrics.esr(ours, theirs) <= 1e-6
+    unstated = to_aidax(model, card, facts=dataclasses.replace(FACTS, levels=dict.fromkeys(FACTS.levels)),
+                        interface_level_dbu=12.0)
+    assert "in_gain" not in unstated and "out_gain" not in unstated
+
+
+def test_capture_levels_reach_the_files_through_validate_and_the_summary_is_printed(
+        nam_models, tmp_path, pair, nam_params, ampsim_cli):
+    write_capture(tmp_path / "captures", "test-amp", *pair, meta={"input_level_dbu": 12.2, "output_level_dbu": 16.5})
+    for stage in (["normalize", "--captures", str(tmp_path / "captures"), "--out", str(tmp_path / "normalized")],
+                  ["validate", "--normalized", str(tmp_path / "normalized"), "--out", str(tmp_path / "prepared"),
+                   "--reports", str(tmp_path / "reports")]):
+        assert ampsim_cli(*stage)[0] == 0
+    facts = capture_facts(tmp_path / "prepared", ["test-amp"])
+    assert facts.levels == {"input_level_dbu": 12.2, "output_level_dbu": 16.5}
+    assert 28 <= facts.latency_samples["test-amp"] <= 31 and len(facts.checks_passed) >= 12
+    save_model(_trained_like(lstm_model(16, 1, False), seed=19), _card("lstm"), tmp_path / "trained")
+    code, out, err = ampsim_cli("export", str(tmp_path / "trained"), "--format", "nam", "-o", str(tmp_path / "a.nam"),
+                                "--prepared", str(tmp_path / "prepared"), params=nam_params)
+    assert code == 0, err
+    meta = json.loads((tmp_path / "a.nam").read_text())["metadata"]
+    assert meta["input_level_dbu"] == 12.2 and meta["training"]["latency_samples"] == facts.latency_samples
+    paragraph = out.strip().split("\n")[-1]
+    print(paragraph)
+    for text in ("Boss DS-1 (pedal, overdrive)", "NAM LSTM (1 x 16 units, size custom) at 48 kHz",
+                 "validation ESR 0.0500", f"Loudness {meta['loudness']:.1f} dB", "0 dBFS = input 12.2 dBu / output "
+                 "16.5 dBu", "data checks passed (no repeated passage", "latency of"):
+        assert text in paragraph
+    code, _, err = ampsim_cli("export", str(tmp_path / "trained"), "--format", "aidax", "-o", str(tmp_path / "a.json"),
+                              "--prepared", str(tmp_path / "prepared"), "--knob", "gain=0.5")
+    assert code == 1 and "keeps the model's knobs" in err

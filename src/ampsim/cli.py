@@ -4,6 +4,7 @@ the library; errors a user can fix are printed as one paragraph with exit code 1
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -215,14 +216,37 @@ def cmd_render(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from ampsim.export import export
+    from ampsim.export import LoudnessProbe, export, export_pack
+    from ampsim.knobs import parse_knob
     from ampsim.params import ExportParams, section
+    from ampsim.plugin_metadata import capture_facts, read_loudness_input
 
     params = section(_params(args), "export", ExportParams, args.params)
+    knobs = dict(parse_knob(text) for text in args.knob)
+    if args.grid is not None and args.format != "nam":
+        raise AmpsimError(f"--grid writes a pack of .nam files; {args.format} keeps the model's knobs",
+                          fix="use --format nam with --grid, or drop --grid")
     model, card = _load_model(args.model)
+    facts = capture_facts(Path(args.prepared), card.captures)
+    if facts is None:
+        print(f"ampsim export: note: {args.prepared}/manifest.json does not describe the captures "
+              f"{', '.join(card.captures)}: the file states no interface levels, latency or data checks "
+              "(pass --prepared with the model's prepared data)", file=sys.stderr)
+    probe = None if params.loudness_input is None or args.format != "nam" else \
+        LoudnessProbe(read_loudness_input(params.loudness_input), params.jit_compile)
     metadata = {**params.metadata, **({"name": args.name} if args.name else {})}
-    written = export(model, card, args.format, Path(args.output), metadata, params.settle_seconds)
+    options = {"metadata": metadata, "knobs": knobs, "facts": facts, "probe": probe}
+    if args.grid is not None:
+        folder = export_pack(model, card, Path(args.output), params, points=args.grid, **options)
+        print(f"wrote a pack of {len(list(folder.glob('*.nam')))} settings into {folder}:\n")
+        print((folder / "README.md").read_text())
+        return
+    written = export(model, card, args.format, Path(args.output), params, **options)
     print(f"wrote {written} ({args.format}, {card.architecture}, trained at {card.sample_rate} Hz)")
+    if args.format == "nam":
+        from ampsim.plugin_metadata import summary
+
+        print(f"\n{summary(json.loads(written.read_text()))}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -320,9 +344,19 @@ def build_parser() -> argparse.ArgumentParser:
                                     "RTNeural JSON for AIDA-X (one LSTM layer); keras: the Keras file plus card.")
     xp.add_argument("model", help="model folder (models/trained), a .keras export, or models:/NAME@ALIAS")
     xp.add_argument("--format", required=True, choices=["nam", "aidax", "keras"])
-    xp.add_argument("-o", "--output", required=True, help="file to write (.nam, .json or .keras)")
+    xp.add_argument("-o", "--output", required=True, help="file to write (.nam, .json or .keras), or the "
+                                                          "pack's folder with --grid")
     xp.add_argument("--name", help="model name in the file's metadata (default: export.metadata.name, "
                                    "else the capture names)")
+    xp.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                    help="nam: bake this setting of a knob-conditioned model into the file, e.g. --knob gain=0.6 "
+                         "(one per knob)")
+    xp.add_argument("--grid", type=int, metavar="N",
+                    help="nam: write a pack into the new folder -o: N settings (0 to 1) of every knob not fixed by "
+                         "--knob, all combinations, with a README table of the settings and their loudness")
+    xp.add_argument("--prepared", default="data/prepared",
+                    help="prepared data of the model's captures: their levels, latency and data checks go into the "
+                         "file (default: %(default)s)")
     xp.set_defaults(func=cmd_export)
 
     pr = sub.add_parser("promote", help="point a registry alias (default `render`) at a model version, if it is better",

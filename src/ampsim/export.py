@@ -6,16 +6,25 @@
   model settles on silence, so the plugin starts quiet. NAM has no input skip and no knobs.
   The 2018 model (64-64-1, no head) is written exactly as a 3-layer 64-unit LSTM whose third layer keeps
   the real unit 0 and zeros elsewhere (a unit with zero weights, bias and state stays at zero), head [1, 0, ...].
+  File version 0.5.4: the released NAM plugin (v0.7.13) loads 0.5.x only, NAM's core since then 0.5.0-0.7.0,
+  and NAM's Python loader does not check; 0.5.4 is the newest version that all of them accept.
+- Baking a knob setting: a conditioned model's knobs are constant input channels, so their share of the first
+  layer's gates, knobs @ W_knobs, is a constant that folds exactly into that layer's bias. The result is a
+  plain one-input LSTM that plays the model at that setting; `--grid N` bakes a pack of settings.
 - AIDA-X (RTNeural's Keras JSON): `in_shape` [null, null, I], `in_skip`, then an `lstm` layer
   [kernel I x 4H, recurrent H x 4H, bias 4H] (Keras layout) and a `dense` layer [kernel H x 1, bias 1].
-  The plugin loads one LSTM layer of a few sizes only, with one or two knob channels after the audio.
+  The plugin loads one LSTM layer of a few sizes only, with one or two knob channels after the audio, which stay
+  live knobs. `in_gain` / `out_gain` (dB, applied by the plugin before and after the model) calibrate the model
+  to an interface at `export.aidax_interface_level_dbu`, as NAM's plugin does with its calibration level.
 - `keras`: the Keras file itself (any backend loads it) with the model card beside it.
 """
 
 from __future__ import annotations
 
-import datetime as dt
+import dataclasses
+import itertools
 import json
+import re
 import shutil
 from pathlib import Path
 from typing import Any
@@ -24,15 +33,17 @@ import keras
 import numpy as np
 
 from ampsim import __version__
-from ampsim.audio import write_text
+from ampsim.audio import atomic_dir, write_text
 from ampsim.errors import AmpsimError
-from ampsim.models import CARD_FILE, MODEL_FILE, ModelCard, save_model
-from ampsim.render import settled_state
+from ampsim.knobs import knob_vector
+from ampsim.models import CARD_FILE, MODEL_FILE, ModelCard, lstm_model, save_model
+from ampsim.params import ExportParams
+from ampsim.plugin_metadata import (GAIN_SCALES, CaptureFacts, date_now, gain_index, loudness_db, rms, size_label,
+                                    training_block, user_fields)
+from ampsim.render import ExactRenderer, settled_state
 
 FORMATS = ("nam", "aidax", "keras")
 NAM_FILE_VERSION = "0.5.4"
-NAM_GEAR_TYPES = ("amp", "pedal", "pedal_amp", "amp_cab", "amp_pedal_cab", "preamp", "studio")
-NAM_TONE_TYPES = ("clean", "overdrive", "crunch", "hi_gain", "fuzz")
 AIDAX_HIDDEN_SIZES = (8, 12, 16, 20, 24, 32, 40, 64, 80)
 AIDAX_MAX_KNOBS = 2  # AIDA-X models take input sizes 1 (audio), 2 or 3 (audio and one or two knobs)
 EXTENSIONS = {"nam": ".nam", "aidax": ".json", "keras": ".keras"}
@@ -65,29 +76,88 @@ def _seed_output_layer_as(units: int, kernel: np.ndarray, recurrent: np.ndarray,
     return wide_kernel, wide_recurrent, wide_bias
 
 
-def nam_metadata(card: ModelCard, user: dict[str, Any]) -> dict[str, Any]:
-    for key, allowed in (("gear_type", NAM_GEAR_TYPES), ("tone_type", NAM_TONE_TYPES)):
-        if user.get(key) is not None and user[key] not in allowed:
-            raise AmpsimError(f"NAM's {key} cannot be `{user[key]}`", path="params.yaml",
-                              fix=f"set export.metadata.{key} to one of {', '.join(allowed)} (or null)")
-    now = dt.datetime.now()
+@dataclasses.dataclass(frozen=True)
+class LoudnessProbe:
+    """How to measure NAM's loudness and gain: its reference input, rendered with or without XLA."""
+
+    reference: np.ndarray
+    jit_compile: bool
+
+
+def bake(model: keras.Model, card: ModelCard, knobs: dict[str, float]) -> tuple[keras.Model, ModelCard]:
+    """The model at one setting of its knobs as a plain one-input model (unchanged for a model without
+    knobs). Exact: the knob channels are constant, so their share of the first layer's gates is a constant
+    that moves into its bias."""
+    vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
+    if not card.knobs:
+        return model, card
+    layers = _lstm_layers(model)
+    baked = lstm_model(layers[0].units, len(layers), _has_input_skip(model), input_size=1)
+    for index, layer in enumerate(layers):
+        kernel, recurrent, bias = layer.get_weights()
+        if index == 0:  # rows: the audio's weights, then one row per knob
+            kernel, bias = kernel[:1], bias + vector @ kernel[1:]
+        baked.get_layer(layer.name).set_weights([kernel, recurrent, bias])
+    baked.get_layer("head").set_weights(model.get_layer("head").get_weights())
+    return baked, dataclasses.replace(card, input_size=1, knobs=[])
+
+
+def setting_of(card: ModelCard, knobs: dict[str, float]) -> dict[str, float]:
+    """A knob setting in the model's knob order (checked: every knob given, none unknown, each 0-1)."""
+    vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
+    return {name: round(float(value), 6) for name, value in zip(card.knobs, vector)}
+
+
+def setting_text(setting: dict[str, float]) -> str:
+    return ", ".join(f"{name} {value:g}" for name, value in setting.items())
+
+
+def loudness_and_gain(model: keras.Model, state: list[np.ndarray], probe: LoudnessProbe | None) -> dict[str, Any]:
+    """NAM's `loudness` and `gain` of the model as the plugin plays it (from `state`); None without a probe."""
+    if probe is None:
+        return {"loudness": None, "gain": None}
+    renderer = ExactRenderer(model, len(probe.reference), probe.jit_compile, initial_state=state)
+    levels = []
+    for scale in GAIN_SCALES:  # each scale from the same initial state, as NAM renders them
+        renderer.reset()
+        levels.append(rms(renderer(scale * probe.reference)))
+    return {"loudness": loudness_db(levels[-1]), "gain": gain_index(np.array(levels))}
+
+
+def nam_metadata(card: ModelCard, user: dict[str, Any], facts: CaptureFacts | None, setting: dict[str, float],
+                 sound: dict[str, Any], config: dict[str, int]) -> dict[str, Any]:
+    name = user.get("name") or "-".join(card.captures)
+    levels = facts.levels if facts is not None else {"input_level_dbu": None, "output_level_dbu": None}
     return {
-        "date": {"year": now.year, "month": now.month, "day": now.day, "hour": now.hour, "minute": now.minute,
-                 "second": now.second},
-        "name": user.get("name") or "-".join(card.captures),
-        **{key: user.get(key) for key in ("modeled_by", "gear_type", "gear_make", "gear_model", "tone_type")},
-        "training": {"trainer": f"ampsim {__version__}", "architecture": card.architecture,
-                     "validation_esr": card.validation_esr, "captures": card.captures},
+        "date": date_now(),
+        "name": f"{name} ({setting_text(setting)})" if setting else name,
+        **user_fields(user),
+        **sound,
+        **levels,
+        "training": training_block(card, facts),
+        # ampsim's own fields for the sharing sites, in a block of their own so that no future NAM key collides
+        "ampsim": {"size": size_label(config["num_layers"], config["hidden_size"]), "knobs": setting,
+                   "captures": card.captures},
     }
 
 
-def to_nam(model: keras.Model, card: ModelCard, metadata: dict[str, Any], settle_seconds: float) -> dict[str, Any]:
-    """The .nam document of a model (refusing what NAM's LSTM cannot express)."""
-    if card.input_size != 1:
-        knobs = ", ".join(card.knobs) or f"{card.input_size - 1} extra input(s)"
-        raise AmpsimError(f"this model is conditioned on knobs ({knobs}); .nam files have no knobs",
-                          fix="export it with --format aidax (one or two knobs), or train a model on captures "
-                              "without `knobs:` for NAM")
+def _refuse_unbaked_knobs(card: ModelCard) -> None:
+    example = " ".join(f"--knob {name}=0.5" for name in card.knobs) or "--knob NAME=0.5"
+    knobs = ", ".join(card.knobs) or f"{card.input_size - 1} extra input(s)"
+    raise AmpsimError(f"this model is conditioned on knobs ({knobs}); .nam files have no knobs",
+                      fix=f"bake a setting into the file ({example}), or a pack of settings (--grid N), or export "
+                          "it with --format aidax (one or two live knobs)")
+
+
+def to_nam(model: keras.Model, card: ModelCard, metadata: dict[str, Any], settle_seconds: float, *,
+           knobs: dict[str, float] | None = None, facts: CaptureFacts | None = None,
+           probe: LoudnessProbe | None = None) -> dict[str, Any]:
+    """The .nam document of a model, at the knob setting `knobs` for a conditioned one (refusing what NAM's
+    LSTM cannot express)."""
+    if card.input_size != 1 + len(card.knobs) or (card.knobs and not knobs):
+        _refuse_unbaked_knobs(card)
+    setting = setting_of(card, knobs or {})
+    model, card = bake(model, card, setting)
     if _has_input_skip(model):
         raise AmpsimError("this model adds its input to its output (lstm.input_skip: true); NAM's LSTM has no "
                           "input skip", fix="export it with --format aidax, or retrain with lstm.input_skip: false")
@@ -119,18 +189,34 @@ def to_nam(model: keras.Model, card: ModelCard, metadata: dict[str, Any], settle
         head_weight = head_kernel.ravel()
         num_layers = len(layers)
     weights = np.concatenate([*parts, head_weight, head_bias]).astype(np.float64)
+    config = {"input_size": 1, "hidden_size": int(hidden), "num_layers": num_layers}
     return {
         "version": NAM_FILE_VERSION,
         "architecture": "LSTM",
-        "config": {"input_size": 1, "hidden_size": int(hidden), "num_layers": num_layers},
+        "config": config,
         "weights": weights.tolist(),
         "sample_rate": card.sample_rate,
-        "metadata": nam_metadata(card, metadata),
+        "metadata": nam_metadata(card, metadata, facts, setting, loudness_and_gain(model, state, probe), config),
     }
 
 
-def to_aidax(model: keras.Model, card: ModelCard) -> dict[str, Any]:
-    """The AIDA-X (RTNeural) document of a one-layer streaming model."""
+def aidax_gains(facts: CaptureFacts | None, interface_level_dbu: float | None) -> dict[str, float]:
+    """AIDA-X's `in_gain` / `out_gain` (dB) for a player whose interface has 0 dBFS = `interface_level_dbu`,
+    as NAM's plugin calibrates: input by (interface - model input level), output by (model output level -
+    interface). Only the sides whose level the captures state."""
+    if facts is None or interface_level_dbu is None:
+        return {}
+    gains = {}
+    if facts.levels["input_level_dbu"] is not None:
+        gains["in_gain"] = interface_level_dbu - facts.levels["input_level_dbu"]
+    if facts.levels["output_level_dbu"] is not None:
+        gains["out_gain"] = facts.levels["output_level_dbu"] - interface_level_dbu
+    return gains
+
+
+def to_aidax(model: keras.Model, card: ModelCard, *, metadata: dict[str, Any] | None = None,
+             facts: CaptureFacts | None = None, interface_level_dbu: float | None = None) -> dict[str, Any]:
+    """The AIDA-X (RTNeural) document of a one-layer streaming model; its knobs stay live in the plugin."""
     layers = _lstm_layers(model)
     if card.architecture != "lstm" or len(layers) != 1:
         raise AmpsimError(f"AIDA-X loads one LSTM layer and a dense head; this model has {len(layers)} LSTM "
@@ -146,38 +232,117 @@ def to_aidax(model: keras.Model, card: ModelCard) -> dict[str, Any]:
                           fix="train on captures that set one or two knobs")
     kernel, recurrent, bias = lstm.get_weights()
     head_kernel, head_bias = model.get_layer("head").get_weights()
+    user = metadata or {}
     return {
         "in_shape": [None, None, card.input_size],
         "in_skip": int(_has_input_skip(model)),
+        **aidax_gains(facts, interface_level_dbu),
         "layers": [
             {"type": "lstm", "activation": "", "shape": [None, None, lstm.units],
              "weights": [kernel.tolist(), recurrent.tolist(), bias.tolist()]},
             {"type": "dense", "activation": "", "shape": [None, None, 1],
              "weights": [head_kernel.tolist(), head_bias.tolist()]},
         ],
+        # `samplerate` is the key AIDA-X reads; the rest is what a tone-sharing site asks for
+        "metadata": {"samplerate": card.sample_rate, "name": user.get("name") or "-".join(card.captures),
+                     **user_fields(user), "architecture": "LSTM", "size": size_label(1, lstm.units),
+                     "validation_esr": card.validation_esr},
         # the plugin feeds its parameter knobs after the audio, in this order
         "ampsim": {"version": __version__, "sample_rate": card.sample_rate, "captures": card.captures,
                    "validation_esr": card.validation_esr, "knobs": card.knobs},
     }
 
 
-def export(model: keras.Model, card: ModelCard, file_format: str, out: Path, metadata: dict[str, Any],
-           settle_seconds: float) -> Path:
-    """Write `model` as `file_format` to `out` atomically; return the path written."""
-    out = Path(out)
-    if file_format not in FORMATS:
-        raise AmpsimError(f"unknown export format `{file_format}`", fix=f"use one of {', '.join(FORMATS)}")
+def _check_extension(out: Path, file_format: str) -> None:
     if out.suffix != EXTENSIONS[file_format]:
         raise AmpsimError(f"a {file_format} export is a `{EXTENSIONS[file_format]}` file", path=out,
                           fix=f"name the output *{EXTENSIONS[file_format]}")
+
+
+def export(model: keras.Model, card: ModelCard, file_format: str, out: Path, params: ExportParams, *,
+           metadata: dict[str, Any], knobs: dict[str, float], facts: CaptureFacts | None,
+           probe: LoudnessProbe | None) -> Path:
+    """Write `model` as `file_format` to `out` atomically (a .nam at the knob setting `knobs`); return the
+    path written."""
+    out = Path(out)
+    if file_format not in FORMATS:
+        raise AmpsimError(f"unknown export format `{file_format}`", fix=f"use one of {', '.join(FORMATS)}")
+    _check_extension(out, file_format)
+    if knobs and file_format != "nam":
+        raise AmpsimError(f"--knob bakes a setting into a .nam file; {file_format} keeps the model's knobs",
+                          fix="drop --knob (AIDA-X turns the knobs live in the plugin), or use --format nam")
     if file_format == "nam":
-        write_text(out, json.dumps(to_nam(model, card, metadata, settle_seconds)) + "\n")
+        document = to_nam(model, card, metadata, params.settle_seconds, knobs=knobs, facts=facts, probe=probe)
+        write_text(out, json.dumps(document) + "\n")
     elif file_format == "aidax":
-        write_text(out, json.dumps(to_aidax(model, card)) + "\n")
+        document = to_aidax(model, card, metadata=metadata, facts=facts,
+                            interface_level_dbu=params.aidax_interface_level_dbu)
+        write_text(out, json.dumps(document) + "\n")
     else:
         folder = out.parent / f".{out.name}.export"
         save_model(model, card, folder)
         shutil.move(str(folder / CARD_FILE), out.with_suffix(".card.json"))
         shutil.move(str(folder / MODEL_FILE), out)
         shutil.rmtree(folder, ignore_errors=True)
+    return out
+
+
+# --- a pack of baked settings ---------------------------------------------------------------------------
+
+PACK_README = "README.md"
+
+
+def grid_settings(card: ModelCard, fixed: dict[str, float], points: int) -> list[dict[str, float]]:
+    """`points` evenly spaced values (0 to 1) of every knob not in `fixed`, all combinations."""
+    if not card.knobs:
+        raise AmpsimError("this model has no knobs, so there is no setting to grid",
+                          fix="drop --grid: export it as one .nam file")
+    free = [name for name in card.knobs if name not in fixed]
+    if not free:
+        raise AmpsimError(f"--knob already sets every knob ({', '.join(card.knobs)}); nothing is left to grid",
+                          fix="drop --grid for one file, or drop the --knob of the knob to grid")
+    if points < 2:
+        raise AmpsimError(f"--grid {points} gives no range of settings", fix="use --grid 2 or more (e.g. --grid 5)")
+    values = np.round(np.linspace(0.0, 1.0, points), 6)
+    return [{**fixed, **dict(zip(free, map(float, combo)))} for combo in itertools.product(values, repeat=len(free))]
+
+
+def _pack_file(base: str, setting: dict[str, float]) -> str:
+    stem = "_".join([base, *(f"{name}-{value:.2f}" for name, value in setting.items())])
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem) + ".nam"
+
+
+def _pack_readme(title: str, knobs: list[str], rows: list[tuple[str, dict[str, float], dict]]) -> str:
+    show = lambda value, form: "n/a" if value is None else format(value, form)  # noqa: E731
+    lines = [f"# {title}: {len(rows)} knob settings for NAM", "",
+             "NAM files have no knobs: each file here is the model with one setting baked in. Loudness and gain "
+             "are NAM's (dB RMS and 0-1 compression on NAM's reference input); n/a where export.loudness_input "
+             "was not set.", "",
+             "| file | " + " | ".join(knobs) + " | loudness (dB) | gain |",
+             "|---|" + "---|" * len(knobs) + "---|---|"]
+    for file, setting, meta in rows:
+        lines.append(f"| {file} | " + " | ".join(f"{setting[k]:g}" for k in knobs)
+                     + f" | {show(meta['loudness'], '.1f')} | {show(meta['gain'], '.2f')} |")
+    return "\n".join(lines) + "\n"
+
+
+def export_pack(model: keras.Model, card: ModelCard, out: Path, params: ExportParams, *, metadata: dict[str, Any],
+                knobs: dict[str, float], points: int, facts: CaptureFacts | None,
+                probe: LoudnessProbe | None) -> Path:
+    """A folder of .nam files, one per setting of `grid_settings`, and a README table of the settings and
+    their loudness; written atomically into the new folder `out`."""
+    out = Path(out)
+    if out.suffix == ".nam" or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
+        raise AmpsimError("a pack is written into a new folder", path=out,
+                          fix="name a folder that does not exist yet (or is empty), e.g. -o packs/my-amp")
+    settings = grid_settings(card, knobs, points)  # each setting is checked against the model's knobs on baking
+    base = metadata.get("name") or "-".join(card.captures)
+    rows = []
+    with atomic_dir(out) as scratch:
+        for setting in settings:
+            document = to_nam(model, card, metadata, params.settle_seconds, knobs=setting, facts=facts, probe=probe)
+            file = _pack_file(base, setting_of(card, setting))
+            write_text(scratch / file, json.dumps(document) + "\n")
+            rows.append((file, document["metadata"]["ampsim"]["knobs"], document["metadata"]))
+        (scratch / PACK_README).write_text(_pack_readme(base, card.knobs, rows))
     return out

@@ -117,6 +117,9 @@ class RenderParams:
 @dataclass(frozen=True)
 class ExportParams:
     settle_seconds: float  # .nam initial state: where the model settles after this much silence
+    loudness_input: str | None  # NAM's reference input for loudness/gain (its loudness_input.wav); None: unstated
+    jit_compile: bool  # render the loudness reference with XLA
+    aidax_interface_level_dbu: float  # AIDA-X in_gain/out_gain calibrate the model to an interface at this level
     metadata: dict[str, Any]  # .nam metadata: name, modeled_by, gear_type, gear_make, gear_model, tone_type
 
 
