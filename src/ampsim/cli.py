@@ -340,8 +340,10 @@ def build_parser() -> argparse.ArgumentParser:
     rd.set_defaults(func=cmd_render)
 
     xp = sub.add_parser("export", help="write a model for a real-time plugin: .nam (NAM), AIDA-X JSON, or .keras",
-                        description="Export a trained model. nam: Neural Amp Modeler's LSTM file; aidax: "
-                                    "RTNeural JSON for AIDA-X (one LSTM layer); keras: the Keras file plus card.")
+                        description="Export a trained model. nam: Neural Amp Modeler's LSTM file with NAM's "
+                                    "metadata (a knob-conditioned model at a baked --knob setting, or a --grid pack), "
+                                    "and a summary to paste; aidax: RTNeural JSON for AIDA-X (one LSTM layer, knobs "
+                                    "live); keras: the Keras file plus card.")
     xp.add_argument("model", help="model folder (models/trained), a .keras export, or models:/NAME@ALIAS")
     xp.add_argument("--format", required=True, choices=["nam", "aidax", "keras"])
     xp.add_argument("-o", "--output", required=True, help="file to write (.nam, .json or .keras), or the "

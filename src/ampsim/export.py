@@ -318,7 +318,7 @@ def _pack_readme(title: str, knobs: list[str], rows: list[tuple[str, dict[str, f
              "NAM files have no knobs: each file here is the model with one setting baked in. Loudness and gain "
              "are NAM's (dB RMS and 0-1 compression on NAM's reference input); n/a where export.loudness_input "
              "was not set.", "",
-             "| file | " + " | ".join(knobs) + " | loudness (dB) | gain |",
+             "| file | " + " | ".join(knobs) + " | loudness (dB) | NAM gain (0-1) |",
              "|---|" + "---|" * len(knobs) + "---|---|"]
     for file, setting, meta in rows:
         lines.append(f"| {file} | " + " | ".join(f"{setting[k]:g}" for k in knobs)
