@@ -274,8 +274,8 @@ def test_a_grid_pack_has_every_setting_loadable_with_a_readme_of_loudness(nam_mo
 
 
 def test_aidax_keeps_live_knobs_and_writes_the_interface_gains(tmp_path):
-    model, card = _conditioned(["gain"], seed=17)
-    model = _trained_like(lstm_model(16, 1, False, input_size=2), seed=17)
+    card = dataclasses.replace(_card("lstm", 2), knobs=["gain"])
+    model = _trained_like(lstm_model(16, 1, False, input_size=2), seed=17)  # AIDA-X takes 16 units, not 8
     document = json.loads(json.dumps(to_aidax(model, card, metadata={"gear_make": "Boss"}, facts=FACTS,
                                               interface_level_dbu=12.0)))
     assert document["in_shape"] == [None, None, 2] and document["ampsim"]["knobs"] == ["gain"]
