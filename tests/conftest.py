@@ -99,9 +99,10 @@ def tool_env() -> dict[str, str]:
 
 # Training knobs small enough for a test: a few seconds per stage on a 2-core CPU.
 TINY_TRAINING = {
-    "train": {"max_steps": 3, "max_minutes": 0},
-    "lstm": {"hidden_size": 8, "segment_samples": 1024, "warmup_samples": 256, "batch_size": 32,
-             "batches_per_step": 2, "val_segments": 16},
+    # in-process tests share the process's backend (TensorFlow); subprocesses train on params.yaml's
+    "train": {"max_steps": 3, "max_minutes": 0, "backend": "tensorflow"},
+    "lstm": {"hidden_size": 8, "segment_samples": 1024, "warmup_samples": 256, "tbptt_samples": 256,
+             "batch_size": 16, "batches_per_step": 2, "val_segments": 16},
     "seed": {"units": 8, "batch_size": 4, "batches_per_step": 2, "val_windows": 16},
     "evaluate": {"max_tail_windows": 256, "spectrogram_seconds": 1.0},
     "render": {"example_seconds": 1.0, "context_probe_seconds": 1.0, "max_context_ms": 200.0},
@@ -111,8 +112,8 @@ TINY_TRAINING = {
 def tiny_params(source: Path, target: Path, **overrides: dict) -> Path:
     """params.yaml with TINY_TRAINING (and `overrides`, section -> {key: value}) applied."""
     params = yaml.safe_load(Path(source).read_text())
-    for name, values in {**TINY_TRAINING, **overrides}.items():
-        params[name] = {**params[name], **values}
+    for name in {**TINY_TRAINING, **overrides}:
+        params[name] = {**params[name], **TINY_TRAINING.get(name, {}), **overrides.get(name, {})}
     Path(target).write_text(yaml.safe_dump(params, sort_keys=False))
     return Path(target)
 

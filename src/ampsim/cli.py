@@ -105,9 +105,13 @@ def _reopen_run(params: dict, source: str, run_id: str | None):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ampsim.training import train
+    from ampsim.backend import use_backend
+    from ampsim.params import TrainParams, section
 
     params = _params(args)
+    use_backend(section(params, "train", TrainParams, args.params).backend)
+    from ampsim.training import train
+
     config = _train_config(params, args.params)
     tracker = None if args.no_mlflow else _tracker(params, args.params)
     train(Path(args.prepared), Path(args.model), Path(args.reports), Path(args.checkpoint), config,

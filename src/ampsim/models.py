@@ -29,16 +29,49 @@ def seed_model(units: int = 64) -> keras.Model:
     return keras.Model(audio, out, name="seed")
 
 
-def lstm_model(hidden_size: int, num_layers: int, input_skip: bool, input_size: int = 1) -> keras.Model:
-    """Streaming LSTM for training and whole-file rendering (zero initial state)."""
-    audio = keras.Input(shape=(None, input_size), name="audio")
+class CarriedLSTM(keras.layers.LSTM):
+    """An LSTM whose state carries from one call to the next (truncated back-propagation through time).
+    Keras' own `stateful=True` keeps the state in untracked variables, which the JAX backend's compiled
+    train and predict steps never update; here they are tracked non-trainable weights, so every backend
+    carries them."""
+
+    def _create_state_variables(self, batch_size):
+        self.states = [self.add_weight(shape=(batch_size, self.units), initializer="zeros", trainable=False,
+                                       name=name) for name in ("carried_h", "carried_c")]
+
+
+def lstm_model(hidden_size: int, num_layers: int, input_skip: bool, input_size: int = 1,
+               carried_batch: int | None = None) -> keras.Model:
+    """Streaming LSTM for whole-file rendering (zero initial state); with `carried_batch`, its training
+    twin of that fixed batch size, whose state carries across calls until `reset_carried_state`."""
+    shape = {"batch_shape": (carried_batch, None, input_size)} if carried_batch else {"shape": (None, input_size)}
+    audio = keras.Input(**shape, name="audio")
     x = audio
     for i in range(num_layers):
-        x = keras.layers.LSTM(hidden_size, return_sequences=True, name=f"lstm_{i + 1}")(x)
+        layer = CarriedLSTM(hidden_size, return_sequences=True, stateful=True, name=f"lstm_{i + 1}") \
+            if carried_batch else keras.layers.LSTM(hidden_size, return_sequences=True, name=f"lstm_{i + 1}")
+        x = layer(x)
     out = keras.layers.Dense(1, name="head")(x)
     if input_skip:
         out = keras.layers.Add(name="input_skip")([out, audio[..., :1]])
     return keras.Model(audio, out, name="lstm")
+
+
+def reset_carried_state(model: keras.Model) -> None:
+    for layer in model.layers:
+        if isinstance(layer, CarriedLSTM):
+            layer.reset_state()
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """The trained weights of `source` into `target`, layer by layer (a carried state is not a weight)."""
+    for to in target.layers:
+        if to.weights:
+            frm = source.get_layer(to.name)
+            if isinstance(frm, CarriedLSTM):
+                to.cell.set_weights(frm.cell.get_weights())
+            else:
+                to.set_weights(frm.get_weights())
 
 
 def streaming_twin(model: keras.Model) -> keras.Model:

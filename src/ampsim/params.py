@@ -58,6 +58,7 @@ class DemoParams:
 @dataclass(frozen=True)
 class TrainParams:
     architecture: str  # "lstm" (streaming) or "seed" (the 2018 model)
+    backend: str  # the Keras backend training computes with: jax | tensorflow | torch
     random_seed: int  # weights and crops; a resumed run continues the same random stream
     max_steps: int
     max_minutes: float  # training-time budget summed over resumed runs; 0 means no limit
@@ -81,10 +82,12 @@ class LstmParams:
     num_layers: int
     input_skip: bool  # y = x + f(x); .nam export needs it off
     segment_samples: int  # training segment length, warm-up included
-    warmup_samples: int  # first samples of each segment that the loss ignores while the state settles
-    batch_size: int
-    batches_per_step: int
+    warmup_samples: int  # first samples of each segment that only settle the state (no update, no loss)
+    tbptt_samples: int  # an update every this many samples of a segment, the state carried across updates
+    batch_size: int  # segments side by side
+    batches_per_step: int  # segment batches between validations
     learning_rate: float
+    final_learning_rate: float  # cosine decay to this over the training (its time budget, else max_steps)
     patience: int
     loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
     pre_emphasis: float

@@ -74,7 +74,10 @@ class BlockRenderer:
         self.model, self.plan = _compiled(model, jit_compile), plan
         self.knobs = np.zeros(0, np.float32) if knobs is None else np.asarray(knobs, np.float32)
         # XLA runs one recurrent loop on one core: a batch split over `workers` threads uses the others.
-        self.workers = max(1, min(workers, plan.blocks))
+        # Only on TensorFlow: the JAX backend's predict donates the model's state buffers, so two threads
+        # cannot predict with one model at once.
+        threads = workers if keras.backend.backend() == "tensorflow" else 1
+        self.workers = max(1, min(threads, plan.blocks))
         self.reset()
 
     def reset(self) -> None:

@@ -26,7 +26,7 @@ from ampsim.audio import atomic_dir, write_text
 from ampsim.errors import AmpsimError
 from ampsim.knobs import knob_names, knob_vector
 from ampsim.losses import esr_dc_loss, tail_mse, warmed_mse
-from ampsim.models import ModelCard, lstm_model, save_model, seed_model
+from ampsim.models import ModelCard, copy_weights, lstm_model, reset_carried_state, save_model, seed_model
 from ampsim.params import LstmParams, RenderParams, SeedParams, TrainParams
 from ampsim.render import context_candidates, measure_context, render
 from ampsim.windows import Pool, fixed_windows, load_split, random_windows, samples
@@ -56,10 +56,16 @@ class Recipe:
     batch_size: int
     batches_per_step: int
     learning_rate: float
+    final_learning_rate: float  # cosine decay from learning_rate to this over the training (max_minutes or max_steps)
     patience: int
     val_count: int
-    loss: Callable
+    loss: Callable  # the validation loss (and, without truncated back-propagation, the training loss)
     loss_name: str
+    # Truncated back-propagation: each window's state settles on its first `warmup` samples, then one update
+    # per `tbptt` samples, the state carried from update to update. None: one update per window.
+    tbptt: int | None = None
+    warmup: int = 0
+    chunk_loss: Callable | None = None
 
 
 def recipe(config: TrainConfig) -> Recipe:
@@ -69,33 +75,58 @@ def recipe(config: TrainConfig) -> Recipe:
         if not 0 < tail <= window:
             raise AmpsimError(f"seed.tail_ms {s.tail_ms} must be > 0 and <= seed.window_ms {s.window_ms}",
                               path="params.yaml", fix="the 2018 values are window_ms 110, tail_ms 10")
-        return Recipe(window, tail, s.batch_size, s.batches_per_step, s.learning_rate, s.patience,
+        return Recipe(window, tail, s.batch_size, s.batches_per_step, s.learning_rate, s.learning_rate, s.patience,
                       s.val_windows, tail_mse(tail), "tail_mse")
     if config.train.architecture == "lstm":
         p = config.lstm
         if not 0 <= p.warmup_samples < p.segment_samples:
             raise AmpsimError(f"lstm.warmup_samples {p.warmup_samples} must be below lstm.segment_samples "
-                              f"{p.segment_samples}", path="params.yaml", fix="e.g. 512 of 2048")
-        losses = {"esr_dc": lambda: esr_dc_loss(p.warmup_samples, p.pre_emphasis, p.dc_weight),
-                  "mse": lambda: warmed_mse(p.warmup_samples)}
+                              f"{p.segment_samples}", path="params.yaml", fix="e.g. 1000 of 22050")
+        if not 0 < p.tbptt_samples <= p.segment_samples - p.warmup_samples:
+            raise AmpsimError(f"lstm.tbptt_samples {p.tbptt_samples} must be between 1 and the segment after its "
+                              f"warm-up ({p.segment_samples - p.warmup_samples})", path="params.yaml",
+                              fix="e.g. 200 (an update every 200 samples)")
+        losses = {"esr_dc": lambda warmup: esr_dc_loss(warmup, p.pre_emphasis, p.dc_weight),
+                  "mse": warmed_mse}
         if p.loss not in losses:
             raise AmpsimError(f"unknown lstm.loss `{p.loss}`", path="params.yaml",
                               fix=f"use one of {sorted(losses)}")
-        return Recipe(p.segment_samples, p.segment_samples - p.warmup_samples, p.batch_size,
-                      p.batches_per_step, p.learning_rate, p.patience, p.val_segments, losses[p.loss](), p.loss)
+        updates = (p.segment_samples - p.warmup_samples) // p.tbptt_samples
+        return Recipe(p.warmup_samples + updates * p.tbptt_samples, updates * p.tbptt_samples, p.batch_size,
+                      p.batches_per_step, p.learning_rate, p.final_learning_rate, p.patience, p.val_segments,
+                      losses[p.loss](p.warmup_samples), p.loss, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
+                      chunk_loss=losses[p.loss](0))
     raise AmpsimError(f"unknown train.architecture `{config.train.architecture}`", path="params.yaml",
                       fix="use `lstm` (streaming) or `seed` (the 2018 model)")
 
 
-def build_model(config: TrainConfig, knobs: int = 0) -> keras.Model:
-    """The chosen architecture; `knobs` extra constant input channels for a knob-conditioned capture set."""
+def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
+    """The chosen architecture; `knobs` extra constant input channels for a knob-conditioned capture set;
+    `carried_batch`: the streaming model's training twin that carries its state across updates."""
     if config.train.architecture == "seed":
         if knobs:
             raise AmpsimError("the 2018 `seed` model takes the audio alone, but the captures set knobs",
                               path="params.yaml", fix="train knob-conditioned captures with `train.architecture: lstm`")
         return seed_model(config.seed.units)
     p = config.lstm
-    return lstm_model(p.hidden_size, p.num_layers, p.input_skip, input_size=1 + knobs)
+    return lstm_model(p.hidden_size, p.num_layers, p.input_skip, input_size=1 + knobs, carried_batch=carried_batch)
+
+
+def learning_rate(plan: Recipe, progress: float) -> float:
+    """Cosine decay from the recipe's learning rate to its final one as training goes from 0 to 1."""
+    progress = min(max(progress, 0.0), 1.0)
+    return plan.final_learning_rate + 0.5 * (plan.learning_rate - plan.final_learning_rate) * (1 + np.cos(np.pi * progress))
+
+
+def train_batch(trainer: keras.Model, plan: Recipe, x: np.ndarray, y: np.ndarray) -> float:
+    """Train on one batch of windows; returns the mean loss of its updates."""
+    if plan.tbptt is None:
+        return float(trainer.train_on_batch(x, y))
+    reset_carried_state(trainer)
+    trainer.predict_on_batch(x[:, : plan.warmup])  # the state settles; no update
+    losses = [trainer.train_on_batch(x[:, start : start + plan.tbptt], y[:, start : start + plan.tbptt])
+              for start in range(plan.warmup, plan.window, plan.tbptt)]
+    return float(np.mean([float(loss) for loss in losses]))
 
 
 def fingerprint(config: TrainConfig, train_pool: Pool, val_pool: Pool) -> str:
@@ -235,14 +266,17 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
     key = fingerprint(config, train_pool, val_pool)
 
     keras.utils.set_random_seed(config.train.random_seed)
-    model = build_model(config, len(knobs))
-    model.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=plan.loss)
+    model = build_model(config, len(knobs))  # validated after every step; its best weights are saved
+    trainer = model if plan.tbptt is None else build_model(config, len(knobs), carried_batch=plan.batch_size)
+    trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=plan.chunk_loss or plan.loss)
+    if trainer is not model:
+        model.compile(loss=plan.loss)
     rng = np.random.default_rng(config.train.random_seed)
     captures = sorted({s.capture for s in train_segments})
 
     state = load_checkpoint(checkpoint_dir, key)
     if state is not None:
-        restore(model, checkpoint_dir)
+        restore(trainer, checkpoint_dir)
         rng.bit_generator.state = state["rng"]
         log(f"resuming from the checkpoint after step {state['step']} ({_minutes(state['seconds'])} trained, "
             f"best val_loss {state['best_val']:.4g} at step {state['best_step']})")
@@ -282,8 +316,11 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
             started = time.perf_counter()
             losses = []
             for _ in range(plan.batches_per_step):
+                spent = state["seconds"] + time.perf_counter() - started
+                trainer.optimizer.learning_rate.assign(
+                    learning_rate(plan, spent / budget if budget else state["step"] / config.train.max_steps))
                 x, y = random_windows(train_pool, rng, plan.batch_size, plan.window)
-                loss = float(model.train_on_batch(x, y))
+                loss = train_batch(trainer, plan, x, y)
                 losses.append(loss)
                 bar.update(state["seconds"] + time.perf_counter() - started, step=state["step"] + 1,
                            loss=f"{loss:.4g}", best_val=f"{state['best_val']:.4g}")
@@ -292,6 +329,8 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
             if not np.isfinite(train_loss):
                 raise AmpsimError(f"training diverged at step {state['step'] + 1} (loss {train_loss})",
                                   fix="lower the learning rate in params.yaml and run again")
+            if trainer is not model:
+                copy_weights(trainer, model)
             val_loss = float(model.evaluate(val_x, val_y, batch_size=min(len(val_x), 512), verbose=0))
             state["step"] += 1
             state["seconds"] += time.perf_counter() - started
@@ -302,19 +341,21 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
             state["history"].append({"step": state["step"], "train_loss": train_loss, "val_loss": val_loss,
                                      "minutes": state["seconds"] / 60})
             state["rng"] = rng.bit_generator.state
-            save_checkpoint(checkpoint_dir, model, state, improved)
-            if on_step is not None:
-                on_step(model, state)
+            # Logged before the checkpoint: a run killed in between repeats this step's metrics, never loses them.
             if tracker is not None:
                 tracker.log_metrics({"train_loss": train_loss, "val_loss": val_loss,
+                                     "learning_rate": float(trainer.optimizer.learning_rate),
                                      "samples_per_second": plan.batches_per_step * batch_samples / trained},
                                     step=state["step"])
+            save_checkpoint(checkpoint_dir, trainer, state, improved)
+            if on_step is not None:
+                on_step(model, state)
     finally:
         bar.close()
 
-    model.load_weights(Path(checkpoint_dir) / BEST_WEIGHTS)
+    trainer.load_weights(Path(checkpoint_dir) / BEST_WEIGHTS)
     inference = build_model(config, len(knobs))  # uncompiled twin: the saved file carries no training-only loss closure
-    inference.set_weights(model.get_weights())
+    copy_weights(trainer, inference)
     card = ModelCard(architecture=config.train.architecture, sample_rate=config.sample_rate,
                      input_size=1 + len(knobs), window_samples=plan.window, tail_samples=plan.scored,
                      captures=captures, mlflow_run_id=state["run_id"], knobs=knobs)
