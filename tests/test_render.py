@@ -203,3 +203,15 @@ def test_sliding_window_is_only_for_the_2018_model_and_old_cards_fall_back_clear
     code, _, err = ampsim_cli("render", str(tmp_path / "di.wav"), str(tmp_path / "o.wav"), "--model", str(tmp_path / "old"),
                               "--method", "exact", "--quiet")
     assert code == 0, err
+
+
+def test_fast_blocks_grow_with_the_measured_warm_up_so_it_never_dominates(render_params):
+    from ampsim.render import fast_plan
+
+    short = ModelCard("lstm", RATE, 1, 1024, 768, ["test"], None, 960, 1e-9, 0.1)
+    assert fast_plan(short, render_params).block == round(render_params.block_ms * RATE / 1000)
+    # a model that needs 2 s of warm-up (the old demo model): blocks of 4 x 2 s, not 0.5 s that cost 5x the audio
+    slow = ModelCard("lstm", RATE, 1, 1024, 768, ["test"], None, 96000, 1e-9, 0.1)
+    plan = fast_plan(slow, render_params)
+    assert plan.block == 96000 * render_params.blocks_per_context
+    assert (plan.block + plan.context) / plan.block <= 1 + 1 / render_params.blocks_per_context

@@ -107,7 +107,8 @@ class EvaluateParams:
 class RenderParams:
     example_seconds: float  # per capture, from the start of its validation audio
     method: str  # fast | exact | sliding-window (seed only)
-    block_ms: float  # fast mode: length of each block rendered side by side
+    block_ms: float  # fast mode: length of each block rendered side by side (at least ...)
+    blocks_per_context: int  # ... this many times the model's warm-up, which each block renders first
     blocks_per_batch: int  # fast mode: blocks per predict call
     workers: int  # fast mode: threads the batch is split over (XLA runs each recurrent loop on one core)
     exact_chunk_samples: int  # exact mode: samples per predict call (the state carries across calls)
