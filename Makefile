@@ -18,7 +18,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/tmp/site-cache
 export UV_SYSTEM_CERTS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test bench demo-capture clean-outputs
+.PHONY: setup repro test bench bench-quality gpu-kit demo-capture clean-outputs
 
 setup: $(VENV)/.installed
 
@@ -47,6 +47,18 @@ test: setup $(VENV)/.verify-installed
 # The CPU benchmark (about 20 minutes): prints a table, writes bench/results.json; see bench/RESULTS.md.
 bench: setup
 	python bench/run.py
+
+# Quality per CPU-minute against NAM's own trainer, side by side (about 35 minutes): bench/quality.py.
+bench-quality: setup $(VENV)/.verify-installed
+	python bench/quality.py
+
+# What bench/gpu.sh needs on a lent GPU machine (no TensorFlow, no network there): the project's other
+# dependencies as wheels, and boss-ds1 already prepared. Carry bench/gpu-kit with the device run.
+gpu-kit: setup
+	rm -rf bench/gpu-kit && mkdir -p bench/gpu-kit/wheels
+	python -m pip download --quiet --only-binary=:all: --python-version 3.11 --no-deps -d bench/gpu-kit/wheels \
+		$$(python -c 'import re; print(" ".join(re.split(r"\s", l)[0] for l in open("requirements.lock") if re.match(r"^(keras|absl-py|h5py|ml-dtypes|namex|optree|rich|markdown-it-py|mdurl|pygments|soundfile|cffi|pycparser|soxr|pyyaml|tqdm|packaging)==", l)))')
+	python bench/gpu.py --prepare-only --prepared bench/gpu-kit/prepared
 
 # Regenerate the committed synthetic demo set (deterministic): the virtual amp at three gain settings.
 demo-capture: setup

@@ -223,7 +223,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     from ampsim.export import LoudnessProbe, export, export_pack
     from ampsim.knobs import parse_knob
     from ampsim.params import ExportParams, section
-    from ampsim.plugin_metadata import capture_facts, read_loudness_input
+    from ampsim.plugin_metadata import capture_facts, loudness_input_path, read_loudness_input
 
     params = section(_params(args), "export", ExportParams, args.params)
     knobs = dict(parse_knob(text) for text in args.knob)
@@ -236,8 +236,8 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"ampsim export: note: {args.prepared}/manifest.json does not describe the captures "
               f"{', '.join(card.captures)}: the file states no interface levels, latency or data checks "
               "(pass --prepared with the model's prepared data)", file=sys.stderr)
-    probe = None if params.loudness_input is None or args.format != "nam" else \
-        LoudnessProbe(read_loudness_input(params.loudness_input), params.jit_compile)
+    reference = loudness_input_path(params.loudness_input) if args.format == "nam" else None
+    probe = None if reference is None else LoudnessProbe(read_loudness_input(reference), params.jit_compile)
     metadata = {**params.metadata, **({"name": args.name} if args.name else {})}
     options = {"metadata": metadata, "knobs": knobs, "facts": facts, "probe": probe}
     if args.grid is not None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from dataclasses import dataclass, field
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,25 @@ LEVEL_KEYS = ("input_level_dbu", "output_level_dbu")
 
 
 # --- loudness and gain -------------------------------------------------------------------------------
+
+NAM_PACKAGE = "nam"  # export.loudness_input: the reference input of the installed neural-amp-modeler
+
+
+def loudness_input_path(setting: str | None) -> Path | None:
+    """Where NAM's reference input is: `nam` finds the file in the installed neural-amp-modeler package
+    (None, with a note, where it is not installed); any other text is a path; None leaves loudness out."""
+    if setting != NAM_PACKAGE:
+        return None if setting is None else Path(setting)
+    import importlib.util
+
+    spec = importlib.util.find_spec("nam")
+    if spec is None or spec.origin is None:
+        print("ampsim export: note: loudness and gain are left out: neural-amp-modeler, whose reference input "
+              "defines them, is not installed (`make test` installs it; or point export.loudness_input at its "
+              "loudness_input.wav)", file=sys.stderr)
+        return None
+    return Path(spec.origin).parent / "models" / "_resources" / "loudness_input.wav"
+
 
 def read_loudness_input(path: str | Path) -> np.ndarray:
     """NAM's reference input for `loudness` (its file, wherever the user keeps it)."""

@@ -1,0 +1,196 @@
+"""Quality per CPU-minute, side by side: ampsim's default recipe (params.yaml as it is) against NAM's own
+trainer (its default packed WaveNet, through `bench/nam_reference.py`), on the same split of the same
+capture, for the same training-time budgets, in the same run.
+
+The two train at the same time, each pinned to one core of the machine, so that whatever else loads the
+machine loads both alike. At each budget each side's model as it would ship (the weights of its best
+validation step so far) renders the whole validation audio and the whole training audio, and is scored:
+validation ESR (what the ratio compares), pre-emphasised validation ESR, and the fit on the training
+stretch. Prints a table and the ratio ampsim / NAM of validation ESR per budget; writes `quality` into
+bench/results.json.
+
+    make bench-quality                                    # 2, 5, 10, 15 min on boss-ds1 and the demo, ~35 min
+    .venv/bin/python bench/quality.py --budgets 0.5 1 --datasets boss-ds1 --out /tmp/q.json   # a smoke run
+
+Datasets: `boss-ds1` (../shared/captures/boss-ds1, a real DS-1) and `demo` (the shipped demo's gain-0.8
+capture alone, since NAM's models take no knobs), each split in time by ampsim's validate (last 20 %).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+BENCH = Path(__file__).resolve().parent
+PROJECT = BENCH.parent
+DATASETS = {"boss-ds1": PROJECT.parent / "shared" / "captures" / "boss-ds1",
+            "demo": PROJECT / "data" / "captures" / "demo-gain-0.8"}
+PRE_EMPHASIS = 0.85
+
+
+def esr(target: np.ndarray, prediction: np.ndarray) -> float:
+    return float(np.sum((target - prediction) ** 2) / np.sum(target**2))
+
+
+def pre_emphasised(x: np.ndarray) -> np.ndarray:
+    return x[1:] - PRE_EMPHASIS * x[:-1]
+
+
+def scores(val_y, val_prediction, train_y, train_prediction) -> dict:
+    return {"val_esr": esr(val_y, val_prediction),
+            "val_esr_pre_emphasis": esr(pre_emphasised(val_y), pre_emphasised(val_prediction)),
+            "train_esr": esr(train_y, train_prediction)}
+
+
+def prepare_capture(capture: Path, work: Path) -> Path:
+    """ampsim's normalize + validate on the capture (linked, never copied): the aligned time split."""
+    from ampsim.cli import main
+
+    folder = work / "captures" / capture.name
+    folder.mkdir(parents=True)
+    for name in ("input.wav", "output.wav"):
+        os.symlink(capture.resolve() / name, folder / name)
+    (folder / "capture.yaml").write_text("split: time\n")
+    for stage, args in (("normalize", ["--captures", str(work / "captures"), "--out", str(work / "normalized")]),
+                        ("validate", ["--normalized", str(work / "normalized"), "--out", str(work / "prepared"),
+                                      "--reports", str(work / "validate")])):
+        if main(["--params", str(PROJECT / "params.yaml"), stage, *args]) != 0:
+            raise SystemExit(f"bench/quality.py: {stage} failed on {capture}")
+    return work / "prepared"
+
+
+def split_arrays(prepared: Path) -> dict[str, np.ndarray]:
+    from ampsim.windows import load_split
+
+    (train,), (val,) = load_split(prepared, "train"), load_split(prepared, "val")
+    return {"train_x": train.x, "train_y": train.y, "val_x": val.x, "val_y": val.y}
+
+
+# --- the two sides, each in a process of its own --------------------------------------------------------
+
+def ampsim_side(prepared: Path, work: Path, budgets: list[float]) -> list[dict]:
+    from ampsim.backend import use_backend
+    from ampsim.params import TrainParams, load_params, section
+
+    params = load_params(PROJECT / "params.yaml")
+    use_backend(section(params, "train", TrainParams).backend)
+    from ampsim.cli import _train_config
+    from ampsim.render import render_exact
+    from ampsim.training import train
+
+    params["train"].update(max_minutes=max(budgets), max_steps=10**6)
+    params["lstm"]["patience"] = 10**6  # the whole budget, as NAM's side trains
+    config = _train_config(params, "params.yaml")
+    data = split_arrays(prepared)
+    pending, rows, best = sorted(budgets), [], {}
+
+    def score(model, state):
+        if state["best_step"] == state["step"]:
+            best["weights"], best["step"] = model.get_weights(), state["step"]
+        while pending and state["seconds"] / 60 >= pending[0]:
+            current = model.get_weights()
+            model.set_weights(best["weights"])
+            rendered = {side: render_exact(model, data[f"{side}_x"], config.render.exact_chunk_samples,
+                                           config.render.jit_compile) for side in ("val", "train")}
+            model.set_weights(current)
+            rows.append({"minutes": pending.pop(0), "steps": state["step"], "best_step": best["step"],
+                         "parameters": int(model.count_params()),
+                         **scores(data["val_y"], rendered["val"], data["train_y"], rendered["train"])})
+            print(f"  ampsim {rows[-1]}", flush=True)
+
+    train(prepared, work / "model", work / "train", work / "ckpt", config, progress=False, on_step=score)
+    return rows
+
+
+def nam_side(prepared: Path, budgets: list[float]) -> list[dict]:
+    sys.path.insert(0, str(BENCH))
+    from nam_reference import train_nam
+
+    data = split_arrays(prepared)
+    rows = train_nam(data["train_x"], data["train_y"], data["val_x"], data["val_y"], 48000, budgets, threads=1,
+                     log=lambda line: print(f"  nam {line}", flush=True))
+    return [{key: row[key] for key in ("minutes", "epochs", "parameters", "val_esr", "val_esr_pre_emphasis",
+                                       "train_esr")} for row in rows]
+
+
+def side_by_side(dataset: str, budgets: list[float], work: Path) -> dict:
+    """Both sides at once, ampsim on core 0 and NAM on core 1; their rows and the ratios."""
+    prepared = prepare_capture(DATASETS[dataset], work)
+    procs = {}
+    for core, side in enumerate(("ampsim", "nam")):
+        out = work / f"{side}.json"
+        command = [sys.executable, __file__, "--side", side, "--prepared", str(prepared), "--work", str(work / side),
+                   "--budgets", *map(str, budgets), "--out", str(out)]
+        procs[side] = (subprocess.Popen(command, preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})), out)
+    while any(process.poll() is None for process, _ in procs.values()):
+        failed = [side for side, (process, _) in procs.items() if process.poll() not in (None, 0)]
+        if failed:  # one side alone would measure nothing: stop the other
+            for process, _ in procs.values():
+                process.kill()
+            raise SystemExit(f"bench/quality.py: the {failed[0]} side failed on {dataset}")
+        time.sleep(1)
+    if any(process.returncode != 0 for process, _ in procs.values()):
+        raise SystemExit(f"bench/quality.py: a side failed on {dataset}")
+    results = {side: json.loads(out.read_text()) for side, (_, out) in procs.items()}
+    ratios = {str(a["minutes"]): a["val_esr"] / n["val_esr"] for a, n in zip(results["ampsim"], results["nam"])}
+    return {**results, "ampsim_over_nam": ratios}
+
+
+def table(quality: dict) -> str:
+    lines = []
+    for dataset, result in quality["datasets"].items():
+        lines.append(f"{dataset}: validation ESR (pre-emphasised) | fit on the training stretch, best weights so far")
+        for a, n in zip(result["ampsim"], result["nam"]):
+            lines.append(f"  {a['minutes']:>4g} min  ampsim {a['val_esr']:.4f} ({a['val_esr_pre_emphasis']:.4f}) | "
+                         f"{a['train_esr']:.4f}  step {a['steps']:>4}   NAM {n['val_esr']:.4f} "
+                         f"({n['val_esr_pre_emphasis']:.4f}) | {n['train_esr']:.4f}  epoch {n['epochs']:.1f}   "
+                         f"ampsim/NAM {result['ampsim_over_nam'][str(a['minutes'])]:.2f}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--budgets", type=float, nargs="+", default=[2, 5, 10, 15], help="training minutes")
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
+    parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="JSON file to merge `quality` into")
+    parser.add_argument("--side", choices=("ampsim", "nam"), help=argparse.SUPPRESS)  # a worker process
+    parser.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.side:
+        rows = ampsim_side(args.prepared, args.work, args.budgets) if args.side == "ampsim" \
+            else nam_side(args.prepared, args.budgets)
+        args.out.write_text(json.dumps(rows, indent=2))
+        return
+
+    for dataset in args.datasets:
+        if not (DATASETS[dataset] / "input.wav").is_file():
+            raise SystemExit(f"bench/quality.py: {DATASETS[dataset]} not found (boss-ds1 lives in ../shared/captures)")
+    quality = {"date": dt.date.today().isoformat(), "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+               "budgets_minutes": args.budgets, "datasets": {}}
+    with tempfile.TemporaryDirectory(prefix="ampsim-quality-") as tmp:
+        for dataset in args.datasets:
+            quality["datasets"][dataset] = side_by_side(dataset, args.budgets, Path(tmp) / dataset)
+    # One number per budget: the boss-ds1 ratio (the real capture), as the issue asks.
+    first = quality["datasets"].get("boss-ds1") or next(iter(quality["datasets"].values()))
+    quality["ampsim_over_nam"] = first["ampsim_over_nam"]
+    print(table(quality))
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results["quality"] = quality
+    results["ampsim_over_nam"] = quality["ampsim_over_nam"]
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
