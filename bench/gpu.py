@@ -29,9 +29,9 @@ def seconds_per_2018_step(batches: int) -> float:
     import numpy as np
 
     from ampsim.losses import tail_mse
-    from ampsim.models import seed_model
+    from ampsim.architectures.lstm2018 import lstm2018_model
 
-    model = seed_model(64)
+    model = lstm2018_model(64)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=tail_mse(480))
     x = np.random.default_rng(0).standard_normal((16, 5280, 1)).astype(np.float32) * 0.1
     model.train_on_batch(x, x)  # compiles

@@ -189,7 +189,9 @@ def main() -> int:
         return 1
 
     from ampsim.losses import tail_mse
-    from ampsim.models import ModelCard, load_model, seed_model, lstm_model
+    from ampsim.architectures.lstm2018 import lstm2018_model
+    from ampsim.architectures.streaming_lstm import lstm_model
+    from ampsim.models import ModelCard, load_model
     from ampsim.params import LstmParams, RenderParams, load_params, section
     from ampsim.render import context_candidates, measure_context
 
@@ -217,12 +219,12 @@ def main() -> int:
                                                  ["fast", "exact"], render_params, args.repeats)
         # The 2018 model: its weights drawn at a trained model's scale (training it takes hours on a CPU);
         # speed does not depend on the values, and the warm-up is measured for these weights as after training.
-        seed = seed_model(64)
+        seed = lstm2018_model(64)
         rng = np.random.default_rng(2018)
         seed.set_weights([rng.normal(0, 0.15, w.shape).astype(np.float32) for w in seed.get_weights()])
         context, context_esr = measure_context(seed, di, context_candidates(4800, 96000),
                                                int(render_params.block_ms * RATE / 1000), render_params)
-        seed_card = ModelCard("seed", RATE, 1, 5280, 480, ["boss-ds1"], None, context, context_esr, None)
+        seed_card = ModelCard("lstm2018", RATE, 1, 5280, 480, ["boss-ds1"], None, context, context_esr, None)
         results["render_seed"] = render_speed(seed, seed_card, np.resize(di, 60 * RATE),
                                               ["sliding-window-2018", "fast", "exact"],
                                               render_params, args.repeats)
@@ -239,7 +241,7 @@ def main() -> int:
         for name, model, batch, window, loss, macs in (
                 ("lstm", lstm_model(lstm.hidden_size, lstm.num_layers, lstm.input_skip), lstm.batch_size,
                  lstm.segment_samples, esr_dc_loss(lstm.warmup_samples, lstm.pre_emphasis, lstm.dc_weight), lstm_mac),
-                ("seed", seed_model(64), 16, 5280, tail_mse(480), seed_mac)):
+                ("lstm2018", lstm2018_model(64), 16, 5280, tail_mse(480), seed_mac)):
             rate = train_throughput(model, batch, window, loss, args.repeats)
             bound = gflops * 1e9 / (2 * 3 * macs)  # forward + backward ~ 3x the forward multiply-adds
             throughput[name] = {"samples_per_second": rate, "macs_per_sample_forward": macs,

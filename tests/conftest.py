@@ -103,7 +103,7 @@ TINY_TRAINING = {
     "train": {"max_steps": 3, "max_minutes": 0, "backend": "tensorflow"},
     "lstm": {"hidden_size": 8, "segment_samples": 1024, "warmup_samples": 256, "tbptt_samples": 256,
              "batch_size": 16, "batches_per_step": 2, "val_segments": 16},
-    "seed": {"units": 8, "batch_size": 4, "batches_per_step": 2, "val_windows": 16},
+    "lstm2018": {"units": 8, "batch_size": 4, "batches_per_step": 2, "val_windows": 16},
     "evaluate": {"max_tail_windows": 256, "spectrogram_seconds": 1.0},
     "render": {"example_seconds": 1.0, "context_probe_seconds": 1.0, "max_context_ms": 200.0},
 }

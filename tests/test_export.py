@@ -16,7 +16,9 @@ from ampsim import metrics  # noqa: E402
 from ampsim.cli import main  # noqa: E402
 from ampsim.errors import AmpsimError  # noqa: E402
 from ampsim.export import to_aidax, to_nam  # noqa: E402
-from ampsim.models import ModelCard, load_model, lstm_model, save_model, seed_model  # noqa: E402
+from ampsim.models import ModelCard, load_model, save_model  # noqa: E402
+from ampsim.architectures.streaming_lstm import lstm_model  # noqa: E402
+from ampsim.architectures.lstm2018 import lstm2018_model  # noqa: E402
 from ampsim.render import ExactRenderer, render_exact, settled_state  # noqa: E402
 
 RATE = 48000
@@ -80,8 +82,8 @@ def test_nam_export_of_a_streaming_model_renders_the_same_in_nams_own_reader(nam
 
 
 def test_the_2018_model_exports_exactly_as_a_three_layer_nam_lstm(nam_models):
-    model = _trained_like(seed_model(units=16), seed=3)
-    document = to_nam(model, _card("seed"), {}, settle_seconds=1.0)
+    model = _trained_like(lstm2018_model(units=16), seed=3)
+    document = to_nam(model, _card("lstm2018"), {}, settle_seconds=1.0)
     assert document["config"] == {"input_size": 1, "hidden_size": 16, "num_layers": 3}
     x = _guitar_like(0.5, seed=2)
     ours = ExactRenderer(model, 8192, True, initial_state=settled_state(model, 1.0, RATE))(x)
@@ -121,7 +123,7 @@ def test_aidax_refuses_shapes_the_plugin_cannot_load():
     with pytest.raises(AmpsimError, match="one LSTM layer.*2 LSTM"):
         to_aidax(lstm_model(8, 2, False), _card("lstm"))
     with pytest.raises(AmpsimError, match="no head \\(the 2018 model\\)"):
-        to_aidax(seed_model(8), _card("seed"))
+        to_aidax(lstm2018_model(8), _card("lstm2018"))
 
 
 # --- the command -------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ from ampsim.captures import find_captures  # noqa: E402
 from ampsim.errors import AmpsimError, CaptureError  # noqa: E402
 from ampsim.export import to_aidax, to_nam  # noqa: E402
 from ampsim.knobs import knob_vector, parse_knob, with_knobs  # noqa: E402
-from ampsim.models import ModelCard, lstm_model, save_model  # noqa: E402
+from ampsim.models import ModelCard, save_model  # noqa: E402
+from ampsim.architectures.streaming_lstm import lstm_model  # noqa: E402
 from ampsim.params import RenderParams, load_params, section  # noqa: E402
 from ampsim.render import (BlockPlan, context_candidates, measure_context, render_exact, render_fast,  # noqa: E402
                            renderer)

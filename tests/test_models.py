@@ -6,11 +6,13 @@ import pytest
 keras = pytest.importorskip("keras")
 
 from ampsim.losses import esr, esr_dc_loss, pre_emphasis, tail_mse  # noqa: E402
-from ampsim.models import lstm_model, seed_model, streaming_twin  # noqa: E402
+from ampsim.models import streaming_twin  # noqa: E402
+from ampsim.architectures.streaming_lstm import lstm_model  # noqa: E402
+from ampsim.architectures.lstm2018 import lstm2018_model  # noqa: E402
 
 
-def test_seed_model_is_the_2018_stack_with_50184_weights():
-    model = seed_model()
+def test_lstm2018_model_is_the_2018_stack_with_50184_weights():
+    model = lstm2018_model()
     assert [type(layer).__name__ for layer in model.layers[1:]] == ["LSTM", "LSTM", "LSTM"]
     assert [layer.units for layer in model.layers[1:]] == [64, 64, 1]
     assert model.count_params() == 50_184
@@ -58,8 +60,8 @@ def test_streaming_block_by_block_equals_whole(input_skip):
     np.testing.assert_allclose(np.concatenate(blocks, axis=1), whole, atol=1e-6)
 
 
-def test_seed_model_streams_too():
-    model = seed_model(units=4)
+def test_lstm2018_model_streams_too():
+    model = lstm2018_model(units=4)
     twin = streaming_twin(model)
     audio = np.random.default_rng(3).standard_normal((1, 500, 1)).astype(np.float32)
     whole = model.predict(audio, verbose=0)

@@ -10,7 +10,9 @@ import soundfile as sf
 keras = pytest.importorskip("keras")
 
 from ampsim import metrics  # noqa: E402
-from ampsim.models import ModelCard, lstm_model, save_model, seed_model  # noqa: E402
+from ampsim.models import ModelCard, save_model  # noqa: E402
+from ampsim.architectures.streaming_lstm import lstm_model  # noqa: E402
+from ampsim.architectures.lstm2018 import lstm2018_model  # noqa: E402
 from ampsim.render import (BlockPlan, context_candidates, measure_context, rechunk, render_exact,  # noqa: E402
                            render_fast, render_sliding_window)
 from ampsim.params import RenderParams, load_params, section  # noqa: E402
@@ -29,8 +31,8 @@ def render_params(params_file) -> RenderParams:
 # --- the methods -------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("length", [100, 480, 4321])
-def test_seed_sliding_window_render_keeps_the_input_length_and_matches_window_by_window(length):
-    model = seed_model(units=4)
+def test_lstm2018_sliding_window_render_keeps_the_input_length_and_matches_window_by_window(length):
+    model = lstm2018_model(units=4)
     x = np.random.default_rng(3).standard_normal(length).astype(np.float32) * 0.3
     window, hop = 960, 96
     out = render_sliding_window(model, x, window, hop, jit_compile=True)
@@ -53,9 +55,9 @@ def test_exact_render_in_chunks_is_the_whole_sequence_and_causal(jit_compile):
     np.testing.assert_allclose(render_exact(model, x[:2500], 1000, jit_compile), out[:2500], atol=1e-6)
 
 
-@pytest.mark.parametrize("architecture", ["lstm", "seed"])
+@pytest.mark.parametrize("architecture", ["lstm", "lstm2018"])
 def test_fast_render_matches_exact_within_1e_5_with_the_measured_warm_up(architecture, render_params):
-    model = _trained_like(lstm_model(16, 1, False) if architecture == "lstm" else seed_model(16), seed=2)
+    model = _trained_like(lstm_model(16, 1, False) if architecture == "lstm" else lstm2018_model(16), seed=2)
     probe, other = _di(2.0, seed=5), _di(3.0, seed=6)
     shortest = 480 if architecture == "lstm" else 4800
     context, error = measure_context(model, probe, context_candidates(shortest, 48000), 4800, render_params)

@@ -90,7 +90,7 @@ def _mlflow_run(uri: str, run_id: str):
     return client, client.get_run(run_id)
 
 
-@pytest.mark.parametrize("architecture", ["lstm", "seed"])
+@pytest.mark.parametrize("architecture", ["lstm", "lstm2018"])
 def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, boss_prepared, isolated_mlflow,
                                                           architecture):
     params = str(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
@@ -100,10 +100,10 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, b
                  "--reports", str(reports / "train"), "--checkpoint", str(tmp_path / "ckpt"), "--quiet"]) == 0
     card = json.loads((model_dir / "card.json").read_text())
     assert card["architecture"] == architecture and card["sample_rate"] == 48000
-    if architecture == "seed":
+    if architecture == "lstm2018":
         assert (card["window_samples"], card["tail_samples"]) == (5280, 480)  # 110 ms / 10 ms at 48 kHz
     # measured after training: the warm-up that makes fast rendering match exact, and the validation ESR
-    assert card["context_samples"] >= (4800 if architecture == "seed" else 480)
+    assert card["context_samples"] >= (4800 if architecture == "lstm2018" else 480)
     assert card["context_esr"] <= 1e-6 and 0 < card["validation_esr"] < 10
     summary = json.loads((reports / "train" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["stopped"] == "max_steps 3 reached"
@@ -130,7 +130,7 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, b
 
     # the whole 21 s DI through `ampsim render`: fast mode within 1e-5 of one exact stream
     rendered = {}
-    for method in ("fast", "exact") + (("sliding-window",) if architecture == "seed" else ()):
+    for method in ("fast", "exact") + (("sliding-window",) if architecture == "lstm2018" else ()):
         assert main(["--params", params, "render", str(boss_ds1 / "input.wav"), str(tmp_path / f"{method}.wav"),
                      "--model", str(model_dir), "--method", method, "--subtype", "FLOAT", "--quiet"]) == 0
         rendered[method], rate = sf.read(tmp_path / f"{method}.wav", dtype="float32")

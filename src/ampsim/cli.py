@@ -74,12 +74,12 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _train_config(params: dict, source: str):
-    from ampsim.params import AudioParams, LstmParams, RenderParams, SeedParams, TrainParams, section
+    from ampsim.params import AudioParams, Lstm2018Params, LstmParams, RenderParams, TrainParams, section
     from ampsim.training import TrainConfig
 
     return TrainConfig(sample_rate=section(params, "audio", AudioParams, source).sample_rate,
                        train=section(params, "train", TrainParams, source),
-                       seed=section(params, "seed", SeedParams, source),
+                       lstm2018=section(params, "lstm2018", Lstm2018Params, source),
                        lstm=section(params, "lstm", LstmParams, source),
                        render=section(params, "render", RenderParams, source))
 
@@ -133,7 +133,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     segments = load_split(Path(args.prepared), "val")
     result = evaluate(model, card, segments,
                       section(params, "evaluate", EvaluateParams, args.params),
-                      config.render, samples(config.seed.window_ms, card.sample_rate), samples(config.seed.tail_ms, card.sample_rate),
+                      config.render, samples(config.lstm2018.window_ms, card.sample_rate), samples(config.lstm2018.tail_ms, card.sample_rate),
                       Path(args.history), recipe(config).loss_name, Path(args.out))
     tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
     if tracker is not None:

@@ -1,19 +1,16 @@
 """Taking a trained model to the real-time plugins guitarists use.
 
 - `.nam` (Neural Amp Modeler), architecture "LSTM": per layer the row-major 4H x (I+H) matrix [W_ih | W_hh]
-  in gate order i, f, g, o (Keras' i, f, c, o: the kernels transposed), the summed bias (4H), the initial
-  hidden and cell state (H each); then the head's weight (H) and bias (1). The initial state is where the
-  model settles on silence, so the plugin starts quiet. NAM has no input skip and no knobs.
-  The 2018 model (64-64-1, no head) is written exactly as a 3-layer 64-unit LSTM whose third layer keeps
-  the real unit 0 and zeros elsewhere (a unit with zero weights, bias and state stays at zero), head [1, 0, ...].
+  in gate order i, f, g, o, the summed bias (4H), the initial hidden and cell state (H each); then the
+  head's weight (H) and bias (1). Each architecture lays its weights out so (its `nam_lstm`). The initial
+  state is where the model settles on silence, so the plugin starts quiet. NAM has no input skip and no knobs.
   File version 0.5.4: the released NAM plugin (v0.7.13) loads 0.5.x only, NAM's core since then 0.5.0-0.7.0,
   and NAM's Python loader does not check; 0.5.4 is the newest version that all of them accept.
 - Baking a knob setting: a conditioned model's knobs are constant input channels, so their share of the first
   layer's gates, knobs @ W_knobs, is a constant that folds exactly into that layer's bias. The result is a
   plain one-input LSTM that plays the model at that setting; `--grid N` bakes a pack of settings.
-- AIDA-X (RTNeural's Keras JSON): `in_shape` [null, null, I], `in_skip`, then an `lstm` layer
-  [kernel I x 4H, recurrent H x 4H, bias 4H] (Keras layout) and a `dense` layer [kernel H x 1, bias 1].
-  The plugin loads one LSTM layer of a few sizes only, with one or two knob channels after the audio, which stay
+- AIDA-X (RTNeural's Keras JSON): `in_shape` [null, null, I], `in_skip`, then the architecture's layers
+  (`aidax_layers`: an `lstm` and a `dense` layer). The plugin loads one LSTM layer of a few sizes only, with one or two knob channels after the audio, which stay
   live knobs. `in_gain` / `out_gain` (dB, applied by the plugin before and after the model) calibrate the model
   to an interface at `export.aidax_interface_level_dbu`, as NAM's plugin does with its calibration level.
 - `keras`: the Keras file itself (any backend loads it) with the model card beside it.
@@ -36,7 +33,8 @@ from ampsim import __version__
 from ampsim.audio import atomic_dir, write_text
 from ampsim.errors import AmpsimError
 from ampsim.knobs import knob_vector
-from ampsim.models import CARD_FILE, MODEL_FILE, ModelCard, lstm_model, save_model
+from ampsim.architectures import architecture
+from ampsim.models import CARD_FILE, MODEL_FILE, ModelCard, save_model
 from ampsim.params import ExportParams
 from ampsim.plugin_metadata import (GAIN_SCALES, CaptureFacts, date_now, gain_index, loudness_db, rms, size_label,
                                     training_block, user_fields)
@@ -49,41 +47,6 @@ AIDAX_MAX_KNOBS = 2  # AIDA-X models take input sizes 1 (audio), 2 or 3 (audio a
 EXTENSIONS = {"nam": ".nam", "aidax": ".json", "keras": ".keras"}
 
 
-def _lstm_layers(model: keras.Model) -> list[keras.layers.LSTM]:
-    return [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
-
-
-def _has_input_skip(model: keras.Model) -> bool:
-    return any(layer.name == "input_skip" for layer in model.layers)
-
-
-def _nam_layer(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, h: np.ndarray,
-               c: np.ndarray) -> np.ndarray:
-    matrix = np.concatenate([kernel.T, recurrent.T], axis=1)  # (4H, I + H), rows i, f, g, o
-    return np.concatenate([matrix.ravel(), bias, h.ravel(), c.ravel()])
-
-
-def _seed_output_layer_as(units: int, kernel: np.ndarray, recurrent: np.ndarray,
-                          bias: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """The 2018 model's LSTM(1) as an LSTM(units) whose unit 0 is the real one and the rest stay at zero."""
-    wide_kernel = np.zeros((kernel.shape[0], 4 * units), np.float32)
-    wide_recurrent = np.zeros((units, 4 * units), np.float32)
-    wide_bias = np.zeros(4 * units, np.float32)
-    gates = np.arange(4) * units  # column of unit 0 in each of the i, f, c, o blocks
-    wide_kernel[:, gates] = kernel
-    wide_recurrent[0, gates] = recurrent[0]
-    wide_bias[gates] = bias
-    return wide_kernel, wide_recurrent, wide_bias
-
-
-@dataclasses.dataclass(frozen=True)
-class LoudnessProbe:
-    """How to measure NAM's loudness and gain: its reference input, rendered with or without XLA."""
-
-    reference: np.ndarray
-    jit_compile: bool
-
-
 def bake(model: keras.Model, card: ModelCard, knobs: dict[str, float]) -> tuple[keras.Model, ModelCard]:
     """The model at one setting of its knobs as a plain one-input model (unchanged for a model without
     knobs). Exact: the knob channels are constant, so their share of the first layer's gates is a constant
@@ -91,15 +54,7 @@ def bake(model: keras.Model, card: ModelCard, knobs: dict[str, float]) -> tuple[
     vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
     if not card.knobs:
         return model, card
-    layers = _lstm_layers(model)
-    baked = lstm_model(layers[0].units, len(layers), _has_input_skip(model), input_size=1)
-    for index, layer in enumerate(layers):
-        kernel, recurrent, bias = layer.get_weights()
-        if index == 0:  # rows: the audio's weights, then one row per knob
-            kernel, bias = kernel[:1], bias + vector @ kernel[1:]
-        baked.get_layer(layer.name).set_weights([kernel, recurrent, bias])
-    baked.get_layer("head").set_weights(model.get_layer("head").get_weights())
-    return baked, dataclasses.replace(card, input_size=1, knobs=[])
+    return architecture(card.architecture).bake_knobs(model, vector), dataclasses.replace(card, input_size=1, knobs=[])
 
 
 def setting_of(card: ModelCard, knobs: dict[str, float]) -> dict[str, float]:
@@ -158,37 +113,9 @@ def to_nam(model: keras.Model, card: ModelCard, metadata: dict[str, Any], settle
         _refuse_unbaked_knobs(card)
     setting = setting_of(card, knobs or {})
     model, card = bake(model, card, setting)
-    if _has_input_skip(model):
-        raise AmpsimError("this model adds its input to its output (lstm.input_skip: true); NAM's LSTM has no "
-                          "input skip", fix="export it with --format aidax, or retrain with lstm.input_skip: false")
-    layers = _lstm_layers(model)
-    sizes = {layer.units for layer in layers}
     state = settled_state(model, settle_seconds, card.sample_rate)  # [h_1, c_1, h_2, c_2, ...], each (1, H)
-    parts: list[np.ndarray] = []
-    if card.architecture == "seed":
-        hidden = layers[0].units
-        if len(layers) != 3 or sizes != {hidden, 1} or layers[-1].units != 1:
-            raise AmpsimError("not the 2018 layout (LSTM(H) -> LSTM(H) -> LSTM(1))", fix="retrain it")
-        for index, layer in enumerate(layers):
-            kernel, recurrent, bias = layer.get_weights()
-            h, c = state[2 * index], state[2 * index + 1]
-            if layer.units == 1:
-                kernel, recurrent, bias = _seed_output_layer_as(hidden, kernel, recurrent, bias)
-                h, c = np.pad(h.ravel(), (0, hidden - 1)), np.pad(c.ravel(), (0, hidden - 1))
-            parts.append(_nam_layer(kernel, recurrent, bias, h, c))
-        head_weight, head_bias = np.eye(1, hidden, dtype=np.float32).ravel(), np.zeros(1, np.float32)
-        num_layers = 3
-    else:
-        if len(sizes) != 1:
-            raise AmpsimError("NAM's LSTM needs every layer the same size", fix="retrain with one lstm.hidden_size")
-        hidden = sizes.pop()
-        for index, layer in enumerate(layers):
-            kernel, recurrent, bias = layer.get_weights()
-            parts.append(_nam_layer(kernel, recurrent, bias, state[2 * index], state[2 * index + 1]))
-        head_kernel, head_bias = model.get_layer("head").get_weights()
-        head_weight = head_kernel.ravel()
-        num_layers = len(layers)
-    weights = np.concatenate([*parts, head_weight, head_bias]).astype(np.float64)
+    hidden, num_layers, parts = architecture(card.architecture).nam_lstm(model, state)
+    weights = np.concatenate(parts).astype(np.float64)
     config = {"input_size": 1, "hidden_size": int(hidden), "num_layers": num_layers}
     return {
         "version": NAM_FILE_VERSION,
@@ -217,35 +144,25 @@ def aidax_gains(facts: CaptureFacts | None, interface_level_dbu: float | None) -
 def to_aidax(model: keras.Model, card: ModelCard, *, metadata: dict[str, Any] | None = None,
              facts: CaptureFacts | None = None, interface_level_dbu: float | None = None) -> dict[str, Any]:
     """The AIDA-X (RTNeural) document of a one-layer streaming model; its knobs stay live in the plugin."""
-    layers = _lstm_layers(model)
-    if card.architecture != "lstm" or len(layers) != 1:
-        raise AmpsimError(f"AIDA-X loads one LSTM layer and a dense head; this model has {len(layers)} LSTM "
-                          f"layer(s){' and no head (the 2018 model)' if card.architecture == 'seed' else ''}",
-                          fix="export it as .nam, or train lstm.num_layers: 1 for AIDA-X")
-    lstm = layers[0]
-    if lstm.units not in AIDAX_HIDDEN_SIZES:
-        raise AmpsimError(f"AIDA-X loads LSTMs of {', '.join(map(str, AIDAX_HIDDEN_SIZES))} units, not "
-                          f"{lstm.units}", fix="retrain with one of those lstm.hidden_size values")
+    kind = architecture(card.architecture)
+    if "aidax" not in kind.FORMATS:
+        raise AmpsimError(f"AIDA-X loads one LSTM layer and a dense head; a `{card.architecture}` model is not "
+                          "one", fix=f"export it as {' or '.join(f for f in kind.FORMATS if f != 'aidax')}")
     if card.input_size > 1 + AIDAX_MAX_KNOBS:
         raise AmpsimError(f"AIDA-X takes at most {AIDAX_MAX_KNOBS} knobs beside the audio; this model has "
                           f"{card.input_size - 1} ({', '.join(card.knobs)})",
                           fix="train on captures that set one or two knobs")
-    kernel, recurrent, bias = lstm.get_weights()
-    head_kernel, head_bias = model.get_layer("head").get_weights()
+    layers = kind.aidax_layers(model)
+    units = layers[0]["shape"][-1]
     user = metadata or {}
     return {
         "in_shape": [None, None, card.input_size],
-        "in_skip": int(_has_input_skip(model)),
+        "in_skip": int(kind.has_input_skip(model)),
         **aidax_gains(facts, interface_level_dbu),
-        "layers": [
-            {"type": "lstm", "activation": "", "shape": [None, None, lstm.units],
-             "weights": [kernel.tolist(), recurrent.tolist(), bias.tolist()]},
-            {"type": "dense", "activation": "", "shape": [None, None, 1],
-             "weights": [head_kernel.tolist(), head_bias.tolist()]},
-        ],
+        "layers": layers,
         # `samplerate` is the key AIDA-X reads; the rest is what a tone-sharing site asks for
         "metadata": {"samplerate": card.sample_rate, "name": user.get("name") or "-".join(card.captures),
-                     **user_fields(user), "architecture": "LSTM", "size": size_label(1, lstm.units),
+                     **user_fields(user), "architecture": "LSTM", "size": size_label(1, units),
                      "validation_esr": card.validation_esr},
         # the plugin feeds its parameter knobs after the audio, in this order
         "ampsim": {"version": __version__, "sample_rate": card.sample_rate, "captures": card.captures,
@@ -268,6 +185,10 @@ def export(model: keras.Model, card: ModelCard, file_format: str, out: Path, par
     if file_format not in FORMATS:
         raise AmpsimError(f"unknown export format `{file_format}`", fix=f"use one of {', '.join(FORMATS)}")
     _check_extension(out, file_format)
+    allowed = architecture(card.architecture).FORMATS
+    if file_format not in allowed:
+        raise AmpsimError(f"a `{card.architecture}` model does not export to {file_format}",
+                          fix=f"use --format {' or --format '.join(allowed)}")
     if knobs and file_format != "nam":
         raise AmpsimError(f"--knob bakes a setting into a .nam file; {file_format} keeps the model's knobs",
                           fix="drop --knob (AIDA-X turns the knobs live in the plugin), or use --format nam")

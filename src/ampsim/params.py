@@ -57,7 +57,7 @@ class DemoParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    architecture: str  # "lstm" (streaming) or "seed" (the 2018 model)
+    architecture: str  # "lstm" (streaming) or "lstm2018" (the 2018 model)
     backend: str  # the Keras backend training computes with: jax | tensorflow | torch
     random_seed: int  # weights and crops; a resumed run continues the same random stream
     max_steps: int
@@ -65,7 +65,7 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class SeedParams:
+class Lstm2018Params:
     units: int
     window_ms: float  # crop length (110 ms = 5280 samples at 48 kHz)
     tail_ms: float  # the loss sees only the last tail_ms of each crop (10 ms = 480 samples)
@@ -106,7 +106,7 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class RenderParams:
     example_seconds: float  # per capture, from the start of its validation audio
-    method: str  # fast | exact | sliding-window (seed only)
+    method: str  # fast | exact | sliding-window (lstm2018 only)
     block_ms: float  # fast mode: length of each block rendered side by side (at least ...)
     blocks_per_context: int  # ... this many times the model's warm-up, which each block renders first
     blocks_per_batch: int  # fast mode: blocks per predict call

@@ -6,7 +6,7 @@
   bound by its per-timestep overhead, so many short sequences beat one long one). Each block is preceded by
   `context` samples of the audio before it, whose output is thrown away: the state has settled by the time
   the block starts. The context is measured for each model after training (`measure_context`).
-- `sliding-window` (`seed` only): the 2018 method: 110 ms windows every 10 ms, each from a zero state,
+- `sliding-window` (`lstm2018` only): the 2018 method: 110 ms windows every 10 ms, each from a zero state,
   keeping the last 10 ms. It is `fast` with block = 10 ms and context = 100 ms. The original lost samples at
   both ends; here the input is zero-padded so the output always has the input's length.
 
@@ -28,6 +28,7 @@ import soxr
 from tqdm import tqdm
 
 from ampsim import metrics
+from ampsim.architectures import architecture
 from ampsim.audio import atomic_dir, atomic_file, write_wav
 from ampsim.errors import AmpsimError, CaptureError
 from ampsim.knobs import knob_vector, with_knobs
@@ -206,6 +207,13 @@ def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderPar
              knobs: dict[str, float] | None = None) -> BlockRenderer | ExactRenderer:
     """A stateful renderer of consecutive chunks of one stream with `method`, at the knob settings `knobs`
     (required for a knob-conditioned model, refused for any other)."""
+    if method not in METHODS:
+        raise AmpsimError(f"unknown render method `{method}`", fix=f"use one of {', '.join(METHODS)}")
+    allowed = architecture(card.architecture).RENDER_METHODS
+    if method not in allowed:
+        raise AmpsimError(f"a `{card.architecture}` model does not render with `{method}`"
+                          + (": the sliding window is the 2018 model's method" if method == "sliding-window" else ""),
+                          fix=f"use --method {' or --method '.join(allowed)}")
     vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
     if method == "exact":
         return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile, knobs=vector)
@@ -214,20 +222,15 @@ def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderPar
             # measured, and no warm-up up to render.max_context_ms made blocks match one stream
             return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile, knobs=vector)
         return BlockRenderer(model, fast_plan(card, params), params.jit_compile, params.workers, vector)
-    if method == "sliding-window":
-        if card.architecture != "seed":
-            raise AmpsimError("the sliding window is the 2018 model's method; this is a streaming model",
-                              fix="use --method fast or --method exact")
-        return BlockRenderer(model, sliding_window_plan(card.window_samples, card.tail_samples), params.jit_compile,
-                             params.workers)
-    raise AmpsimError(f"unknown render method `{method}`", fix=f"use one of {', '.join(METHODS)}")
+    return BlockRenderer(model, sliding_window_plan(card.window_samples, card.tail_samples), params.jit_compile,
+                         params.workers)
 
 
 def render(model: keras.Model, card: ModelCard, x: np.ndarray, params: RenderParams,
            knobs: dict[str, float] | None = None) -> np.ndarray:
-    """How evaluation renders: `seed` by its own 2018 method, `lstm` exactly (at the knob settings `knobs`)."""
-    method = "sliding-window" if card.architecture == "seed" else "exact"
-    return renderer(model, card, method, params, knobs)(x)
+    """How evaluation renders: by the architecture's own method (the 2018 model by its sliding window, the
+    streaming model exactly), at the knob settings `knobs`."""
+    return renderer(model, card, architecture(card.architecture).EVALUATION_METHOD, params, knobs)(x)
 
 
 def context_candidates(minimum: int, maximum: int) -> list[int]:

@@ -2,9 +2,8 @@
 step, the best weights kept, early stopping, a time budget, and a checkpoint after every step so that a
 killed run resumes where it stopped (losing at most the step in progress).
 
-`seed` trains exactly as in 2018 (crops of 110 ms, MSE on the last 10 ms, Adam 1e-3, batches of 16, steps of
-100 batches), except that validation uses fixed windows so `val_loss` compares between steps and runs.
-`lstm` trains by truncated back-propagation on segments whose first samples only warm the state up.
+What each architecture trains on (its recipe: window, batch, loss, schedule) is in its own module in
+`ampsim.architectures`; a recipe with `tbptt` trains a twin that carries its state from update to update.
 """
 
 from __future__ import annotations
@@ -24,10 +23,10 @@ import numpy as np
 from ampsim import metrics
 from ampsim.audio import atomic_dir, write_text
 from ampsim.errors import AmpsimError
+from ampsim.architectures import Recipe, architecture
 from ampsim.knobs import knob_names, knob_vector
-from ampsim.losses import esr_dc_loss, tail_mse, warmed_mse
-from ampsim.models import ModelCard, copy_weights, lstm_model, reset_carried_state, save_model, seed_model
-from ampsim.params import LstmParams, RenderParams, SeedParams, TrainParams
+from ampsim.models import ModelCard, copy_weights, reset_carried_state, save_model
+from ampsim.params import Lstm2018Params, LstmParams, RenderParams, TrainParams
 from ampsim.render import context_candidates, measure_context, render
 from ampsim.windows import Pool, fixed_windows, load_split, random_windows, samples
 
@@ -42,74 +41,19 @@ HISTORY_COLUMNS = ("step", "train_loss", "val_loss", "minutes")
 class TrainConfig:
     sample_rate: int
     train: TrainParams
-    seed: SeedParams
+    lstm2018: Lstm2018Params
     lstm: LstmParams
     render: RenderParams
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """What the chosen architecture trains on: window length, batch shape, loss, schedule."""
-
-    window: int
-    scored: int  # samples of each window the loss sees (tail / segment minus warm-up)
-    batch_size: int
-    batches_per_step: int
-    learning_rate: float
-    final_learning_rate: float  # cosine decay from learning_rate to this over the training (max_minutes or max_steps)
-    patience: int
-    val_count: int
-    loss: Callable  # the validation loss (and, without truncated back-propagation, the training loss)
-    loss_name: str
-    # Truncated back-propagation: each window's state settles on its first `warmup` samples, then one update
-    # per `tbptt` samples, the state carried from update to update. None: one update per window.
-    tbptt: int | None = None
-    warmup: int = 0
-    chunk_loss: Callable | None = None
+def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
+    """The chosen architecture; `knobs` extra constant input channels for a knob-conditioned capture set;
+    `carried_batch`: its training twin that carries the state across updates."""
+    return architecture(config.train.architecture).build(config, knobs, carried_batch)
 
 
 def recipe(config: TrainConfig) -> Recipe:
-    if config.train.architecture == "seed":
-        s = config.seed
-        window, tail = samples(s.window_ms, config.sample_rate), samples(s.tail_ms, config.sample_rate)
-        if not 0 < tail <= window:
-            raise AmpsimError(f"seed.tail_ms {s.tail_ms} must be > 0 and <= seed.window_ms {s.window_ms}",
-                              path="params.yaml", fix="the 2018 values are window_ms 110, tail_ms 10")
-        return Recipe(window, tail, s.batch_size, s.batches_per_step, s.learning_rate, s.learning_rate, s.patience,
-                      s.val_windows, tail_mse(tail), "tail_mse")
-    if config.train.architecture == "lstm":
-        p = config.lstm
-        if not 0 <= p.warmup_samples < p.segment_samples:
-            raise AmpsimError(f"lstm.warmup_samples {p.warmup_samples} must be below lstm.segment_samples "
-                              f"{p.segment_samples}", path="params.yaml", fix="e.g. 1000 of 22050")
-        if not 0 < p.tbptt_samples <= p.segment_samples - p.warmup_samples:
-            raise AmpsimError(f"lstm.tbptt_samples {p.tbptt_samples} must be between 1 and the segment after its "
-                              f"warm-up ({p.segment_samples - p.warmup_samples})", path="params.yaml",
-                              fix="e.g. 200 (an update every 200 samples)")
-        losses = {"esr_dc": lambda warmup: esr_dc_loss(warmup, p.pre_emphasis, p.dc_weight),
-                  "mse": warmed_mse}
-        if p.loss not in losses:
-            raise AmpsimError(f"unknown lstm.loss `{p.loss}`", path="params.yaml",
-                              fix=f"use one of {sorted(losses)}")
-        updates = (p.segment_samples - p.warmup_samples) // p.tbptt_samples
-        return Recipe(p.warmup_samples + updates * p.tbptt_samples, updates * p.tbptt_samples, p.batch_size,
-                      p.batches_per_step, p.learning_rate, p.final_learning_rate, p.patience, p.val_segments,
-                      losses[p.loss](p.warmup_samples), p.loss, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
-                      chunk_loss=losses[p.loss](0))
-    raise AmpsimError(f"unknown train.architecture `{config.train.architecture}`", path="params.yaml",
-                      fix="use `lstm` (streaming) or `seed` (the 2018 model)")
-
-
-def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
-    """The chosen architecture; `knobs` extra constant input channels for a knob-conditioned capture set;
-    `carried_batch`: the streaming model's training twin that carries its state across updates."""
-    if config.train.architecture == "seed":
-        if knobs:
-            raise AmpsimError("the 2018 `seed` model takes the audio alone, but the captures set knobs",
-                              path="params.yaml", fix="train knob-conditioned captures with `train.architecture: lstm`")
-        return seed_model(config.seed.units)
-    p = config.lstm
-    return lstm_model(p.hidden_size, p.num_layers, p.input_skip, input_size=1 + knobs, carried_batch=carried_batch)
+    return architecture(config.train.architecture).recipe(config)
 
 
 def learning_rate(plan: Recipe, progress: float) -> float:
@@ -220,8 +164,7 @@ def measured_card(model: keras.Model, card: ModelCard, val_segments: list, train
     # and gets the longest warm-up any of them needs.
     settings = list({tuple(sorted(s.knobs.items())): dict(s.knobs) for s in val_segments + train_segments}.values())
     frames = int(r.context_probe_seconds * card.sample_rate / len(settings))
-    # The 2018 model only ever saw 100 ms before the scored tail: it gets at least that much.
-    shortest = card.window_samples - card.tail_samples if card.architecture == "seed" else samples(10, card.sample_rate)
+    shortest = architecture(card.architecture).shortest_context(card.window_samples, card.tail_samples, card.sample_rate)
     longest = max(samples(r.max_context_ms, card.sample_rate), shortest)
     measured = []
     for setting in settings:

@@ -1,0 +1,76 @@
+"""The model architectures, one small module each. A module holds everything that differs between them:
+how the network is built, its training recipe, how it renders (its evaluation method and the methods it
+allows) and the formats it exports to, with its own layout of NAM's weights. Training, rendering and export
+ask `architecture(card.architecture)`; adding an architecture is a module here and a line in `registered`.
+
+A module provides:
+- NAME, PARAMS (its params.yaml section), FORMATS, RENDER_METHODS, EVALUATION_METHOD;
+- build(config, knobs, carried_batch=None) -> keras.Model;
+- recipe(config) -> Recipe;
+- shortest_context(window_samples, tail_samples, sample_rate) -> int: the least warm-up `fast` rendering tries;
+- nam_lstm(model, state) -> (hidden_size, num_layers, weights): its weights in NAM's LSTM layout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Callable
+
+import keras
+import numpy as np
+
+from ampsim.errors import AmpsimError
+from ampsim.models import LEGACY_ARCHITECTURES
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """What an architecture trains on: window length, batch shape, loss, schedule."""
+
+    window: int
+    scored: int  # samples of each window the loss sees (tail / segment minus warm-up)
+    batch_size: int
+    batches_per_step: int
+    learning_rate: float
+    final_learning_rate: float  # cosine decay from learning_rate to this over the training (max_minutes or max_steps)
+    patience: int
+    val_count: int
+    loss: Callable  # the validation loss (and, without truncated back-propagation, the training loss)
+    loss_name: str
+    # Truncated back-propagation: each window's state settles on its first `warmup` samples, then one update
+    # per `tbptt` samples, the state carried from update to update. None: one update per window.
+    tbptt: int | None = None
+    warmup: int = 0
+    chunk_loss: Callable | None = None
+
+
+def registered() -> dict[str, ModuleType]:
+    """Every architecture by name: the one list to extend (imported here, late, since they import this module)."""
+    from ampsim.architectures import lstm2018, streaming_lstm
+
+    return {module.NAME: module for module in (streaming_lstm, lstm2018)}
+
+
+def architecture(name: str) -> ModuleType:
+    """The module of the architecture `name` (train.architecture, or a model card's)."""
+    modules = registered()
+    name = LEGACY_ARCHITECTURES.get(name, name)
+    if name not in modules:
+        raise AmpsimError(f"unknown architecture `{name}`", path="params.yaml",
+                          fix=f"set train.architecture to one of {', '.join(modules)}")
+    return modules[name]
+
+
+# --- NAM's LSTM layout, shared by the recurrent architectures ------------------------------------------
+
+def lstm_layers(model: keras.Model) -> list[keras.layers.LSTM]:
+    return [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+
+
+def nam_layer(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, h: np.ndarray,
+              c: np.ndarray) -> np.ndarray:
+    """One NAM LSTM layer: the row-major 4H x (I+H) matrix [W_ih | W_hh] in gate order i, f, g, o (Keras'
+    i, f, c, o: the kernels transposed), the summed bias (4H), the initial hidden and cell state (H each)."""
+    matrix = np.concatenate([kernel.T, recurrent.T], axis=1)
+    return np.concatenate([matrix.ravel(), bias, h.ravel(), c.ravel()])

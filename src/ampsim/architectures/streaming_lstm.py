@@ -1,0 +1,125 @@
+"""`lstm`: the streaming model, ampsim's default.
+
+LSTM(H) x L -> Dense(1), optionally y = x + f(x), taking the audio and any knob values as input channels.
+Trained by truncated back-propagation through time (Wright et al. 2019): each segment's state settles on a
+warm-up, then one update every `tbptt_samples`, the state carried between updates by a training twin of
+fixed batch size. It renders as one stream (`exact`) or as blocks after a measured warm-up (`fast`), and
+exports to .nam (one input: knobs baked in), AIDA-X (one layer, knobs live) and .keras.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+
+from ampsim.architectures import Recipe, lstm_layers, nam_layer
+from ampsim.errors import AmpsimError
+from ampsim.losses import esr_dc_loss, warmed_mse
+from ampsim.models import CarriedLSTM
+from ampsim.windows import samples
+
+NAME = "lstm"
+PARAMS = "lstm"
+FORMATS = ("nam", "aidax", "keras")
+RENDER_METHODS = ("fast", "exact")
+EVALUATION_METHOD = "exact"
+
+
+def lstm_model(hidden_size: int, num_layers: int, input_skip: bool, input_size: int = 1,
+          carried_batch: int | None = None) -> keras.Model:
+    """The streaming LSTM for whole-file rendering (zero initial state); with `carried_batch`, its training
+    twin of that fixed batch size, whose state carries across calls until `models.reset_carried_state`."""
+    shape = {"batch_shape": (carried_batch, None, input_size)} if carried_batch else {"shape": (None, input_size)}
+    audio = keras.Input(**shape, name="audio")
+    x = audio
+    for i in range(num_layers):
+        layer = CarriedLSTM(hidden_size, return_sequences=True, stateful=True, name=f"lstm_{i + 1}") \
+            if carried_batch else keras.layers.LSTM(hidden_size, return_sequences=True, name=f"lstm_{i + 1}")
+        x = layer(x)
+    out = keras.layers.Dense(1, name="head")(x)
+    if input_skip:
+        out = keras.layers.Add(name="input_skip")([out, audio[..., :1]])
+    return keras.Model(audio, out, name=NAME)
+
+
+def build(config, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
+    p = config.lstm
+    return lstm_model(p.hidden_size, p.num_layers, p.input_skip, input_size=1 + knobs, carried_batch=carried_batch)
+
+
+def recipe(config) -> Recipe:
+    p = config.lstm
+    if not 0 <= p.warmup_samples < p.segment_samples:
+        raise AmpsimError(f"lstm.warmup_samples {p.warmup_samples} must be below lstm.segment_samples "
+                          f"{p.segment_samples}", path="params.yaml", fix="e.g. 1000 of 22050")
+    if not 0 < p.tbptt_samples <= p.segment_samples - p.warmup_samples:
+        raise AmpsimError(f"lstm.tbptt_samples {p.tbptt_samples} must be between 1 and the segment after its "
+                          f"warm-up ({p.segment_samples - p.warmup_samples})", path="params.yaml",
+                          fix="e.g. 200 (an update every 200 samples)")
+    losses = {"esr_dc": lambda warmup: esr_dc_loss(warmup, p.pre_emphasis, p.dc_weight), "mse": warmed_mse}
+    if p.loss not in losses:
+        raise AmpsimError(f"unknown lstm.loss `{p.loss}`", path="params.yaml", fix=f"use one of {sorted(losses)}")
+    updates = (p.segment_samples - p.warmup_samples) // p.tbptt_samples
+    return Recipe(p.warmup_samples + updates * p.tbptt_samples, updates * p.tbptt_samples, p.batch_size,
+                  p.batches_per_step, p.learning_rate, p.final_learning_rate, p.patience, p.val_segments,
+                  losses[p.loss](p.warmup_samples), p.loss, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
+                  chunk_loss=losses[p.loss](0))
+
+
+def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -> int:
+    return samples(10, sample_rate)
+
+
+def has_input_skip(model: keras.Model) -> bool:
+    return any(layer.name == "input_skip" for layer in model.layers)
+
+
+def nam_lstm(model: keras.Model, state: list[np.ndarray]) -> tuple[int, int, list[np.ndarray]]:
+    """NAM's LSTM: the layers as they are, then the head's weight (H) and bias (1)."""
+    if has_input_skip(model):
+        raise AmpsimError("this model adds its input to its output (lstm.input_skip: true); NAM's LSTM has no "
+                          "input skip", fix="export it with --format aidax, or retrain with lstm.input_skip: false")
+    layers = lstm_layers(model)
+    sizes = {layer.units for layer in layers}
+    if len(sizes) != 1:
+        raise AmpsimError("NAM's LSTM needs every layer the same size", fix="retrain with one lstm.hidden_size")
+    parts = [nam_layer(*layer.get_weights(), state[2 * index], state[2 * index + 1])
+             for index, layer in enumerate(layers)]
+    head_kernel, head_bias = model.get_layer("head").get_weights()
+    return sizes.pop(), len(layers), parts + [head_kernel.ravel(), head_bias]
+
+
+def aidax_layers(model: keras.Model) -> list[dict]:
+    """RTNeural's Keras JSON layers: an `lstm` [kernel I x 4H, recurrent H x 4H, bias 4H] (Keras layout) and a
+    `dense` [kernel H x 1, bias 1]. AIDA-X loads one LSTM layer."""
+    from ampsim.export import AIDAX_HIDDEN_SIZES
+
+    layers = lstm_layers(model)
+    if len(layers) != 1:
+        raise AmpsimError(f"AIDA-X loads one LSTM layer and a dense head; this model has {len(layers)} LSTM "
+                          "layers", fix="export it as .nam, or train lstm.num_layers: 1 for AIDA-X")
+    lstm = layers[0]
+    if lstm.units not in AIDAX_HIDDEN_SIZES:
+        raise AmpsimError(f"AIDA-X loads LSTMs of {', '.join(map(str, AIDAX_HIDDEN_SIZES))} units, not "
+                          f"{lstm.units}", fix="retrain with one of those lstm.hidden_size values")
+    kernel, recurrent, bias = lstm.get_weights()
+    head_kernel, head_bias = model.get_layer("head").get_weights()
+    return [{"type": "lstm", "activation": "", "shape": [None, None, lstm.units],
+             "weights": [kernel.tolist(), recurrent.tolist(), bias.tolist()]},
+            {"type": "dense", "activation": "", "shape": [None, None, 1],
+             "weights": [head_kernel.tolist(), head_bias.tolist()]}]
+
+
+def bake_knobs(model: keras.Model, knob_values: np.ndarray) -> keras.Model:
+    """The model at one setting of its knobs as a plain one-input model. Exact: the knob channels are
+    constant, so their share of the first layer's gates, knobs @ W_knobs, is a constant that moves into
+    its bias."""
+    layers = lstm_layers(model)
+    baked = lstm_model(layers[0].units, len(layers), has_input_skip(model), input_size=1)
+    for index, layer in enumerate(layers):
+        kernel, recurrent, bias = layer.get_weights()
+        if index == 0:  # rows: the audio's weights, then one row per knob
+            kernel, bias = kernel[:1], bias + knob_values @ kernel[1:]
+        baked.get_layer(layer.name).set_weights([kernel, recurrent, bias])
+    baked.get_layer("head").set_weights(model.get_layer("head").get_weights())
+    return baked

@@ -1,0 +1,48 @@
+"""Each architecture is one module that says how it builds, trains, renders and exports; nothing outside
+`ampsim.architectures` asks which one a model is."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from conftest import PROJECT  # noqa: E402
+
+from ampsim.architectures import architecture, registered  # noqa: E402
+from ampsim.architectures.streaming_lstm import lstm_model  # noqa: E402
+from ampsim.errors import AmpsimError  # noqa: E402
+from ampsim.export import FORMATS  # noqa: E402
+from ampsim.models import ModelCard, load_model, save_model  # noqa: E402
+from ampsim.params import load_params  # noqa: E402
+from ampsim.render import METHODS  # noqa: E402
+
+
+@pytest.mark.parametrize("name", sorted(registered()))
+def test_every_architecture_module_says_how_it_builds_trains_renders_and_exports(name):
+    module = architecture(name)
+    assert module.NAME == name and module.PARAMS in load_params(PROJECT / "params.yaml")
+    assert set(module.FORMATS) <= set(FORMATS) and "nam" in module.FORMATS
+    assert set(module.RENDER_METHODS) <= set(METHODS) and module.EVALUATION_METHOD in module.RENDER_METHODS
+    for function in ("build", "recipe", "shortest_context", "nam_lstm"):
+        assert callable(getattr(module, function))
+
+
+def test_the_2018_model_is_named_for_what_it_is_and_old_cards_still_load(tmp_path):
+    assert architecture("lstm2018").NAME == "lstm2018"
+    folder = tmp_path / "old"
+    save_model(lstm_model(4, 1, False), ModelCard("lstm", 48000, 1, 1024, 768, ["old"], None), folder)
+    card = json.loads((folder / "card.json").read_text())
+    (folder / "card.json").write_text(json.dumps({**card, "architecture": "seed"}))  # written before the rename
+    assert load_model(folder)[1].architecture == "lstm2018"
+    with pytest.raises(AmpsimError, match="unknown architecture `wavenet`.*lstm, lstm2018"):
+        architecture("wavenet")
+
+
+def test_no_module_outside_the_architectures_compares_architecture_names():
+    pattern = re.compile(r"""architecture\s*[!=]=\s*["']|["'](seed|lstm|lstm2018)["']\s*[!=]=\s*\w*architecture""")
+    for path in (PROJECT / "src" / "ampsim").glob("*.py"):
+        assert not pattern.search(path.read_text()), f"{path.name} asks which architecture a model is"
