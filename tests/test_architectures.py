@@ -24,7 +24,7 @@ from ampsim.render import METHODS  # noqa: E402
 @pytest.mark.parametrize("name", sorted(registered()))
 def test_every_architecture_module_says_how_it_builds_trains_renders_and_exports(name):
     module = architecture(name)
-    assert module.NAME == name and module.PARAMS in load_params(PROJECT / "params.yaml")
+    assert module.NAME == name and module.DESCRIPTION and module.PARAMS in load_params(PROJECT / "params.yaml")
     assert set(module.FORMATS) <= set(FORMATS) and "nam" in module.FORMATS
     assert set(module.RENDER_METHODS) <= set(METHODS) and module.EVALUATION_METHOD in module.RENDER_METHODS
     for function in ("build", "recipe", "shortest_context", "nam_lstm"):

@@ -47,6 +47,14 @@ AIDAX_MAX_KNOBS = 2  # AIDA-X models take input sizes 1 (audio), 2 or 3 (audio a
 EXTENSIONS = {"nam": ".nam", "aidax": ".json", "keras": ".keras"}
 
 
+@dataclasses.dataclass(frozen=True)
+class LoudnessProbe:
+    """How to measure NAM's loudness and gain: its reference input, rendered with or without XLA."""
+
+    reference: np.ndarray
+    jit_compile: bool
+
+
 def bake(model: keras.Model, card: ModelCard, knobs: dict[str, float]) -> tuple[keras.Model, ModelCard]:
     """The model at one setting of its knobs as a plain one-input model (unchanged for a model without
     knobs). Exact: the knob channels are constant, so their share of the first layer's gates is a constant
@@ -146,8 +154,8 @@ def to_aidax(model: keras.Model, card: ModelCard, *, metadata: dict[str, Any] | 
     """The AIDA-X (RTNeural) document of a one-layer streaming model; its knobs stay live in the plugin."""
     kind = architecture(card.architecture)
     if "aidax" not in kind.FORMATS:
-        raise AmpsimError(f"AIDA-X loads one LSTM layer and a dense head; a `{card.architecture}` model is not "
-                          "one", fix=f"export it as {' or '.join(f for f in kind.FORMATS if f != 'aidax')}")
+        raise AmpsimError(f"AIDA-X loads one LSTM layer and a dense head; this model is {kind.DESCRIPTION}",
+                          fix=f"export it as {' or '.join(f for f in kind.FORMATS if f != 'aidax')}")
     if card.input_size > 1 + AIDAX_MAX_KNOBS:
         raise AmpsimError(f"AIDA-X takes at most {AIDAX_MAX_KNOBS} knobs beside the audio; this model has "
                           f"{card.input_size - 1} ({', '.join(card.knobs)})",

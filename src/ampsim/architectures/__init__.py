@@ -4,7 +4,7 @@ allows) and the formats it exports to, with its own layout of NAM's weights. Tra
 ask `architecture(card.architecture)`; adding an architecture is a module here and a line in `registered`.
 
 A module provides:
-- NAME, PARAMS (its params.yaml section), FORMATS, RENDER_METHODS, EVALUATION_METHOD;
+- NAME, DESCRIPTION, PARAMS (its params.yaml section), FORMATS, RENDER_METHODS, EVALUATION_METHOD;
 - build(config, knobs, carried_batch=None) -> keras.Model;
 - recipe(config) -> Recipe;
 - shortest_context(window_samples, tail_samples, sample_rate) -> int: the least warm-up `fast` rendering tries;

@@ -20,6 +20,7 @@ from ampsim.losses import tail_mse
 from ampsim.windows import samples
 
 NAME = "lstm2018"
+DESCRIPTION = "LSTM(64) -> LSTM(64) -> LSTM(1), no head (the 2018 model)"
 PARAMS = "lstm2018"
 FORMATS = ("nam", "keras")
 RENDER_METHODS = ("sliding-window", "fast", "exact")

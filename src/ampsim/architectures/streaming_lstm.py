@@ -19,6 +19,7 @@ from ampsim.models import CarriedLSTM
 from ampsim.windows import samples
 
 NAME = "lstm"
+DESCRIPTION = "LSTM(H) x L -> Dense(1), streaming"
 PARAMS = "lstm"
 FORMATS = ("nam", "aidax", "keras")
 RENDER_METHODS = ("fast", "exact")
