@@ -46,14 +46,11 @@ def default_throughput(seconds: float) -> dict:
 
     from ampsim.cli import _train_config
     from ampsim.params import load_params
-    from ampsim.training import build_model, recipe, train_batch
-
-    import keras
+    from ampsim.training import build_model, build_trainer, recipe, train_batch
 
     config = _train_config(load_params(PROJECT / "params.yaml"), "params.yaml")
     plan = recipe(config)
-    trainer = build_model(config, carried_batch=plan.batch_size) if plan.tbptt else build_model(config)
-    trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=plan.chunk_loss or plan.loss)
+    trainer = build_trainer(config, plan, build_model(config))
     x = np.random.default_rng(0).standard_normal((plan.batch_size, plan.window, 1)).astype(np.float32) * 0.1
     train_batch(trainer, plan, x, np.tanh(3 * x))  # compiles
     batches, started = 0, time.perf_counter()

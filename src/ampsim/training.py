@@ -21,9 +21,9 @@ import keras
 import numpy as np
 
 from ampsim import metrics
+from ampsim.architectures import Recipe, architecture
 from ampsim.audio import atomic_dir, write_text
 from ampsim.errors import AmpsimError
-from ampsim.architectures import Recipe, architecture
 from ampsim.knobs import knob_names, knob_vector
 from ampsim.models import ModelCard, copy_weights, reset_carried_state, save_model
 from ampsim.params import Lstm2018Params, LstmParams, RenderParams, TrainParams
@@ -54,6 +54,14 @@ def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None =
 
 def recipe(config: TrainConfig) -> Recipe:
     return architecture(config.train.architecture).recipe(config)
+
+
+def build_trainer(config: TrainConfig, plan: Recipe, model: keras.Model, knobs: int = 0) -> keras.Model:
+    """What takes the updates, compiled: `model` itself, or for truncated back-propagation its twin that
+    carries the state across updates (the weights are copied back into `model` to validate and save)."""
+    trainer = model if plan.tbptt is None else build_model(config, knobs, carried_batch=plan.batch_size)
+    trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=plan.chunk_loss or plan.loss)
+    return trainer
 
 
 def learning_rate(plan: Recipe, progress: float) -> float:
@@ -210,8 +218,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
 
     keras.utils.set_random_seed(config.train.random_seed)
     model = build_model(config, len(knobs))  # validated after every step; its best weights are saved
-    trainer = model if plan.tbptt is None else build_model(config, len(knobs), carried_batch=plan.batch_size)
-    trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=plan.chunk_loss or plan.loss)
+    trainer = build_trainer(config, plan, model, len(knobs))
     if trainer is not model:
         model.compile(loss=plan.loss)
     rng = np.random.default_rng(config.train.random_seed)
