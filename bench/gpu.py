@@ -28,8 +28,8 @@ def seconds_per_2018_step(batches: int) -> float:
     import keras
     import numpy as np
 
-    from ampsim.losses import tail_mse
-    from ampsim.architectures.lstm2018 import lstm2018_model
+    from ampsim.modelling.architectures.lstm2018 import lstm2018_model
+    from ampsim.modelling.losses import tail_mse
 
     model = lstm2018_model(64)
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=tail_mse(480))
@@ -45,8 +45,8 @@ def default_throughput(seconds: float) -> dict:
     import numpy as np
 
     from ampsim.cli import _train_config
-    from ampsim.params import load_params
-    from ampsim.training import build_model, build_trainer, recipe, train_batch
+    from ampsim.core.params import load_params
+    from ampsim.modelling.training import build_model, build_trainer, recipe, train_batch
 
     config = _train_config(load_params(PROJECT / "params.yaml"), "params.yaml")
     plan = recipe(config)

@@ -70,7 +70,7 @@ def prepare_capture(capture: Path, work: Path) -> Path:
 
 
 def split_arrays(prepared: Path) -> dict[str, np.ndarray]:
-    from ampsim.windows import load_split
+    from ampsim.data.windows import load_split
 
     (train,), (val,) = load_split(prepared, "train"), load_split(prepared, "val")
     return {"train_x": train.x, "train_y": train.y, "val_x": val.x, "val_y": val.y}
@@ -79,14 +79,14 @@ def split_arrays(prepared: Path) -> dict[str, np.ndarray]:
 # --- the two sides, each in a process of its own --------------------------------------------------------
 
 def ampsim_side(prepared: Path, work: Path, budgets: list[float]) -> list[dict]:
-    from ampsim.backend import use_backend
-    from ampsim.params import TrainParams, load_params, section
+    from ampsim.core.params import TrainParams, load_params, section
+    from ampsim.modelling.backend import use_backend
 
     params = load_params(PROJECT / "params.yaml")
     use_backend(section(params, "train", TrainParams).backend)
     from ampsim.cli import _train_config
-    from ampsim.render import render_exact
-    from ampsim.training import train
+    from ampsim.inference.engine import render_exact
+    from ampsim.modelling.training import train
 
     params["train"].update(max_minutes=max(budgets), max_steps=10**6)
     params["lstm"]["patience"] = 10**6  # the whole budget, as NAM's side trains

@@ -71,10 +71,10 @@ def quality_vs_time(prepared: Path, work: Path, params: dict, marks: list[float]
     """Train the default model on boss-ds1 for max(marks) minutes; the validation ESR (whole validation
     audio, exact rendering, the weights of that moment) each time training time passes a mark."""
     from ampsim.cli import _train_config
-    from ampsim.metrics import esr
-    from ampsim.render import render_exact
-    from ampsim.training import train
-    from ampsim.windows import load_split
+    from ampsim.core.metrics import esr
+    from ampsim.data.windows import load_split
+    from ampsim.inference.engine import render_exact
+    from ampsim.modelling.training import train
 
     params = json.loads(json.dumps(params))
     params["train"]["max_minutes"] = max(marks)
@@ -103,8 +103,8 @@ def render_speed(model, card, x: np.ndarray, methods: list[str], params, repeats
     """× real time of each method on `x` (median of `repeats` after a first run that compiles), and the
     ESR of each against `exact`. "sliding-window-2018" is the 2018 method as the post ran it: Keras predict
     over the windows, no XLA."""
-    from ampsim.metrics import esr
-    from ampsim.render import renderer
+    from ampsim.core.metrics import esr
+    from ampsim.inference.engine import renderer
 
     seconds = len(x) / card.sample_rate
     outputs, rows = {}, {}
@@ -188,12 +188,12 @@ def main() -> int:
         print(f"bench: the real capture is missing: {BOSS}", file=sys.stderr)
         return 1
 
-    from ampsim.losses import tail_mse
-    from ampsim.architectures.lstm2018 import lstm2018_model
-    from ampsim.architectures.streaming_lstm import lstm_model
-    from ampsim.models import ModelCard, load_model
-    from ampsim.params import LstmParams, RenderParams, load_params, section
-    from ampsim.render import context_candidates, measure_context
+    from ampsim.core.params import LstmParams, RenderParams, load_params, section
+    from ampsim.inference.warmup import context_candidates, measure_context
+    from ampsim.modelling.architectures.lstm2018 import lstm2018_model
+    from ampsim.modelling.architectures.streaming_lstm import lstm_model
+    from ampsim.modelling.losses import tail_mse
+    from ampsim.modelling.models import ModelCard, load_model
 
     params = load_params(PROJECT / "params.yaml")
     render_params = section(params, "render", RenderParams)
@@ -232,7 +232,7 @@ def main() -> int:
         results["render_default"]["context_samples"] = default_card.context_samples
 
         print("4/5 training throughput", flush=True)
-        from ampsim.losses import esr_dc_loss
+        from ampsim.modelling.losses import esr_dc_loss
 
         lstm_mac = lstm_macs_per_sample([(1, lstm.hidden_size)] + [(lstm.hidden_size, lstm.hidden_size)]
                                         * (lstm.num_layers - 1), lstm.hidden_size)

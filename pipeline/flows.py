@@ -1,5 +1,5 @@
 """Prefect 3 flows: scheduling and retries around the ampsim library. No pipeline logic lives here: the
-stage graph is dvc.yaml, the steps are `ampsim.orchestration`, `ampsim.registry` and `ampsim.render`.
+stage graph is dvc.yaml, the steps are `ampsim.deployment.orchestration`, `ampsim.deployment.registry` and `ampsim.inference.engine`.
 
 - `train`: `dvc exp run -S ...` (one GPU job at a time: the `gpu` concurrency limit), then the model version
   the run registered, then optionally promotion through the gate. A failure of the pipeline (validation, a
@@ -17,12 +17,12 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.concurrency.sync import concurrency
 
-from ampsim.orchestration import (TransientFailure, pipeline_changed, record_rendered, registered_version,
-                                  render_plan, run_experiment)
-from ampsim.params import MlflowParams, RenderParams, load_params, section
-from ampsim.registry import load_registered, promote_and_record, promoted_uri
-from ampsim.render import audio_files, render, render_file, renderer
-from ampsim.tracking import tracking_uri
+from ampsim.core.params import MlflowParams, RenderParams, load_params, section
+from ampsim.core.tracking import tracking_uri
+from ampsim.deployment.orchestration import (TransientFailure, pipeline_changed, record_rendered, registered_version, render_plan, run_experiment)
+from ampsim.deployment.registry import load_registered, promote_and_record, promoted_uri
+from ampsim.inference.engine import render, renderer
+from ampsim.inference.files import audio_files, render_file
 
 GPU_LIMIT = "gpu"  # global concurrency limit: at most one training job on the GPU host at a time
 

@@ -12,7 +12,7 @@ import soundfile as sf
 import yaml
 
 from ampsim.cli import main
-from ampsim.demo import synth_di, virtual_amp
+from ampsim.data.demo import synth_di, virtual_amp
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_CAPTURES = PROJECT.parent / "shared" / "captures"

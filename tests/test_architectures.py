@@ -1,5 +1,5 @@
 """Each architecture is one module that says how it builds, trains, renders and exports; nothing outside
-`ampsim.architectures` asks which one a model is."""
+`ampsim.modelling.architectures` asks which one a model is."""
 
 from __future__ import annotations
 
@@ -12,13 +12,13 @@ keras = pytest.importorskip("keras")
 
 from conftest import PROJECT  # noqa: E402
 
-from ampsim.architectures import architecture, registered  # noqa: E402
-from ampsim.architectures.streaming_lstm import lstm_model  # noqa: E402
-from ampsim.errors import AmpsimError  # noqa: E402
-from ampsim.export import FORMATS  # noqa: E402
-from ampsim.models import ModelCard, load_model, save_model  # noqa: E402
-from ampsim.params import load_params  # noqa: E402
-from ampsim.render import METHODS  # noqa: E402
+from ampsim.core.errors import AmpsimError  # noqa: E402
+from ampsim.core.params import load_params  # noqa: E402
+from ampsim.deployment.export import FORMATS  # noqa: E402
+from ampsim.inference.engine import METHODS  # noqa: E402
+from ampsim.modelling.architectures import architecture, registered  # noqa: E402
+from ampsim.modelling.architectures.streaming_lstm import lstm_model  # noqa: E402
+from ampsim.modelling.models import ModelCard, load_model, save_model  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(registered()))

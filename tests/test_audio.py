@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from ampsim.audio import atomic_dir, read_audio
-from ampsim.errors import CaptureError
+from ampsim.core.audio import atomic_dir, read_audio
+from ampsim.core.errors import CaptureError
 
 
 @pytest.mark.parametrize(
@@ -70,7 +70,7 @@ def test_written_wavs_are_byte_reproducible(tmp_path):
     """Stage outputs are hashed by DVC: the same audio must give the same bytes at any time."""
     import time
 
-    from ampsim.audio import write_wav
+    from ampsim.core.audio import write_wav
 
     audio = np.linspace(-0.5, 0.5, 4800, dtype=np.float32)
     write_wav(tmp_path / "a.wav", audio, 48000)

@@ -3,10 +3,10 @@ import pytest
 import soundfile as sf
 import yaml
 
-from ampsim.captures import check_capture_name
-from ampsim.demo import synth_di, virtual_amp
-from ampsim.errors import AmpsimError, CaptureError
-from ampsim.params import NormalizeParams, load_params, section
+from ampsim.core.errors import AmpsimError, CaptureError
+from ampsim.core.params import NormalizeParams, load_params, section
+from ampsim.data.captures import check_capture_name
+from ampsim.data.demo import synth_di, virtual_amp
 from conftest import PROJECT
 
 

@@ -12,14 +12,14 @@ keras = pytest.importorskip("keras")
 
 import aidax_reference  # noqa: E402
 
-from ampsim import metrics  # noqa: E402
 from ampsim.cli import main  # noqa: E402
-from ampsim.errors import AmpsimError  # noqa: E402
-from ampsim.export import to_aidax, to_nam  # noqa: E402
-from ampsim.models import ModelCard, load_model, save_model  # noqa: E402
-from ampsim.architectures.streaming_lstm import lstm_model  # noqa: E402
-from ampsim.architectures.lstm2018 import lstm2018_model  # noqa: E402
-from ampsim.render import ExactRenderer, render_exact, settled_state  # noqa: E402
+from ampsim.core import metrics  # noqa: E402
+from ampsim.core.errors import AmpsimError  # noqa: E402
+from ampsim.deployment.export import to_aidax, to_nam  # noqa: E402
+from ampsim.inference.engine import ExactRenderer, render_exact, settled_state  # noqa: E402
+from ampsim.modelling.architectures.lstm2018 import lstm2018_model  # noqa: E402
+from ampsim.modelling.architectures.streaming_lstm import lstm_model  # noqa: E402
+from ampsim.modelling.models import ModelCard, load_model, save_model  # noqa: E402
 
 RATE = 48000
 
@@ -158,8 +158,8 @@ import importlib.resources  # noqa: E402
 import soundfile as sf  # noqa: E402
 import yaml  # noqa: E402
 
-from ampsim.export import LoudnessProbe, bake, to_nam as _to_nam  # noqa: E402
-from ampsim.plugin_metadata import CaptureFacts, capture_facts, gain_index, read_loudness_input  # noqa: E402
+from ampsim.deployment.export import LoudnessProbe, bake, to_nam as _to_nam  # noqa: E402
+from ampsim.deployment.plugin_metadata import CaptureFacts, capture_facts, gain_index, read_loudness_input  # noqa: E402
 from conftest import write_capture  # noqa: E402
 
 FACTS = CaptureFacts(levels={"input_level_dbu": 12.2, "output_level_dbu": 16.5}, latency_samples={"test-amp": 39},

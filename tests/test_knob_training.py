@@ -10,12 +10,12 @@ import pytest
 
 pytest.importorskip("keras")
 
-from ampsim import metrics  # noqa: E402
 from ampsim.cli import main  # noqa: E402
-from ampsim.models import load_model  # noqa: E402
-from ampsim.params import RenderParams, load_params, section  # noqa: E402
-from ampsim.render import render  # noqa: E402
-from ampsim.windows import load_split  # noqa: E402
+from ampsim.core import metrics  # noqa: E402
+from ampsim.core.params import RenderParams, load_params, section  # noqa: E402
+from ampsim.data.windows import load_split  # noqa: E402
+from ampsim.inference.engine import render  # noqa: E402
+from ampsim.modelling.models import load_model  # noqa: E402
 from conftest import PROJECT, tiny_params  # noqa: E402
 
 DEMO_SET = PROJECT / "data" / "captures"

@@ -13,17 +13,17 @@ keras = pytest.importorskip("keras")
 
 import aidax_reference  # noqa: E402
 
-from ampsim import metrics  # noqa: E402
-from ampsim.captures import find_captures  # noqa: E402
-from ampsim.errors import AmpsimError, CaptureError  # noqa: E402
-from ampsim.export import to_aidax, to_nam  # noqa: E402
-from ampsim.knobs import knob_vector, parse_knob, with_knobs  # noqa: E402
-from ampsim.models import ModelCard, save_model  # noqa: E402
-from ampsim.architectures.streaming_lstm import lstm_model  # noqa: E402
-from ampsim.params import RenderParams, load_params, section  # noqa: E402
-from ampsim.render import (BlockPlan, context_candidates, measure_context, render_exact, render_fast,  # noqa: E402
-                           renderer)
-from ampsim.windows import Pool, Segment, fixed_windows, random_windows  # noqa: E402
+from ampsim.core import metrics  # noqa: E402
+from ampsim.core.errors import AmpsimError, CaptureError  # noqa: E402
+from ampsim.core.knobs import knob_vector, parse_knob, with_knobs  # noqa: E402
+from ampsim.core.params import RenderParams, load_params, section  # noqa: E402
+from ampsim.data.captures import find_captures  # noqa: E402
+from ampsim.data.windows import Pool, Segment, fixed_windows, random_windows  # noqa: E402
+from ampsim.deployment.export import to_aidax, to_nam  # noqa: E402
+from ampsim.inference.engine import BlockPlan, render_exact, render_fast, renderer
+from ampsim.inference.warmup import context_candidates, measure_context
+from ampsim.modelling.architectures.streaming_lstm import lstm_model  # noqa: E402
+from ampsim.modelling.models import ModelCard, save_model  # noqa: E402
 from conftest import decaying_di as _di, trained_like as _trained_like, write_capture  # noqa: E402
 
 RATE = 48000

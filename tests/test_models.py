@@ -5,10 +5,10 @@ import pytest
 
 keras = pytest.importorskip("keras")
 
-from ampsim.losses import esr, esr_dc_loss, pre_emphasis, tail_mse  # noqa: E402
-from ampsim.models import streaming_twin  # noqa: E402
-from ampsim.architectures.streaming_lstm import lstm_model  # noqa: E402
-from ampsim.architectures.lstm2018 import lstm2018_model  # noqa: E402
+from ampsim.modelling.architectures.lstm2018 import lstm2018_model  # noqa: E402
+from ampsim.modelling.architectures.streaming_lstm import lstm_model  # noqa: E402
+from ampsim.modelling.losses import esr, esr_dc_loss, pre_emphasis, tail_mse  # noqa: E402
+from ampsim.modelling.models import streaming_twin  # noqa: E402
 
 
 def test_lstm2018_model_is_the_2018_stack_with_50184_weights():

@@ -22,8 +22,8 @@ pytest.importorskip("keras")
 from conftest import PROJECT, tiny_params  # noqa: E402
 
 from ampsim.cli import main  # noqa: E402
-from ampsim.errors import AmpsimError  # noqa: E402
-from ampsim.registry import parse_uri, promoted_uri, registered_name  # noqa: E402
+from ampsim.core.errors import AmpsimError  # noqa: E402
+from ampsim.deployment.registry import parse_uri, promoted_uri, registered_name  # noqa: E402
 
 MODEL_NAME = "ds1-test"
 

@@ -9,13 +9,14 @@ import soundfile as sf
 
 keras = pytest.importorskip("keras")
 
-from ampsim import metrics  # noqa: E402
-from ampsim.models import ModelCard, save_model  # noqa: E402
-from ampsim.architectures.streaming_lstm import lstm_model  # noqa: E402
-from ampsim.architectures.lstm2018 import lstm2018_model  # noqa: E402
-from ampsim.render import (BlockPlan, context_candidates, measure_context, rechunk, render_exact,  # noqa: E402
-                           render_fast, render_sliding_window)
-from ampsim.params import RenderParams, load_params, section  # noqa: E402
+from ampsim.core import metrics  # noqa: E402
+from ampsim.core.params import RenderParams, load_params, section  # noqa: E402
+from ampsim.inference.engine import BlockPlan, render_exact, render_fast, render_sliding_window
+from ampsim.inference.files import rechunk
+from ampsim.inference.warmup import context_candidates, measure_context
+from ampsim.modelling.architectures.lstm2018 import lstm2018_model  # noqa: E402
+from ampsim.modelling.architectures.streaming_lstm import lstm_model  # noqa: E402
+from ampsim.modelling.models import ModelCard, save_model  # noqa: E402
 
 RATE = 48000
 
@@ -91,7 +92,7 @@ def model_dir(tmp_path_factory):
 
 
 def test_render_file_streams_any_length_at_the_inputs_rate_and_subtype(tmp_path, model_dir, ampsim_cli):
-    from ampsim.models import load_model
+    from ampsim.modelling.models import load_model
 
     x = _di(4.3, seed=8) * 0.5
     sf.write(tmp_path / "di.flac", x, RATE, subtype="PCM_24")
@@ -139,7 +140,7 @@ def test_render_names_a_rate_mismatch_and_resamples_only_when_asked(tmp_path, mo
     out, rate = sf.read(tmp_path / "out.wav", dtype="float32")
     assert rate == 44100 and len(out) == len(x44)
     # the same as converting by hand, rendering at 48 kHz and converting back (up to the resamplers' edges)
-    from ampsim.models import load_model
+    from ampsim.modelling.models import load_model
 
     model, _ = load_model(model_dir)
     by_hand = resample_poly(render_exact(model, resample_poly(x44, 160, 147).astype(np.float32), 1 << 20, True), 147, 160)
@@ -208,7 +209,7 @@ def test_sliding_window_is_only_for_the_2018_model_and_old_cards_fall_back_clear
 
 
 def test_fast_blocks_grow_with_the_measured_warm_up_so_it_never_dominates(render_params):
-    from ampsim.render import fast_plan
+    from ampsim.inference.engine import fast_plan
 
     short = ModelCard("lstm", RATE, 1, 1024, 768, ["test"], None, 960, 1e-9, 0.1)
     assert fast_plan(short, render_params).block == round(render_params.block_ms * RATE / 1000)

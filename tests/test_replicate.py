@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from ampsim.demo import synth_di, virtual_amp
-from ampsim.replicate import find_repeat, self_esr
+from ampsim.data.demo import synth_di, virtual_amp
+from ampsim.data.replicate import find_repeat, self_esr
 from conftest import RATE, write_capture
 
 LFO_HZ = 0.13  # slow, and not a whole number of cycles between the two takes

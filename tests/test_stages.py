@@ -7,7 +7,7 @@ import pytest
 import soundfile as sf
 import yaml
 
-from ampsim.alignment import align, estimate_delay
+from ampsim.data.alignment import align, estimate_delay
 from conftest import RATE, tree_digest, write_capture
 
 

@@ -17,9 +17,9 @@ keras = pytest.importorskip("keras")
 from conftest import PROJECT, tiny_params, tool_env  # noqa: E402
 
 from ampsim.cli import main  # noqa: E402
-from ampsim.tracking import project_root, tracking_uri  # noqa: E402
-from ampsim.training import load_checkpoint  # noqa: E402
-from ampsim.windows import Pool, Segment, fixed_windows, random_windows, tiled_windows  # noqa: E402
+from ampsim.core.tracking import project_root, tracking_uri  # noqa: E402
+from ampsim.data.windows import Pool, Segment, fixed_windows, random_windows, tiled_windows  # noqa: E402
+from ampsim.modelling.training import load_checkpoint  # noqa: E402
 
 
 # --- windows ------------------------------------------------------------------------------------------
@@ -53,7 +53,7 @@ def test_fixed_windows_are_the_same_every_time_and_cover_both_captures():
 
 
 def test_random_windows_refuse_captures_shorter_than_a_window():
-    from ampsim.errors import AmpsimError
+    from ampsim.core.errors import AmpsimError
 
     with pytest.raises(AmpsimError, match="shorter than one training window"):
         random_windows(_two_captures(), np.random.default_rng(0), 4, 5000)
@@ -135,7 +135,7 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, b
                      "--model", str(model_dir), "--method", method, "--subtype", "FLOAT", "--quiet"]) == 0
         rendered[method], rate = sf.read(tmp_path / f"{method}.wav", dtype="float32")
         assert rate == 48000 and len(rendered[method]) == sf.info(str(boss_ds1 / "input.wav")).frames
-    from ampsim.metrics import esr
+    from ampsim.core.metrics import esr
 
     assert esr(rendered["exact"], rendered["fast"]) <= 1e-5
 
@@ -156,7 +156,7 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, b
                                          filter_string=f"source_run_id = '{run.info.run_id}'", output_format="list")
     assert len(logged) == 1
     reloaded = mlflow.keras.load_model(logged[0].model_uri)
-    from ampsim.models import load_model
+    from ampsim.modelling.models import load_model
 
     model, _ = load_model(model_dir)
     probe = np.random.default_rng(5).standard_normal((1, 2000, 1)).astype(np.float32) * 0.2

@@ -8,25 +8,25 @@ import json
 import sys
 from pathlib import Path
 
-from ampsim.errors import AmpsimError
+from ampsim.core.errors import AmpsimError
 
 
 def _params(args: argparse.Namespace) -> dict:
-    from ampsim.params import load_params
+    from ampsim.core.params import load_params
 
     return load_params(args.params)
 
 
 def _write_demo(out: Path, gain: float, split: str, force: bool, params: dict, source: str) -> None:
-    from ampsim.demo import write_demo_capture
-    from ampsim.params import AudioParams, DemoParams, section
+    from ampsim.core.params import AudioParams, DemoParams, section
+    from ampsim.data.demo import write_demo_capture
 
     audio, demo = section(params, "audio", AudioParams, source), section(params, "demo", DemoParams, source)
     print(write_demo_capture(out, gain, split, force, demo, audio.sample_rate))
 
 
 def cmd_demo_capture(args: argparse.Namespace) -> None:
-    from ampsim.params import DemoParams, section
+    from ampsim.core.params import DemoParams, section
 
     params = _params(args)
     gain = section(params, "demo", DemoParams, args.params).gain if args.gain is None else args.gain
@@ -34,8 +34,8 @@ def cmd_demo_capture(args: argparse.Namespace) -> None:
 
 
 def cmd_demo_set(args: argparse.Namespace) -> None:
-    from ampsim.demo import demo_set_name
-    from ampsim.params import DemoParams, section
+    from ampsim.core.params import DemoParams, section
+    from ampsim.data.demo import demo_set_name
 
     params = _params(args)
     demo = section(params, "demo", DemoParams, args.params)
@@ -45,8 +45,8 @@ def cmd_demo_set(args: argparse.Namespace) -> None:
 
 
 def cmd_normalize(args: argparse.Namespace) -> None:
-    from ampsim.normalize import normalize_captures
-    from ampsim.params import NormalizeParams, section
+    from ampsim.core.params import NormalizeParams, section
+    from ampsim.data.normalize import normalize_captures
 
     params = section(_params(args), "normalize", NormalizeParams, args.params)
     table = normalize_captures(Path(args.captures), Path(args.out), params)
@@ -57,8 +57,8 @@ def cmd_normalize(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from ampsim.params import AudioParams, ValidateParams, section
-    from ampsim.validate import validate_captures
+    from ampsim.core.params import AudioParams, ValidateParams, section
+    from ampsim.data.validate import validate_captures
 
     params = _params(args)
     audio = section(params, "audio", AudioParams, args.params)
@@ -74,8 +74,8 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _train_config(params: dict, source: str):
-    from ampsim.params import AudioParams, Lstm2018Params, LstmParams, RenderParams, TrainParams, section
-    from ampsim.training import TrainConfig
+    from ampsim.core.params import AudioParams, Lstm2018Params, LstmParams, RenderParams, TrainParams, section
+    from ampsim.modelling.training import TrainConfig
 
     return TrainConfig(sample_rate=section(params, "audio", AudioParams, source).sample_rate,
                        train=section(params, "train", TrainParams, source),
@@ -85,8 +85,8 @@ def _train_config(params: dict, source: str):
 
 
 def _tracker(params: dict, source: str):
-    from ampsim.params import MlflowParams, section
-    from ampsim.tracking import Tracker
+    from ampsim.core.params import MlflowParams, section
+    from ampsim.core.tracking import Tracker
 
     return Tracker.for_project(section(params, "mlflow", MlflowParams, source).experiment)
 
@@ -105,12 +105,12 @@ def _reopen_run(params: dict, source: str, run_id: str | None):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ampsim.backend import use_backend
-    from ampsim.params import TrainParams, section
+    from ampsim.core.params import TrainParams, section
+    from ampsim.modelling.backend import use_backend
 
     params = _params(args)
     use_backend(section(params, "train", TrainParams, args.params).backend)
-    from ampsim.training import train
+    from ampsim.modelling.training import train
 
     config = _train_config(params, args.params)
     tracker = None if args.no_mlflow else _tracker(params, args.params)
@@ -121,11 +121,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from ampsim.evaluation import PLOTS_DIR, evaluate, flat_metrics
-    from ampsim.models import load_model
-    from ampsim.params import EvaluateParams, section
-    from ampsim.training import recipe
-    from ampsim.windows import load_split, samples
+    from ampsim.core.params import EvaluateParams, section
+    from ampsim.data.windows import load_split, samples
+    from ampsim.inference.evaluation import PLOTS_DIR, evaluate, flat_metrics
+    from ampsim.modelling.models import load_model
+    from ampsim.modelling.training import recipe
 
     params = _params(args)
     config = _train_config(params, args.params)
@@ -146,9 +146,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 
 
 def _register(params: dict, source: str, tracker, card, result: dict, segments) -> tuple[str, str]:
-    from ampsim.params import MlflowParams, section
-    from ampsim.registry import register, registered_name, source_revision, validation_fingerprint
-    from ampsim.tracking import project_root
+    from ampsim.core.params import MlflowParams, section
+    from ampsim.core.tracking import project_root
+    from ampsim.deployment.registry import register, registered_name, source_revision, validation_fingerprint
 
     settings = section(params, "mlflow", MlflowParams, source)
     name = registered_name(settings.registered_model, card.captures)
@@ -160,10 +160,10 @@ def _register(params: dict, source: str, tracker, card, result: dict, segments) 
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
-    from ampsim.params import MlflowParams, RenderParams, section
-    from ampsim.registry import promote_and_record
-    from ampsim.render import render
-    from ampsim.tracking import project_root, tracking_uri
+    from ampsim.core.params import MlflowParams, RenderParams, section
+    from ampsim.core.tracking import project_root, tracking_uri
+    from ampsim.deployment.registry import promote_and_record
+    from ampsim.inference.engine import render
 
     params = _params(args)
     alias = args.alias or section(params, "mlflow", MlflowParams, args.params).render_alias
@@ -176,10 +176,10 @@ def cmd_promote(args: argparse.Namespace) -> None:
 
 
 def cmd_render_examples(args: argparse.Namespace) -> None:
-    from ampsim.models import load_model
-    from ampsim.params import RenderParams, section
-    from ampsim.render import render_examples
-    from ampsim.windows import load_split
+    from ampsim.core.params import RenderParams, section
+    from ampsim.data.windows import load_split
+    from ampsim.inference.files import render_examples
+    from ampsim.modelling.models import load_model
 
     params = _params(args)
     model, card = load_model(Path(args.model))
@@ -193,11 +193,11 @@ def cmd_render_examples(args: argparse.Namespace) -> None:
 
 
 def _load_model(reference: str):
-    from ampsim.models import load_model
+    from ampsim.modelling.models import load_model
 
     if reference.startswith("models:/"):
-        from ampsim.registry import load_registered
-        from ampsim.tracking import project_root, tracking_uri
+        from ampsim.core.tracking import project_root, tracking_uri
+        from ampsim.deployment.registry import load_registered
 
         model, card, version = load_registered(reference, tracking_uri(project_root()))
         print(f"{reference}: version {version.version} (run {version.run_id})", file=sys.stderr)
@@ -206,10 +206,10 @@ def _load_model(reference: str):
 
 
 def cmd_render(args: argparse.Namespace) -> None:
-    from ampsim.params import RenderParams, section
-    from ampsim.render import render_paths
+    from ampsim.core.params import RenderParams, section
+    from ampsim.inference.files import render_paths
 
-    from ampsim.knobs import parse_knob
+    from ampsim.core.knobs import parse_knob
 
     params = section(_params(args), "render", RenderParams, args.params)
     knobs = dict(parse_knob(text) for text in args.knob)
@@ -220,10 +220,10 @@ def cmd_render(args: argparse.Namespace) -> None:
 
 
 def cmd_export(args: argparse.Namespace) -> None:
-    from ampsim.export import LoudnessProbe, export, export_pack
-    from ampsim.knobs import parse_knob
-    from ampsim.params import ExportParams, section
-    from ampsim.plugin_metadata import capture_facts, loudness_input_path, read_loudness_input
+    from ampsim.core.knobs import parse_knob
+    from ampsim.core.params import ExportParams, section
+    from ampsim.deployment.export import LoudnessProbe, export, export_pack
+    from ampsim.deployment.plugin_metadata import capture_facts, loudness_input_path, read_loudness_input
 
     params = section(_params(args), "export", ExportParams, args.params)
     knobs = dict(parse_knob(text) for text in args.knob)
@@ -248,7 +248,7 @@ def cmd_export(args: argparse.Namespace) -> None:
     written = export(model, card, args.format, Path(args.output), params, **options)
     print(f"wrote {written} ({args.format}, {card.architecture}, trained at {card.sample_rate} Hz)")
     if args.format == "nam":
-        from ampsim.plugin_metadata import summary
+        from ampsim.deployment.plugin_metadata import summary
 
         print(f"\n{summary(json.loads(written.read_text()))}")
 
@@ -260,7 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo-capture", help="write the synthetic demo capture (DI through a virtual amp)",
                           description="Write a deterministic synthetic capture: DI through the documented "
-                                      "virtual amp of ampsim.demo. Length, seed, latency from params.yaml demo.")
+                                      "virtual amp of ampsim.data.demo. Length, seed, latency from params.yaml demo.")
     demo.add_argument("--out", required=True, help="capture folder to write, e.g. data/captures/demo")
     demo.add_argument("--gain", type=float, help="the virtual amp's gain knob, 0-1 (default: params demo.gain)")
     demo.add_argument("--split", choices=["time", "val"], default="time",

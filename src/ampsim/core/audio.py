@@ -13,7 +13,7 @@ from typing import Iterator
 import numpy as np
 import soundfile as sf
 
-from ampsim.errors import CaptureError
+from ampsim.core.errors import CaptureError
 
 
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's sf_command code (sndfile.h)

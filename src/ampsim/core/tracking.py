@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from ampsim.errors import AmpsimError
+from ampsim.core.errors import AmpsimError
 
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"

@@ -13,7 +13,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 
-from ampsim.errors import AmpsimError, CaptureError
+from ampsim.core.errors import AmpsimError, CaptureError
 
 
 def check_value(name: str, value: object, where: Path | str | None = None) -> float:

@@ -3,7 +3,7 @@ step, the best weights kept, early stopping, a time budget, and a checkpoint aft
 killed run resumes where it stopped (losing at most the step in progress).
 
 What each architecture trains on (its recipe: window, batch, loss, schedule) is in its own module in
-`ampsim.architectures`; a recipe with `tbptt` trains a twin that carries its state from update to update.
+`ampsim.modelling.architectures`; a recipe with `tbptt` trains a twin that carries its state from update to update.
 """
 
 from __future__ import annotations
@@ -20,15 +20,16 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from ampsim import metrics
-from ampsim.architectures import Recipe, architecture
-from ampsim.audio import atomic_dir, write_text
-from ampsim.errors import AmpsimError
-from ampsim.knobs import knob_names, knob_vector
-from ampsim.models import ModelCard, copy_weights, reset_carried_state, save_model
-from ampsim.params import Lstm2018Params, LstmParams, RenderParams, TrainParams
-from ampsim.render import context_candidates, measure_context, render
-from ampsim.windows import Pool, fixed_windows, load_split, random_windows, samples
+from ampsim.core import metrics
+from ampsim.core.audio import atomic_dir, write_text
+from ampsim.core.errors import AmpsimError
+from ampsim.core.knobs import knob_names, knob_vector
+from ampsim.core.params import Lstm2018Params, LstmParams, RenderParams, TrainParams
+from ampsim.data.windows import Pool, fixed_windows, load_split, random_windows, samples
+from ampsim.inference.engine import render
+from ampsim.inference.warmup import context_candidates, measure_context
+from ampsim.modelling.architectures import Recipe, architecture
+from ampsim.modelling.models import ModelCard, copy_weights, reset_carried_state, save_model
 
 STATE_FILE = "state.json"
 LAST_WEIGHTS = "last.weights.h5"
@@ -244,7 +245,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
         if tracker is not None:
             run_id = tracker.start(config.train.architecture, all_params or {},
                                    {"ampsim.architecture": config.train.architecture,
-                                    "ampsim.captures": ",".join(captures)})
+                                    "ampsim.data.captures": ",".join(captures)})
         state = {"key": key, "step": 0, "seconds": 0.0, "train_seconds": 0.0, "best_val": float("inf"),
                  "best_step": 0, "history": [], "run_id": run_id, "stopped": None}
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import fft, signal
 
-from ampsim import metrics
+from ampsim.core import metrics
 
 CANDIDATE_LAGS = 3  # autocorrelation peaks tried, strongest first (a periodic tone can outrank the repeat)
 

@@ -19,13 +19,14 @@ from typing import Any
 import keras
 import numpy as np
 
-from ampsim import metrics, plots
-from ampsim.audio import atomic_dir, write_text
-from ampsim.knobs import knob_vector, with_knobs
-from ampsim.models import ModelCard
-from ampsim.params import EvaluateParams, RenderParams
-from ampsim.render import WINDOWS_PER_BATCH, render
-from ampsim.windows import Segment, tiled_windows
+from ampsim.core import metrics
+from ampsim.core.audio import atomic_dir, write_text
+from ampsim.core.knobs import knob_vector, with_knobs
+from ampsim.core.params import EvaluateParams, RenderParams
+from ampsim.data.windows import Segment, tiled_windows
+from ampsim.inference import plots
+from ampsim.inference.engine import WINDOWS_PER_BATCH, render
+from ampsim.modelling.models import ModelCard
 
 METRICS_FILE = "metrics.json"
 PLOTS_DIR = "plots"

@@ -20,8 +20,8 @@ from typing import Callable
 import keras
 import numpy as np
 
-from ampsim.errors import AmpsimError
-from ampsim.models import LEGACY_ARCHITECTURES
+from ampsim.core.errors import AmpsimError
+from ampsim.modelling.models import LEGACY_ARCHITECTURES
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Recipe:
 
 def registered() -> dict[str, ModuleType]:
     """Every architecture by name: the one list to extend (imported here, late, since they import this module)."""
-    from ampsim.architectures import lstm2018, streaming_lstm
+    from ampsim.modelling.architectures import lstm2018, streaming_lstm
 
     return {module.NAME: module for module in (streaming_lstm, lstm2018)}
 

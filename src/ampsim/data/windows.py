@@ -2,7 +2,7 @@
 
 Several captures are pooled end to end; a window never crosses from one capture into the next. Everything
 is index arithmetic on whole arrays (no per-sample Python). For a knob-conditioned set, every window carries
-its capture's knob values as constant channels after the audio (see `ampsim.knobs`).
+its capture's knob values as constant channels after the audio (see `ampsim.core.knobs`).
 """
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import numpy as np
 
-from ampsim.audio import read_audio
-from ampsim.captures import INPUT_FILE, OUTPUT_FILE
-from ampsim.errors import AmpsimError
-from ampsim.knobs import knob_names
+from ampsim.core.audio import read_audio
+from ampsim.core.errors import AmpsimError
+from ampsim.core.knobs import knob_names
+from ampsim.data.captures import INPUT_FILE, OUTPUT_FILE
 
 MANIFEST_FILE = "manifest.json"
 

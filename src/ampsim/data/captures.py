@@ -11,8 +11,8 @@ from typing import Any
 
 import yaml
 
-from ampsim.errors import CaptureError
-from ampsim.knobs import check_set, check_value
+from ampsim.core.errors import CaptureError
+from ampsim.core.knobs import check_set, check_value
 
 INPUT_FILE = "input.wav"
 OUTPUT_FILE = "output.wav"

@@ -27,8 +27,8 @@ import numpy as np
 import soundfile as sf
 
 from ampsim import __version__
-from ampsim.errors import AmpsimError
-from ampsim.models import ModelCard
+from ampsim.core.errors import AmpsimError
+from ampsim.modelling.models import ModelCard
 
 NAM_GEAR_TYPES = ("amp", "pedal", "pedal_amp", "amp_cab", "amp_pedal_cab", "preamp", "studio")
 NAM_TONE_TYPES = ("clean", "overdrive", "crunch", "hi_gain", "fuzz")

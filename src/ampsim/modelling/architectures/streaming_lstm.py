@@ -12,11 +12,13 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from ampsim.architectures import Recipe, lstm_layers, nam_layer
-from ampsim.errors import AmpsimError
-from ampsim.losses import esr_dc_loss, warmed_mse
-from ampsim.models import CarriedLSTM
-from ampsim.windows import samples
+from ampsim.core.errors import AmpsimError
+from ampsim.data.windows import samples
+from ampsim.modelling.architectures import Recipe, lstm_layers, nam_layer
+from ampsim.modelling.losses import esr_dc_loss, warmed_mse
+from ampsim.modelling.models import CarriedLSTM
+
+AIDAX_HIDDEN_SIZES = (8, 12, 16, 20, 24, 32, 40, 64, 80)  # the LSTM sizes AIDA-X's RTNeural build loads
 
 NAME = "lstm"
 DESCRIPTION = "LSTM(H) x L -> Dense(1), streaming"
@@ -93,8 +95,6 @@ def nam_lstm(model: keras.Model, state: list[np.ndarray]) -> tuple[int, int, lis
 def aidax_layers(model: keras.Model) -> list[dict]:
     """RTNeural's Keras JSON layers: an `lstm` [kernel I x 4H, recurrent H x 4H, bias 4H] (Keras layout) and a
     `dense` [kernel H x 1, bias 1]. AIDA-X loads one LSTM layer."""
-    from ampsim.export import AIDAX_HIDDEN_SIZES
-
     layers = lstm_layers(model)
     if len(layers) != 1:
         raise AmpsimError(f"AIDA-X loads one LSTM layer and a dense head; this model has {len(layers)} LSTM "

@@ -14,15 +14,15 @@ import numpy as np
 import pandas as pd
 import soundfile as sf
 
-from ampsim.alignment import align, estimate_delay, frames_after_alignment
-from ampsim.audio import atomic_dir, write_text, write_wav
-from ampsim.captures import INPUT_FILE, LEVEL_KEYS, OUTPUT_FILE, read_levels
-from ampsim.checks import check_names, run_suite
-from ampsim.errors import AmpsimError, ValidationFailed
-from ampsim.normalize import STATS_FILE
-from ampsim.params import ValidateParams
-from ampsim.replicate import find_repeat, self_esr
-from ampsim.windows import MANIFEST_FILE
+from ampsim.core.audio import atomic_dir, write_text, write_wav
+from ampsim.core.errors import AmpsimError, ValidationFailed
+from ampsim.core.params import ValidateParams
+from ampsim.data.alignment import align, estimate_delay, frames_after_alignment
+from ampsim.data.captures import INPUT_FILE, LEVEL_KEYS, OUTPUT_FILE, read_levels
+from ampsim.data.checks import check_names, run_suite
+from ampsim.data.normalize import STATS_FILE
+from ampsim.data.replicate import find_repeat, self_esr
+from ampsim.data.windows import MANIFEST_FILE
 
 REPLICATE_COLUMNS = ("replicate_self_esr", "replicate_seconds", "replicate_first_take_seconds",
                      "replicate_second_take_seconds")

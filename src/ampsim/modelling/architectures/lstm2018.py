@@ -14,10 +14,10 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from ampsim.architectures import Recipe, lstm_layers, nam_layer
-from ampsim.errors import AmpsimError
-from ampsim.losses import tail_mse
-from ampsim.windows import samples
+from ampsim.core.errors import AmpsimError
+from ampsim.data.windows import samples
+from ampsim.modelling.architectures import Recipe, lstm_layers, nam_layer
+from ampsim.modelling.losses import tail_mse
 
 NAME = "lstm2018"
 DESCRIPTION = "LSTM(64) -> LSTM(64) -> LSTM(1), no head (the 2018 model)"

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ampsim.errors import AmpsimError
+from ampsim.core.errors import AmpsimError
 
 RENDER_LEDGER = ".ampsim-rendered.json"
 # Failures that running the same command again will not fix: the user's captures or params are at fault.
@@ -111,7 +111,7 @@ def read_ledger(output_dir: Path) -> dict[str, Any]:
 
 
 def record_rendered(output_dir: Path, source: Path, model_key: str) -> None:
-    from ampsim.audio import write_text
+    from ampsim.core.audio import write_text
 
     ledger = read_ledger(output_dir)
     ledger[source.name] = {"model": model_key, "source_sha256": file_digest(source)}

@@ -13,7 +13,7 @@ from typing import Any, TypeVar
 
 import yaml
 
-from ampsim.errors import AmpsimError
+from ampsim.core.errors import AmpsimError
 
 T = TypeVar("T")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ampsim.params import ValidateParams
+from ampsim.core.params import ValidateParams
 
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ampsim.audio import atomic_dir, read_audio, write_wav
-from ampsim.captures import INPUT_FILE, OUTPUT_FILE, Capture, find_captures
-from ampsim.errors import AmpsimError
-from ampsim.params import NormalizeParams
-from ampsim.stats import side_stats
+from ampsim.core.audio import atomic_dir, read_audio, write_wav
+from ampsim.core.errors import AmpsimError
+from ampsim.core.params import NormalizeParams
+from ampsim.core.stats import side_stats
+from ampsim.data.captures import INPUT_FILE, OUTPUT_FILE, Capture, find_captures
 
 STATS_FILE = "captures.json"
 MODES = ("fullscale", "peak")

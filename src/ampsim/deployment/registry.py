@@ -22,11 +22,11 @@ from typing import Callable
 
 import numpy as np
 
-from ampsim import metrics
-from ampsim.audio import write_text
-from ampsim.errors import AmpsimError
-from ampsim.models import ModelCard
-from ampsim.windows import Segment
+from ampsim.core import metrics
+from ampsim.core.audio import write_text
+from ampsim.core.errors import AmpsimError
+from ampsim.data.windows import Segment
+from ampsim.modelling.models import ModelCard
 
 PROMOTED_FILE = "promoted.json"
 URI_PATTERN = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -266,7 +266,7 @@ def promote_and_record(tracking: str, name: str, version: str, alias: str, *, fo
                        models_dir: Path, render_fn: Callable) -> Decision:
     """`promote` against the store at `tracking`, re-scoring on `prepared` when needed, then record the
     promotion in `models_dir`/promoted.json. Refusal raises, with both figures in the message."""
-    from ampsim.windows import load_split
+    from ampsim.data.windows import load_split
 
     client = _client(tracking)
     rescore = None

@@ -1,7 +1,7 @@
 """What every recurrent model shares, in `keras` and `keras.ops` only (TensorFlow, JAX or PyTorch): the
 layer that carries its state between training updates, the streaming twin that takes and returns every
 layer's (h, c) state (so a file rendered block by block equals the file rendered whole), and the saved
-model with its card. Each architecture's own network is in `ampsim.architectures`.
+model with its card. Each architecture's own network is in `ampsim.modelling.architectures`.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from pathlib import Path
 
 import keras
 
-from ampsim.audio import atomic_dir
-from ampsim.errors import AmpsimError
+from ampsim.core.audio import atomic_dir
+from ampsim.core.errors import AmpsimError
 
 
 class CarriedLSTM(keras.layers.LSTM):
@@ -83,7 +83,7 @@ class ModelCard:
     """What a renderer needs besides the weights: the architecture, the sample rate it was trained at, its
     knobs and, for `lstm2018`, the sliding window it was trained on."""
 
-    architecture: str  # a name in ampsim.architectures: "lstm" | "lstm2018"
+    architecture: str  # a name in ampsim.modelling.architectures: "lstm" | "lstm2018"
     sample_rate: int
     input_size: int
     window_samples: int  # lstm2018: crop length (5280 at 48 kHz); lstm: training segment length

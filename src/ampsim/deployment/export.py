@@ -30,19 +30,18 @@ import keras
 import numpy as np
 
 from ampsim import __version__
-from ampsim.audio import atomic_dir, write_text
-from ampsim.errors import AmpsimError
-from ampsim.knobs import knob_vector
-from ampsim.architectures import architecture
-from ampsim.models import CARD_FILE, MODEL_FILE, ModelCard, save_model
-from ampsim.params import ExportParams
-from ampsim.plugin_metadata import (GAIN_SCALES, CaptureFacts, date_now, gain_index, loudness_db, rms, size_label,
-                                    training_block, user_fields)
-from ampsim.render import ExactRenderer, settled_state
+from ampsim.core.audio import atomic_dir, write_text
+from ampsim.core.errors import AmpsimError
+from ampsim.core.knobs import knob_vector
+from ampsim.core.params import ExportParams
+from ampsim.deployment.plugin_metadata import (GAIN_SCALES, CaptureFacts, date_now, gain_index, loudness_db, rms,
+                                               size_label, training_block, user_fields)
+from ampsim.inference.engine import ExactRenderer, settled_state
+from ampsim.modelling.architectures import architecture
+from ampsim.modelling.models import CARD_FILE, MODEL_FILE, ModelCard, save_model
 
 FORMATS = ("nam", "aidax", "keras")
 NAM_FILE_VERSION = "0.5.4"
-AIDAX_HIDDEN_SIZES = (8, 12, 16, 20, 24, 32, 40, 64, 80)
 AIDAX_MAX_KNOBS = 2  # AIDA-X models take input sizes 1 (audio), 2 or 3 (audio and one or two knobs)
 EXTENSIONS = {"nam": ".nam", "aidax": ".json", "keras": ".keras"}
 

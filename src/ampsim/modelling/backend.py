@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import sys
 
-from ampsim.errors import AmpsimError
+from ampsim.core.errors import AmpsimError
 
 BACKENDS = ("jax", "tensorflow", "torch")
 

@@ -25,7 +25,7 @@ import numpy as np
 from scipy import signal
 
 if TYPE_CHECKING:
-    from ampsim.params import DemoParams
+    from ampsim.core.params import DemoParams
 
 SWEEP_FRACTION = 0.15
 NOISE_FRACTION = 0.15
@@ -163,9 +163,9 @@ def demo_set_name(gain: float) -> str:
 def write_demo_capture(out: Path, gain: float, split: str, force: bool, demo: DemoParams, sample_rate: int) -> str:
     """Write the demo capture at `gain` into `out` (input.wav, output.wav as 16-bit PCM and a capture.yaml
     naming the knob and the split); return what was written, for the user."""
-    from ampsim.audio import write_wav
-    from ampsim.captures import INPUT_FILE, META_FILE, OUTPUT_FILE, check_capture_name
-    from ampsim.errors import AmpsimError
+    from ampsim.core.audio import write_wav
+    from ampsim.core.errors import AmpsimError
+    from ampsim.data.captures import INPUT_FILE, META_FILE, OUTPUT_FILE, check_capture_name
 
     out = Path(out)
     check_capture_name(out.name, out)

@@ -1,0 +1,225 @@
+"""Running a trained model over audio. Every method returns exactly as many samples as it is given.
+
+- `exact`: one continuous stream from a zero state, the recurrent state carried from chunk to chunk, so a
+  file of any length is rendered in constant memory. The reference the other methods are measured against.
+- `fast`: the audio cut into blocks that are rendered side by side as one batch (a recurrent net on a CPU is
+  bound by its per-timestep overhead, so many short sequences beat one long one). Each block is preceded by
+  `context` samples of the audio before it, whose output is thrown away: the state has settled by the time
+  the block starts. The context is measured once for each trained model (`ampsim.inference.warmup`).
+- `sliding-window` (`lstm2018` only): the 2018 method: 110 ms windows every 10 ms, each from a zero state,
+  keeping the last 10 ms. It is `fast` with block = 10 ms and context = 100 ms. The original lost samples at
+  both ends; here the input is zero-padded so the output always has the input's length.
+
+A knob-conditioned model renders at one setting of its knobs per stream: the renderers take the audio alone
+and add the knob channels themselves, so files, chunks and warm-up history stay plain mono audio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from ampsim.core.errors import AmpsimError
+from ampsim.core.knobs import knob_vector, with_knobs
+from ampsim.core.params import RenderParams
+from ampsim.data.windows import samples
+from ampsim.modelling.architectures import architecture
+from ampsim.modelling.models import ModelCard, streaming_twin
+
+METHODS = ("fast", "exact", "sliding-window")
+WINDOWS_PER_BATCH = 256  # sliding window: 256 x 5280 x 4 bytes = 5.4 MB of input per predict batch
+
+
+@dataclass(frozen=True)
+class BlockPlan:
+    """How `fast` (and `sliding-window`) cut the audio: up to `blocks` blocks of `block` samples per batch,
+    each after `context` samples of warm-up."""
+
+    block: int
+    context: int
+    blocks: int
+    # The first block of a stream starts from the zero state, as `exact` does, instead of after `context`
+    # samples of silence (a model's state on silence is not zero). `sliding-window` keeps 2018's padding.
+    exact_start: bool = True
+
+    @property
+    def chunk(self) -> int:
+        return self.block * self.blocks
+
+
+def _compiled(model: keras.Model, jit_compile: bool) -> keras.Model:
+    """A view of `model` (same layers and weights, the caller's model left uncompiled) whose predict
+    function XLA compiles when asked: on a CPU, XLA turns the recurrent loop into native code (measured
+    30-50x faster for one stream; training is another matter)."""
+    view = keras.Model(model.inputs, model.outputs, name=f"{model.name}_render")
+    view.compile(jit_compile=jit_compile)
+    return view
+
+
+class BlockRenderer:
+    """Renders consecutive chunks of one stream by blocks with warm-up; remembers the last `context` input
+    samples so that a block at a chunk boundary gets the same warm-up as any other."""
+
+    def __init__(self, model: keras.Model, plan: BlockPlan, jit_compile: bool, workers: int = 1,
+                 knobs: np.ndarray | None = None):
+        self.model, self.plan = _compiled(model, jit_compile), plan
+        self.knobs = np.zeros(0, np.float32) if knobs is None else np.asarray(knobs, np.float32)
+        # XLA runs one recurrent loop on one core: a batch split over `workers` threads uses the others.
+        # Only on TensorFlow: the JAX backend's predict donates the model's state buffers, so two threads
+        # cannot predict with one model at once.
+        threads = workers if keras.backend.backend() == "tensorflow" else 1
+        self.workers = max(1, min(threads, plan.blocks))
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (the compiled function is kept)."""
+        self.history = np.zeros(self.plan.context, np.float32)
+        self.at_start = self.plan.exact_start
+
+    @property
+    def chunk(self) -> int:
+        """Samples per call that fill exactly one batch."""
+        return self.plan.chunk
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        plan = self.plan
+        x = np.asarray(x, np.float32)
+        out = np.empty(len(x), np.float32)
+        for start in range(0, len(x), plan.chunk):
+            part = x[start : start + plan.chunk]
+            count = -(-len(part) // plan.block)
+            # Batches of `blocks` rows, or a power of two for a short last one: few shapes, few compilations.
+            rows = min(plan.blocks, 1 << (count - 1).bit_length())
+            padded = np.zeros(plan.context + rows * plan.block, np.float32)
+            padded[: plan.context] = self.history
+            padded[plan.context : plan.context + len(part)] = part
+            batch = np.lib.stride_tricks.sliding_window_view(padded, plan.context + plan.block)[:: plan.block][:rows]
+            batch = batch.copy()
+            if self.at_start:  # the opening block first, then silence: its output starts from the zero state
+                batch[0] = np.roll(batch[0], -plan.context)
+                batch[0, plan.block :] = 0.0
+            predicted = self._predict(batch)[:count]
+            tails = predicted[:, plan.context :]
+            if self.at_start:
+                tails[0] = predicted[0, : plan.block]
+                self.at_start = False
+            out[start : start + len(part)] = tails.reshape(-1)[: len(part)]
+            self.history = padded[len(part) : len(part) + plan.context].copy()
+        return out
+
+
+    def _predict(self, batch: np.ndarray) -> np.ndarray:
+        if self.workers == 1 or len(batch) < self.workers:
+            return np.asarray(self.model.predict_on_batch(with_knobs(batch, self.knobs)))[..., 0]
+        from concurrent.futures import ThreadPoolExecutor
+
+        parts = np.array_split(batch, self.workers)
+        with ThreadPoolExecutor(self.workers) as pool:
+            outputs = list(pool.map(lambda part: np.asarray(self.model.predict_on_batch(with_knobs(part, self.knobs))),
+                                    parts))
+        return np.concatenate(outputs)[..., 0]
+
+
+class ExactRenderer:
+    """Renders consecutive chunks of one stream through the streaming twin, carrying every layer's (h, c)."""
+
+    def __init__(self, model: keras.Model, chunk: int, jit_compile: bool,
+                 initial_state: list[np.ndarray] | None = None, knobs: np.ndarray | None = None):
+        self.twin = _compiled(streaming_twin(model), jit_compile)
+        self.chunk = chunk
+        self.knobs = np.zeros(0, np.float32) if knobs is None else np.asarray(knobs, np.float32)
+        self.initial_state = initial_state or [np.zeros((1, int(t.shape[-1])), np.float32)
+                                               for t in self.twin.inputs[1:]]
+        self.reset()
+
+    def reset(self) -> None:
+        """Start a new stream (the compiled function is kept)."""
+        self.state = list(self.initial_state)
+        self.finished = False
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        if self.finished:
+            raise RuntimeError("a chunk shorter than `chunk` ends the stream; feed whole chunks until the last")
+        x = np.asarray(x, np.float32)
+        out = np.empty(len(x), np.float32)
+        for start in range(0, len(x), self.chunk):
+            part = x[start : start + self.chunk]
+            padded = np.zeros(self.chunk, np.float32)
+            padded[: len(part)] = part
+            audio, *state = self.twin.predict_on_batch([with_knobs(padded[None], self.knobs), *self.state])
+            out[start : start + len(part)] = np.asarray(audio)[0, : len(part), 0]
+            if len(part) < self.chunk:  # padding ran past the stream's end: nothing may follow this chunk
+                self.finished = True
+            self.state = [np.asarray(s) for s in state]
+        return out
+
+
+def settled_state(model: keras.Model, seconds: float, sample_rate: int) -> list[np.ndarray]:
+    """Every layer's (h, c) after `seconds` of silence: where a plugin's stream starts (no start-up thump)."""
+    twin = streaming_twin(model)
+    zeros = [np.zeros((1, int(t.shape[-1])), np.float32) for t in twin.inputs[1:]]
+    silence = np.zeros((1, max(int(seconds * sample_rate), 1), 1), np.float32)
+    _, *state = twin.predict_on_batch([silence, *zeros])
+    return [np.asarray(s) for s in state]
+
+
+def sliding_window_plan(window: int, hop: int) -> BlockPlan:
+    return BlockPlan(hop, window - hop, WINDOWS_PER_BATCH, exact_start=False)
+
+
+def render_sliding_window(model: keras.Model, x: np.ndarray, window: int, hop: int, jit_compile: bool) -> np.ndarray:
+    """The 2018 method with its length bugs fixed: len(output) == len(x)."""
+    return BlockRenderer(model, sliding_window_plan(window, hop), jit_compile)(x)
+
+
+def render_exact(model: keras.Model, x: np.ndarray, chunk: int, jit_compile: bool,
+                 knobs: np.ndarray | None = None) -> np.ndarray:
+    return ExactRenderer(model, chunk, jit_compile, knobs=knobs)(x)
+
+
+def render_fast(model: keras.Model, x: np.ndarray, plan: BlockPlan, jit_compile: bool, workers: int = 1,
+                knobs: np.ndarray | None = None) -> np.ndarray:
+    return BlockRenderer(model, plan, jit_compile, workers, knobs)(x)
+
+
+def fast_plan(card: ModelCard, params: RenderParams) -> BlockPlan:
+    """The block plan for `fast` mode: the model's measured context, and blocks long enough that rendering
+    each block's warm-up adds at most 1 / render.blocks_per_context to the work (a model that needs 2 s of
+    warm-up renders 8 s blocks, not 0.5 s ones that would cost 5x the audio)."""
+    if card.context_samples is None:
+        raise AmpsimError("this model has no measured warm-up context for fast rendering",
+                          fix="retrain it with this version of ampsim, or render with --method exact")
+    block = max(samples(params.block_ms, card.sample_rate), card.context_samples * params.blocks_per_context)
+    return BlockPlan(block=block, context=card.context_samples, blocks=params.blocks_per_batch)
+
+
+def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderParams,
+             knobs: dict[str, float] | None = None) -> BlockRenderer | ExactRenderer:
+    """A stateful renderer of consecutive chunks of one stream with `method`, at the knob settings `knobs`
+    (required for a knob-conditioned model, refused for any other)."""
+    if method not in METHODS:
+        raise AmpsimError(f"unknown render method `{method}`", fix=f"use one of {', '.join(METHODS)}")
+    allowed = architecture(card.architecture).RENDER_METHODS
+    if method not in allowed:
+        raise AmpsimError(f"a `{card.architecture}` model does not render with `{method}`"
+                          + (": the sliding window is the 2018 model's method" if method == "sliding-window" else ""),
+                          fix=f"use --method {' or --method '.join(allowed)}")
+    vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
+    if method == "exact":
+        return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile, knobs=vector)
+    if method == "fast":
+        if card.context_samples is None and card.context_esr is not None:
+            # measured, and no warm-up up to render.max_context_ms made blocks match one stream
+            return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile, knobs=vector)
+        return BlockRenderer(model, fast_plan(card, params), params.jit_compile, params.workers, vector)
+    return BlockRenderer(model, sliding_window_plan(card.window_samples, card.tail_samples), params.jit_compile,
+                         params.workers)
+
+
+def render(model: keras.Model, card: ModelCard, x: np.ndarray, params: RenderParams,
+           knobs: dict[str, float] | None = None) -> np.ndarray:
+    """How evaluation renders: by the architecture's own method (the 2018 model by its sliding window, the
+    streaming model exactly), at the knob settings `knobs`."""
+    return renderer(model, card, architecture(card.architecture).EVALUATION_METHOD, params, knobs)(x)
