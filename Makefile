@@ -30,7 +30,7 @@ $(VENV)/.installed: requirements.lock pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
-# The main job: the DVC pipeline on every capture in data/captures (the shipped demo included).
+# The main job: the DVC pipeline, one model per device in params.yaml `devices` (the generated demo included).
 repro: setup
 	dvc repro
 	dvc metrics show
@@ -60,9 +60,9 @@ gpu-kit: setup
 		$$(python -c 'import re; print(" ".join(re.split(r"\s", l)[0] for l in open("requirements.lock") if re.match(r"^(keras|absl-py|h5py|ml-dtypes|namex|optree|rich|markdown-it-py|mdurl|pygments|soundfile|cffi|pycparser|soxr|pyyaml|tqdm|packaging)==", l)))')
 	python bench/gpu.py --prepare-only --prepared bench/gpu-kit/prepared
 
-# Regenerate the committed synthetic demo set (deterministic): the virtual amp at three gain settings.
+# The synthetic demo device alone (deterministic; `dvc repro` makes it too): the virtual amp at three gains.
 demo-capture: setup
-	ampsim demo-set --captures data/captures --force
+	dvc repro demo
 
 # Re-lock after editing pyproject.toml dependencies.
 lock: setup

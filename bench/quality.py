@@ -34,7 +34,7 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 PROJECT = BENCH.parent
 DATASETS = {"boss-ds1": PROJECT.parent / "shared" / "captures" / "boss-ds1",
-            "demo": PROJECT / "data" / "captures" / "demo-gain-0.8"}
+            "demo": PROJECT / "data" / "captures" / "demo" / "gain-0.8"}  # `dvc repro demo` writes it
 PRE_EMPHASIS = 0.85
 
 
@@ -79,7 +79,7 @@ def split_arrays(prepared: Path) -> dict[str, np.ndarray]:
 # --- the two sides, each in a process of its own --------------------------------------------------------
 
 def ampsim_side(prepared: Path, work: Path, budgets: list[float]) -> list[dict]:
-    from ampsim.core.params import TrainParams, load_params, section
+    from ampsim.core.params import RenderParams, TrainParams, load_params, section
     from ampsim.modelling.backend import use_backend
 
     params = load_params(PROJECT / "params.yaml")
@@ -91,6 +91,7 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float]) -> list[dict]:
     params["train"].update(max_minutes=max(budgets), max_steps=10**6)
     params["lstm"]["patience"] = 10**6  # the whole budget, as NAM's side trains
     config = _train_config(params, "params.yaml")
+    render_params = section(params, "render", RenderParams)
     data = split_arrays(prepared)
     pending, rows, best = sorted(budgets), [], {}
 
@@ -100,8 +101,8 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float]) -> list[dict]:
         while pending and state["seconds"] / 60 >= pending[0]:
             current = model.get_weights()
             model.set_weights(best["weights"])
-            rendered = {side: render_exact(model, data[f"{side}_x"], config.render.exact_chunk_samples,
-                                           config.render.jit_compile) for side in ("val", "train")}
+            rendered = {side: render_exact(model, data[f"{side}_x"], render_params.exact_chunk_samples,
+                                           render_params.jit_compile) for side in ("val", "train")}
             model.set_weights(current)
             rows.append({"minutes": pending.pop(0), "steps": state["step"], "best_step": best["step"],
                          "parameters": int(model.count_params()),

@@ -72,6 +72,7 @@ def quality_vs_time(prepared: Path, work: Path, params: dict, marks: list[float]
     audio, exact rendering, the weights of that moment) each time training time passes a mark."""
     from ampsim.cli import _train_config
     from ampsim.core.metrics import esr
+    from ampsim.core.params import RenderParams, section
     from ampsim.data.windows import load_split
     from ampsim.inference.engine import render_exact
     from ampsim.modelling.training import train
@@ -81,14 +82,15 @@ def quality_vs_time(prepared: Path, work: Path, params: dict, marks: list[float]
     params["train"]["max_steps"] = 10**6
     params["lstm"]["patience"] = 10**6  # the curve, not early stopping
     config = _train_config(params, "params.yaml")
+    render_params = section(params, "render", RenderParams)
     val = load_split(prepared, "val")
     target = np.concatenate([s.y for s in val])
     pending, curve = sorted(marks), []
 
     def score(model, state):
         while pending and state["seconds"] / 60 >= pending[0]:
-            prediction = np.concatenate([render_exact(model, s.x, config.render.exact_chunk_samples,
-                                                      config.render.jit_compile) for s in val])
+            prediction = np.concatenate([render_exact(model, s.x, render_params.exact_chunk_samples,
+                                                      render_params.jit_compile) for s in val])
             curve.append({"minutes": pending.pop(0), "trained_minutes": round(state["seconds"] / 60, 2),
                           "step": state["step"], "val_esr": esr(target, prediction)})
             print(f"  quality: {curve[-1]}", flush=True)
@@ -189,7 +191,8 @@ def main() -> int:
         return 1
 
     from ampsim.core.params import LstmParams, RenderParams, load_params, section
-    from ampsim.inference.warmup import context_candidates, measure_context
+    from ampsim.data.windows import load_split
+    from ampsim.inference.warmup import context_candidates, measure_context, with_warmup
     from ampsim.modelling.architectures.lstm2018 import lstm2018_model
     from ampsim.modelling.architectures.streaming_lstm import lstm_model
     from ampsim.modelling.losses import tail_mse
@@ -215,6 +218,8 @@ def main() -> int:
         print("3/5 render speed", flush=True)
         di = sf.read(BOSS / "input.wav", dtype="float32")[0]
         default_model, default_card = load_model(work / "quality" / "model")
+        default_card = with_warmup(default_model, default_card, load_split(prepared, "val"),
+                                   load_split(prepared, "train"), render_params)  # as the register stage does
         results["render_default"] = render_speed(default_model, default_card, np.resize(di, 60 * RATE),
                                                  ["fast", "exact"], render_params, args.repeats)
         # The 2018 model: its weights drawn at a trained model's scale (training it takes hours on a CPU);

@@ -52,9 +52,9 @@ def ensure_gpu_limit(slots: int = 1) -> None:
 
 
 @task(retries=2, retry_delay_seconds=30, retry_condition_fn=_retry_transient_only)
-def experiment(project: str, overrides: dict[str, Any]) -> dict[str, Any]:
+def experiment(project: str, overrides: dict[str, Any], device: str) -> dict[str, Any]:
     with concurrency(GPU_LIMIT, occupy=1):
-        result = run_experiment(Path(project), overrides)
+        result = run_experiment(Path(project), overrides, device)
     return {k: v for k, v in dataclasses.asdict(result).items() if k != "log"}
 
 
@@ -63,16 +63,18 @@ def promote_task(project: str, name: str, version: str, alias: str, force: bool)
     params = load_params(Path(project) / "params.yaml")
     render_params = section(params, "render", RenderParams)
     decision = promote_and_record(tracking_uri(Path(project)), name, version, alias, force=force,
-                                  prepared=Path(project) / "data" / "prepared", models_dir=Path(project) / "models",
+                                  prepared=Path(project) / "data" / "prepared" / name,
+                                  models_dir=Path(project) / "models",
                                   render_fn=lambda model, card, x, knobs: render(model, card, x, render_params, knobs))
     get_run_logger().info(decision.message())
     return dataclasses.asdict(decision)
 
 
 @flow(name="train")
-def train(project: str = ".", overrides: dict[str, Any] | None = None, promote: bool = False,
+def train(project: str = ".", device: str = "demo", overrides: dict[str, Any] | None = None, promote: bool = False,
           force: bool = False, only_if_changed: bool = False) -> dict[str, Any] | None:
-    """Run the DVC pipeline as an experiment, find the model version it registered, optionally promote it."""
+    """Run one device's DVC stages as an experiment, find the model version it registered (the registered
+    model is named after the device), optionally promote it."""
     from mlflow.tracking import MlflowClient
 
     logger = get_run_logger()
@@ -81,7 +83,7 @@ def train(project: str = ".", overrides: dict[str, Any] | None = None, promote: 
         logger.info("captures, params and code unchanged since the last run: nothing to train")
         return None
     ensure_gpu_limit()
-    result = experiment(project, overrides or {})
+    result = experiment(project, overrides or {}, device)
     name, version = registered_version(MlflowClient(tracking_uri(Path(project))), result["run_id"])
     logger.info(f"trained run {result['run_id']}: registered {name} v{version}, "
                 f"validation ESR {result['metrics'].get('esr')}")
@@ -105,13 +107,13 @@ def render_one(model_uri: str, project: str, source: str, target: str, knobs: di
 
 @flow(name="render")
 def render_folder(input_dir: str, output_dir: str, model: str | None = None, project: str = ".",
-                  knobs: dict[str, float] | None = None) -> dict[str, list[str]]:
-    """Render every DI file of `input_dir` into `output_dir` with `model` (default: the promoted one), at
-    the knob settings `knobs` for a knob-conditioned model."""
+                  knobs: dict[str, float] | None = None, device: str | None = None) -> dict[str, list[str]]:
+    """Render every DI file of `input_dir` into `output_dir` with `model` (a registry URI), else the promoted
+    model of `device`, else the model promoted last; at the knob settings `knobs` for a conditioned model."""
     logger = get_run_logger()
     project = str(Path(project).resolve())
     alias = section(load_params(Path(project) / "params.yaml"), "mlflow", MlflowParams).render_alias
-    model_uri = model or promoted_uri(Path(project) / "models", alias)
+    model_uri = model or (f"models:/{device}@{alias}" if device else promoted_uri(Path(project) / "models", alias))
     _, _, version = load_registered(model_uri, tracking_uri(Path(project)))
     # the same file at another knob setting is another rendering: the setting is part of the key
     key = f"{version.name}/{version.version}" + "".join(f" {k}={v:g}" for k, v in sorted((knobs or {}).items()))

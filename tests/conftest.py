@@ -132,6 +132,11 @@ def isolated_mlflow(tmp_path_factory, monkeypatch) -> str:
 def project_copy(tmp_path) -> Path:
     """The project's tracked files in a fresh git repo with one commit, as a clean clone would be, with
     training shrunk to TINY_TRAINING."""
+    return copy_project(tmp_path)
+
+
+def copy_project(tmp_path: Path) -> Path:
+    """See `project_copy`: in `tmp_path`/project; its DVC remote is `tmp_path`/ampsim-dvc-storage."""
     files = subprocess.run(["git", "ls-files", "-z"], cwd=PROJECT, capture_output=True, check=True).stdout
     repo = tmp_path / "project"
     for rel in filter(None, files.decode().split("\0")):

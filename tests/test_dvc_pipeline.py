@@ -1,87 +1,161 @@
-"""The real DVC pipeline in a temporary git repo holding a copy of the project (never the real data/)."""
+"""The real DVC pipeline in temporary git repos holding a copy of the project (never the real data/), walked
+through as a studio would: build the demo, add a second device, change a setting, push, and pull into a fresh
+clone. The module's fixtures build on one another, each step once; each test checks one promise."""
+
+from __future__ import annotations
 
 import json
-import shutil
+import subprocess
 
+import pytest
+import soundfile as sf
 import yaml
 from dvc.repo import Repo
 from mlflow.tracking import MlflowClient
 
-from conftest import run_tool
+from conftest import copy_project, run_tool, tool_env, write_capture
+
+STAGES = ("normalize", "validate", "train", "evaluate", "render", "register")
 
 
-def test_repro_runs_then_reruns_only_what_changed(project_copy, boss_ds1):
-    first = run_tool(project_copy, "dvc", "repro")
-    for stage in ("normalize", "validate", "train", "evaluate", "render"):
-        assert f"Running stage '{stage}'" in first.stdout
-    assert "demo-gain-0.2: delay 30 samples" in first.stdout
-    assert (project_copy / "reports" / "validate" / "data_docs" / "index.html").is_file()
-    assert (project_copy / "models" / "trained" / "model.keras").is_file()
-    for setting in ("demo-gain-0.2", "demo-gain-0.5", "demo-gain-0.8"):
-        assert (project_copy / "reports" / "render" / setting / "prediction.wav").is_file()
-    shown = run_tool(project_copy, "dvc", "metrics", "show").stdout
-    assert "reports/evaluate/metrics.json" in shown and "esr_pre_emphasis" in shown
-    assert "esr_held_out" in shown and "captures.demo-gain-0.5.knob_gain" in shown  # the per-setting table
-    # the run went to the copy's own MLflow store at its root (absolute SQLite path), with its artifacts
-    card = json.loads((project_copy / "models" / "trained" / "card.json").read_text())
-    client = MlflowClient(f"sqlite:///{project_copy / 'mlflow.db'}")
+def ran(result, stage: str) -> bool:
+    return f"Running stage '{stage}'" in result.stdout
+
+
+def skipped(result, stage: str) -> bool:
+    return f"Stage '{stage}' didn't change, skipping" in result.stdout
+
+
+def commit(repo, message: str) -> None:
+    run_tool(repo, "git", "add", "-A")
+    run_tool(repo, "git", "commit", "-qm", message)
+
+
+@pytest.fixture(scope="module")
+def studio(tmp_path_factory):
+    return copy_project(tmp_path_factory.mktemp("studio"))
+
+
+@pytest.fixture(scope="module")
+def built(studio):
+    """`dvc repro` on a fresh clone: what `make repro` runs after its set-up."""
+    return run_tool(studio, "dvc", "repro")
+
+
+@pytest.fixture(scope="module")
+def with_ds1(built, studio, boss_ds1):
+    added = run_tool(studio, "ampsim", "add", str(boss_ds1), "--device", "ds1")
+    status = run_tool(studio, "dvc", "status")
+    repro = run_tool(studio, "dvc", "repro")
+    after = run_tool(studio, "dvc", "status")
+    commit(studio, "add ds1")
+    return added, status, repro, after
+
+
+@pytest.fixture(scope="module")
+def retuned(with_ds1, studio):
+    """A warm-up search setting changed: it feeds only the register stage."""
+    params = yaml.safe_load((studio / "params.yaml").read_text())
+    params["render"]["block_ms"] = 250.0
+    (studio / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    repro = run_tool(studio, "dvc", "repro")
+    commit(studio, "render.block_ms 250")
+    return repro
+
+
+@pytest.fixture(scope="module")
+def pulled(retuned, studio):
+    pushed = run_tool(studio, "dvc", "push")
+    clone = studio.parent / "clone"
+    subprocess.run(["git", "clone", "-q", str(studio), str(clone)], check=True, env=tool_env())
+    pull = run_tool(clone, "dvc", "pull")
+    return clone, pushed, pull, run_tool(clone, "dvc", "status"), run_tool(clone, "dvc", "repro")
+
+
+def test_repro_on_a_fresh_clone_builds_the_demo_device(built, studio):
+    assert ran(built, "demo")
+    for stage in STAGES:
+        assert ran(built, f"{stage}@demo")
+    assert "gain-0.2: delay 30 samples" in built.stdout
+    assert "registered demo v1" in built.stdout
+    assert (studio / "models" / "demo" / "release" / "model.keras").is_file()
+    for setting in ("gain-0.2", "gain-0.5", "gain-0.8"):
+        assert (studio / "reports" / "demo" / "render" / setting / "prediction.wav").is_file()
+    assert (studio / "reports" / "demo" / "validate" / "data_docs" / "index.html").is_file()
+    shown = run_tool(studio, "dvc", "metrics", "show").stdout
+    assert "reports/demo/evaluate/metrics.json" in shown and "esr_held_out" in shown
+    # the run went to the copy's own MLflow store at its root, named by device and architecture
+    card = json.loads((studio / "models" / "demo" / "release" / "card.json").read_text())
+    assert card["device"] == "demo" and card["context_samples"] > 0
+    client = MlflowClient(f"sqlite:///{studio / 'mlflow.db'}")
     run = client.get_run(card["mlflow_run_id"])
+    assert run.info.run_name == "demo/lstm/workspace"
     assert "val_esr" in run.data.metrics and run.data.params["train.architecture"] == "lstm"
-    assert run.info.artifact_uri.startswith((project_copy / "mlartifacts").as_uri())
-    status = run_tool(project_copy, "dvc", "status")
+    assert run.info.artifact_uri.startswith((studio / "mlartifacts").as_uri())
+    assert client.get_model_version("demo", "1").run_id == run.info.run_id
+    untracked = run_tool(studio, "git", "status", "--porcelain", "--untracked-files=all").stdout
+    assert "??" not in untracked.replace("?? dvc.lock", "")  # every output is git-ignored or DVC-tracked
+
+
+def test_adding_a_device_trains_only_that_device(with_ds1, studio):
+    added, status, repro, _ = with_ds1
+    assert "data/captures/ds1.dvc" in added.stdout
+    assert (studio / "data" / "captures" / "ds1.dvc").is_file()
+    assert yaml.safe_load((studio / "params.yaml").read_text())["devices"] == ["demo", "ds1"]
+    assert "@ds1" in status.stdout and "@demo" not in status.stdout  # only the new device is out of date
+    for stage in STAGES:
+        assert ran(repro, f"{stage}@ds1") and not ran(repro, f"{stage}@demo")
+    assert skipped(repro, "train@demo")
+    assert "ds1: delay 39 samples" in repro.stdout and "registered ds1 v1" in repro.stdout
+    client = MlflowClient(f"sqlite:///{studio / 'mlflow.db'}")
+    assert {m.name for m in client.search_registered_models()} == {"demo", "ds1"}  # a model per device
+    # the audio is in DVC's cache, not in git
+    tracked = run_tool(studio, "git", "ls-files", "data/captures").stdout.split()
+    assert tracked == ["data/captures/.gitignore", "data/captures/ds1.dvc"]
+
+
+def test_dvc_status_is_clean_after_repro(with_ds1):
+    assert "Data and pipelines are up to date" in with_ds1[3].stdout
+
+
+def test_a_changed_param_reruns_only_what_it_feeds(retuned):
+    for device in ("demo", "ds1"):
+        assert ran(retuned, f"register@{device}")
+        for stage in ("normalize", "validate", "train", "evaluate", "render"):
+            assert not ran(retuned, f"{stage}@{device}")
+    assert "registered ds1 v2" in retuned.stdout  # re-measured warm-up: a new version, no retraining
+
+
+def test_push_then_pull_in_a_fresh_clone_is_up_to_date_and_renders(pulled, boss_ds1, studio):
+    clone, pushed, pull, status, repro = pulled
+    assert "pushed" in pushed.stdout
     assert "Data and pipelines are up to date" in status.stdout
-    untracked = run_tool(project_copy, "git", "status", "--porcelain", "--untracked-files=all").stdout
-    assert "??" not in untracked  # every output is git-ignored
-
-    # a knob only validate reads: normalize is skipped
-    params = yaml.safe_load((project_copy / "params.yaml").read_text())
-    params["validate"]["val_fraction"] = 0.25
-    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    second = run_tool(project_copy, "dvc", "repro")
-    assert "Stage 'normalize' didn't change, skipping" in second.stdout
-    assert "Running stage 'validate'" in second.stdout and "Running stage 'train'" in second.stdout
-
-    # a knob only render reads: nothing is retrained
-    params = yaml.safe_load((project_copy / "params.yaml").read_text())
-    params["render"]["example_seconds"] = 0.5
-    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    fourth = run_tool(project_copy, "dvc", "repro")
-    assert "Stage 'train' didn't change, skipping" in fourth.stdout and "Running stage 'render'" in fourth.stdout
-
-    # a new capture that does not set the set's knob is refused, naming it and the knob; set, it trains
-    shutil.copytree(boss_ds1, project_copy / "data" / "captures" / "boss-ds1")
-    refused = run_tool(project_copy, "dvc", "repro", check=False)
-    assert refused.returncode != 0
-    assert "capture 'boss-ds1' does not set the knob 'gain'" in refused.stderr
-    (project_copy / "data" / "captures" / "boss-ds1" / "capture.yaml").write_text("knobs: {gain: 1.0}\n")
-    assert "normalize" in run_tool(project_copy, "dvc", "status").stdout
-    third = run_tool(project_copy, "dvc", "repro")
-    assert "Running stage 'normalize'" in third.stdout and "boss-ds1: delay 39 samples" in third.stdout
-    assert "Running stage 'train'" in third.stdout
-    assert "Data and pipelines are up to date" in run_tool(project_copy, "dvc", "status").stdout
-    metrics = run_tool(project_copy, "dvc", "metrics", "show").stdout
-    assert "delay_samples.boss-ds1" in metrics
+    assert "Running stage" not in repro.stdout  # nothing retrains
+    assert (clone / "data" / "captures" / "ds1" / "input.wav").is_file()
+    rendered = run_tool(clone, "ampsim", "render", str(boss_ds1 / "input.wav"), "out.wav", "--model", "ds1",
+                        "--quiet")
+    assert "fast" in rendered.stdout
+    assert sf.info(str(clone / "out.wav")).frames == sf.info(str(boss_ds1 / "input.wav")).frames
 
 
 def test_failed_validation_fails_repro_and_records_nothing(project_copy, pair):
-    from conftest import write_capture
-
     dry, wet = pair
-    write_capture(project_copy / "data" / "captures", "halfrate", dry, wet, wet_rate=44100,
-                  meta={"knobs": {"gain": 0.5}})
-    result = run_tool(project_copy, "dvc", "repro", check=False)
+    write_capture(project_copy / "data", "halfrate", dry, wet, dry_rate=44100, wet_rate=44100)
+    run_tool(project_copy, "ampsim", "add", "data/halfrate", "--device", "halfrate")
+    result = run_tool(project_copy, "dvc", "repro", "validate@halfrate", check=False)
     assert result.returncode != 0
-    assert "capture 'halfrate' (data/captures/halfrate/output.wav): output sample rate failed" in result.stderr
-    assert not (project_copy / "data" / "prepared").exists()
-    assert "validate" in run_tool(project_copy, "dvc", "status").stdout  # not recorded as done
+    assert ("capture 'halfrate' (data/captures/halfrate/output.wav): output sample rate failed: measured 44100 Hz"
+            in result.stderr)
+    assert not (project_copy / "data" / "prepared" / "halfrate").exists()
+    assert "validate@halfrate" in run_tool(project_copy, "dvc", "status").stdout  # not recorded as done
 
 
 def test_second_repro_while_one_runs_is_refused_by_dvcs_lock(project_copy):
     # Hold the repository lock exactly as a running `dvc repro` does, then start another one.
     with Repo(str(project_copy)).lock:
-        result = run_tool(project_copy, "dvc", "repro", check=False)
+        result = run_tool(project_copy, "dvc", "repro", "normalize@demo", check=False)
     assert result.returncode != 0
     assert "Unable to acquire lock" in result.stderr
     assert not (project_copy / "data" / "normalized").exists()
     # and once the first one is done, a repro goes through
-    assert run_tool(project_copy, "dvc", "repro").returncode == 0
+    assert run_tool(project_copy, "dvc", "repro", "normalize@demo").returncode == 0

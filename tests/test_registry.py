@@ -23,7 +23,7 @@ from conftest import PROJECT, tiny_params  # noqa: E402
 
 from ampsim.cli import main  # noqa: E402
 from ampsim.core.errors import AmpsimError  # noqa: E402
-from ampsim.deployment.registry import parse_uri, promoted_uri, registered_name  # noqa: E402
+from ampsim.deployment.registry import parse_uri, promoted_uri  # noqa: E402
 
 MODEL_NAME = "ds1-test"
 
@@ -70,18 +70,23 @@ def mlflow_server(tmp_path, monkeypatch):
 
 
 def _train_and_register(tmp_path: Path, boss_prepared: Path, tag: str, capsys, **overrides) -> tuple[Path, str]:
-    params = tiny_params(PROJECT / "params.yaml", tmp_path / f"{tag}.yaml",
-                         mlflow={"registered_model": MODEL_NAME}, **overrides)
+    """train, evaluate and register as the device MODEL_NAME, as the device's DVC stages do."""
+    params = tiny_params(PROJECT / "params.yaml", tmp_path / f"{tag}.yaml", **overrides)
     model_dir, reports = tmp_path / tag / "trained", tmp_path / tag / "reports"
-    assert main(["--params", str(params), "train", "--prepared", str(boss_prepared), "--model", str(model_dir),
-                 "--reports", str(reports), "--checkpoint", str(tmp_path / tag / "ckpt"), "--quiet"]) == 0
-    capsys.readouterr()
+    assert main(["--params", str(params), "train", "--device", MODEL_NAME, "--prepared", str(boss_prepared),
+                 "--model", str(model_dir), "--reports", str(reports), "--checkpoint", str(tmp_path / tag / "ckpt"),
+                 "--quiet"]) == 0
     assert main(["--params", str(params), "evaluate", "--prepared", str(boss_prepared), "--model", str(model_dir),
                  "--history", str(reports / "loss.csv"), "--out", str(tmp_path / tag / "evaluate")]) == 0
+    capsys.readouterr()
+    release = tmp_path / tag / "release"
+    assert main(["--params", str(params), "register", "--device", MODEL_NAME, "--prepared", str(boss_prepared),
+                 "--model", str(model_dir), "--metrics", str(tmp_path / tag / "evaluate" / "metrics.json"),
+                 "--out", str(release)]) == 0
     out = capsys.readouterr().out
     registered = [line for line in out.splitlines() if line.startswith("registered ")]
     assert registered and f"registered {MODEL_NAME} v" in registered[0], out
-    return model_dir, registered[0].split()[2].lstrip("v")
+    return release, registered[0].split()[2].lstrip("v")
 
 
 def test_register_promote_through_the_gate_and_render_from_the_registry_over_http(
@@ -140,9 +145,7 @@ def test_register_promote_through_the_gate_and_render_from_the_registry_over_htt
     assert "does not exist in the registry" in capsys.readouterr().err
 
 
-def test_registry_names_and_uris():
-    assert registered_name(None, ["jcm800", "ds1"]) == "ds1-jcm800"
-    assert registered_name("my-ds1", ["ds1"]) == "my-ds1"
+def test_registry_uris():
     assert parse_uri("models:/ds1@render") == ("ds1", "render", None)
     assert parse_uri("models:/ds1/3") == ("ds1", None, "3")
     with pytest.raises(AmpsimError, match="models:/NAME@ALIAS"):

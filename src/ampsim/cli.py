@@ -10,6 +10,8 @@ from pathlib import Path
 
 from ampsim.core.errors import AmpsimError
 
+RELEASES = Path("models")  # models/<device>/release: what the register stage leaves for rendering and export
+
 
 def _params(args: argparse.Namespace) -> dict:
     from ampsim.core.params import load_params
@@ -74,14 +76,13 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _train_config(params: dict, source: str):
-    from ampsim.core.params import AudioParams, Lstm2018Params, LstmParams, RenderParams, TrainParams, section
+    from ampsim.core.params import AudioParams, Lstm2018Params, LstmParams, TrainParams, section
     from ampsim.modelling.training import TrainConfig
 
     return TrainConfig(sample_rate=section(params, "audio", AudioParams, source).sample_rate,
                        train=section(params, "train", TrainParams, source),
                        lstm2018=section(params, "lstm2018", Lstm2018Params, source),
-                       lstm=section(params, "lstm", LstmParams, source),
-                       render=section(params, "render", RenderParams, source))
+                       lstm=section(params, "lstm", LstmParams, source))
 
 
 def _tracker(params: dict, source: str):
@@ -114,14 +115,15 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = _train_config(params, args.params)
     tracker = None if args.no_mlflow else _tracker(params, args.params)
+    captures = Path(args.captures) / args.device if args.device else None
     train(Path(args.prepared), Path(args.model), Path(args.reports), Path(args.checkpoint), config,
-          tracker=tracker, all_params=params, progress=not args.quiet)
+          tracker=tracker, all_params=params, progress=not args.quiet, device=args.device, data_path=captures)
     if tracker is not None:
         print(f"MLflow run {tracker.run_id} in {tracker.uri}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from ampsim.core.params import EvaluateParams, section
+    from ampsim.core.params import EvaluateParams, RenderParams, section
     from ampsim.data.windows import load_split, samples
     from ampsim.inference.evaluation import PLOTS_DIR, evaluate, flat_metrics
     from ampsim.modelling.models import load_model
@@ -131,32 +133,54 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     config = _train_config(params, args.params)
     model, card = load_model(Path(args.model))
     segments = load_split(Path(args.prepared), "val")
-    result = evaluate(model, card, segments,
-                      section(params, "evaluate", EvaluateParams, args.params),
-                      config.render, samples(config.lstm2018.window_ms, card.sample_rate), samples(config.lstm2018.tail_ms, card.sample_rate),
+    result = evaluate(model, card, segments, section(params, "evaluate", EvaluateParams, args.params),
+                      section(params, "render", RenderParams, args.params),
+                      samples(config.lstm2018.window_ms, card.sample_rate),
+                      samples(config.lstm2018.tail_ms, card.sample_rate),
                       Path(args.history), recipe(config).loss_name, Path(args.out))
     tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
     if tracker is not None:
         tracker.log_metrics(flat_metrics(result))
         tracker.log_artifacts(Path(args.out) / PLOTS_DIR, "plots")
-        name, version = _register(params, args.params, tracker, card, result, segments)
-        print(f"registered {name} v{version} in {tracker.uri} (promote it: ampsim promote {name} {version})")
     print(f"validation ({result['val_seconds']:.1f} s): ESR {result['esr']:.4f}, ESR pre-emphasis "
           f"{result['esr_pre_emphasis']:.4f}, 2018 tail MSE {result['mse_2018']:.3g}, level {result['level_db']:+.2f} dB")
 
 
-def _register(params: dict, source: str, tracker, card, result: dict, segments) -> tuple[str, str]:
-    from ampsim.core.params import MlflowParams, section
-    from ampsim.core.tracking import project_root
-    from ampsim.deployment.registry import register, registered_name, source_revision, validation_fingerprint
+def cmd_register(args: argparse.Namespace) -> None:
+    import dataclasses
 
-    settings = section(params, "mlflow", MlflowParams, source)
-    name = registered_name(settings.registered_model, card.captures)
-    tags = {"val_esr": result["esr"], "val_esr_pre_emphasis": result["esr_pre_emphasis"], "val_mse": result["mse"],
-            "mse_2018": result["mse_2018"], "val_data": validation_fingerprint(segments),
-            "architecture": card.architecture, "captures": ",".join(card.captures),
-            **source_revision(project_root())}
-    return name, register(tracker.client, tracker.run_id, name, tags)
+    from ampsim.core.params import RenderParams, section
+    from ampsim.core.tracking import project_root
+    from ampsim.data.windows import load_split
+    from ampsim.deployment.registry import release
+    from ampsim.inference.warmup import describe, with_warmup
+    from ampsim.modelling.models import load_model, save_model
+
+    params = _params(args)
+    render_params = section(params, "render", RenderParams, args.params)
+    model, card = load_model(Path(args.model))
+    val, train = load_split(Path(args.prepared), "val"), load_split(Path(args.prepared), "train")
+    scores = json.loads(Path(args.metrics).read_text())
+    card = dataclasses.replace(with_warmup(model, card, val, train, render_params), validation_esr=scores["esr"],
+                               device=args.device)
+    save_model(model, card, Path(args.out))
+    print(f"{args.device}: {describe(card, render_params)}; validation ESR {scores['esr']:.4f}; ready in {args.out}")
+    tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
+    if tracker is not None:
+        version = release(tracker, args.device, model, card, scores, val, project_root())
+        print(f"registered {args.device} v{version} in {tracker.uri} (promote it: ampsim promote {args.device} {version})")
+
+
+def cmd_add(args: argparse.Namespace) -> None:
+    from ampsim.core.knobs import parse_knob
+    from ampsim.data.intake import add_capture
+
+    added = add_capture([Path(s) for s in args.sources], args.device, dict(parse_knob(k) for k in args.knob),
+                        project=Path.cwd(), setting=args.setting, force=args.force, use_dvc=not args.no_dvc)
+    print(f"added {added.input.name} (DI) and {added.output.name} as {added.folder}"
+          + (f", tracked by {added.dvc_file}" if added.dvc_file else ""))
+    print(f"next: `dvc repro` trains device '{added.device}' (and only it), then `git add params.yaml "
+          f"{added.dvc_file or added.folder} && git commit` and `dvc push`")
 
 
 def cmd_promote(args: argparse.Namespace) -> None:
@@ -168,8 +192,9 @@ def cmd_promote(args: argparse.Namespace) -> None:
     params = _params(args)
     alias = args.alias or section(params, "mlflow", MlflowParams, args.params).render_alias
     render_params = section(params, "render", RenderParams, args.params)
+    prepared = Path(args.prepared) if args.prepared else Path("data/prepared") / args.name
     decision = promote_and_record(tracking_uri(project_root()), args.name, args.version, alias, force=args.force,
-                                  prepared=Path(args.prepared), models_dir=Path(args.models),
+                                  prepared=prepared, models_dir=Path(args.models),
                                   render_fn=lambda model, card, x, knobs: render(model, card, x, render_params, knobs))
     print(decision.message())
     print(f"models:/{args.name}@{alias} -> v{decision.version}; recorded in {Path(args.models) / 'promoted.json'}")
@@ -193,8 +218,12 @@ def cmd_render_examples(args: argparse.Namespace) -> None:
 
 
 def _load_model(reference: str):
+    """A model by registry URI (models:/NAME@ALIAS), by path, or by device name (its release folder)."""
     from ampsim.modelling.models import load_model
 
+    release = RELEASES / reference / "release"
+    if not reference.startswith("models:/") and not Path(reference).exists() and release.is_dir():
+        reference = str(release)
     if reference.startswith("models:/"):
         from ampsim.core.tracking import project_root, tracking_uri
         from ampsim.deployment.registry import load_registered
@@ -231,9 +260,10 @@ def cmd_export(args: argparse.Namespace) -> None:
         raise AmpsimError(f"--grid writes a pack of .nam files; {args.format} keeps the model's knobs",
                           fix="use --format nam with --grid, or drop --grid")
     model, card = _load_model(args.model)
-    facts = capture_facts(Path(args.prepared), card.captures)
+    prepared = Path(args.prepared) if args.prepared else Path("data/prepared") / (card.device or "")
+    facts = capture_facts(prepared, card.captures)
     if facts is None:
-        print(f"ampsim export: note: {args.prepared}/manifest.json does not describe the captures "
+        print(f"ampsim export: note: {prepared}/manifest.json does not describe the captures "
               f"{', '.join(card.captures)}: the file states no interface levels, latency or data checks "
               "(pass --prepared with the model's prepared data)", file=sys.stderr)
     reference = loudness_input_path(params.loudness_input) if args.format == "nam" else None
@@ -271,16 +301,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     dset = sub.add_parser("demo-set", help="write the parametric demo: the virtual amp at every demo.set_gains",
                           description="Write one synthetic capture per gain in params demo.set_gains "
-                                      "(demo-gain-<gain>, the same DI through the virtual amp, `knobs: {gain: ...}`); "
+                                      "(gain-<gain>, the same DI through the virtual amp, `knobs: {gain: ...}`); "
                                       "demo.held_out_gain is held out whole (split: val).")
-    dset.add_argument("--captures", required=True, help="folder to write the captures into, e.g. data/captures")
+    dset.add_argument("--captures", required=True, help="the demo device's folder, e.g. data/captures/demo")
     dset.add_argument("--force", action="store_true", help="overwrite existing demo captures")
     dset.set_defaults(func=cmd_demo_set)
 
     norm = sub.add_parser("normalize", help="decode captures to float32 at full scale and record statistics",
-                          description="Stage 1. Decode every data/captures/<name>/{input,output}.wav to float32 "
+                          description="Stage 1. Decode every capture of a device folder to float32 "
                                       "±1.0 and write per-side statistics. Raw captures are never modified.")
-    norm.add_argument("--captures", required=True, help="folder of capture folders")
+    norm.add_argument("--captures", required=True, help="a device folder: one capture, or one folder per knob setting")
     norm.add_argument("--out", required=True, help="output folder (replaced atomically)")
     norm.set_defaults(func=cmd_normalize)
 
@@ -296,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
                            description="Stage 3. Train `train.architecture` on the prepared train split, "
                                        "validating on fixed windows after every step. A checkpoint after every "
                                        "step lets a killed run resume. Logs to MLflow.")
+    train.add_argument("--device", help="the device trained (names the MLflow run; its captures are the run's dataset)")
+    train.add_argument("--captures", default="data/captures", help="folder of device folders (default: %(default)s)")
     train.add_argument("--prepared", required=True, help="output folder of `ampsim validate`")
     train.add_argument("--model", required=True, help="folder for model.keras and card.json (replaced atomically)")
     train.add_argument("--reports", required=True, help="folder for loss.csv and summary.json")
@@ -323,14 +355,46 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     ex.set_defaults(func=cmd_render_examples)
 
+    rg = sub.add_parser("register", help="measure the fast-render warm-up, release the model, register it in MLflow",
+                        description="Stage 6. Measure the warm-up `fast` rendering needs (render.* settings: "
+                                    "changing them never retrains), write the model with its card as the device's "
+                                    "release, log it to its training run and register it as a new version of the "
+                                    "device's model.")
+    rg.add_argument("--device", required=True, help="the device: the registered model's name")
+    rg.add_argument("--prepared", required=True, help="output folder of `ampsim validate`")
+    rg.add_argument("--model", required=True, help="folder written by `ampsim train`")
+    rg.add_argument("--metrics", required=True, help="metrics.json written by `ampsim evaluate`")
+    rg.add_argument("--out", required=True, help="release folder: model.keras and card.json (replaced atomically)")
+    rg.add_argument("--no-mlflow", action="store_true", help="do not log or register in MLflow")
+    rg.set_defaults(func=cmd_register)
+
+    ad = sub.add_parser("add", help="add a capture of a device: check, copy, `dvc add`, list it in params.yaml",
+                        description="Add a capture to data/captures/DEVICE/ (with --knob: "
+                                    "data/captures/DEVICE/<setting>/): a quick check of the two files, a copy named "
+                                    "input.<ext> / output.<ext> (any format libsndfile reads, whatever the files are "
+                                    "called; the originals are never touched), a capture.yaml, `dvc add` of the "
+                                    "device folder, and the device appended to params.yaml `devices`. Run from the "
+                                    "project root.")
+    ad.add_argument("sources", nargs="+", metavar="SOURCE",
+                    help="a capture folder (its two audio files, told apart by their names: input/di/dry vs "
+                         "output/wet/amp), or the DI file and the amp's file, in that order")
+    ad.add_argument("--device", required=True, help="device name, e.g. ds1 or jcm800 (letters, digits, . _ -)")
+    ad.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
+                    help="the knob setting of this capture, 0-1, e.g. --knob gain=0.7 (one per knob): captures of "
+                         "one device at several settings train one conditioned model")
+    ad.add_argument("--setting", help="the setting's folder name (default: from the knobs, e.g. gain-0.7)")
+    ad.add_argument("--force", action="store_true", help="replace the device's capture (or that setting)")
+    ad.add_argument("--no-dvc", action="store_true", help="copy and describe only; no `dvc add`")
+    ad.set_defaults(func=cmd_add)
+
     rd = sub.add_parser("render", help="play DI audio through a trained model (a file, or a folder of files)",
                         description="Render IN into OUT (or every audio file of folder IN into folder OUT) at the "
                                     "input's rate and subtype, the same length. `fast` renders blocks side by "
                                     "side after the model's measured warm-up; `exact` is one continuous stream.")
     rd.add_argument("input", help="DI file (WAV/FLAC/AIFF/...) or folder of them")
     rd.add_argument("output", help="output file or folder (never the input)")
-    rd.add_argument("--model", required=True, help="model folder (models/trained), a .keras export, or "
-                                                  "models:/NAME@ALIAS from the MLflow registry")
+    rd.add_argument("--model", required=True, help="a device (its models/DEVICE/release), a model folder, a "
+                                                  ".keras export, or models:/NAME@ALIAS from the MLflow registry")
     rd.add_argument("--method", choices=["fast", "exact", "sliding-window"],
                     help="default: params render.method; sliding-window is the 2018 model's own method")
     rd.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
@@ -348,7 +412,8 @@ def build_parser() -> argparse.ArgumentParser:
                                     "metadata (a knob-conditioned model at a baked --knob setting, or a --grid pack), "
                                     "and a summary to paste; aidax: RTNeural JSON for AIDA-X (one LSTM layer, knobs "
                                     "live); keras: the Keras file plus card.")
-    xp.add_argument("model", help="model folder (models/trained), a .keras export, or models:/NAME@ALIAS")
+    xp.add_argument("model", help="a device (its models/DEVICE/release), a model folder, a .keras export, or "
+                                  "models:/NAME@ALIAS")
     xp.add_argument("--format", required=True, choices=["nam", "aidax", "keras"])
     xp.add_argument("-o", "--output", required=True, help="file to write (.nam, .json or .keras), or the "
                                                           "pack's folder with --grid")
@@ -360,9 +425,9 @@ def build_parser() -> argparse.ArgumentParser:
     xp.add_argument("--grid", type=int, metavar="N",
                     help="nam: write a pack into the new folder -o: N settings (0 to 1) of every knob not fixed by "
                          "--knob, all combinations, with a README table of the settings and their loudness")
-    xp.add_argument("--prepared", default="data/prepared",
+    xp.add_argument("--prepared",
                     help="prepared data of the model's captures: their levels, latency and data checks go into the "
-                         "file (default: %(default)s)")
+                         "file (default: data/prepared/DEVICE, the model's device)")
     xp.set_defaults(func=cmd_export)
 
     pr = sub.add_parser("promote", help="point a registry alias (default `render`) at a model version, if it is better",
@@ -370,11 +435,11 @@ def build_parser() -> argparse.ArgumentParser:
                                     "holder's on the same validation data (re-scoring both on --prepared when "
                                     "they were scored on different data). Prints and tags the decision and "
                                     "records it in models/promoted.json.")
-    pr.add_argument("name", help="registered model name (printed by `ampsim evaluate`)")
+    pr.add_argument("name", help="the device, which is its registered model's name (printed by `ampsim register`)")
     pr.add_argument("version", help="model version number")
     pr.add_argument("--alias", help="default: params mlflow.render_alias")
     pr.add_argument("--force", action="store_true", help="promote even if it is not better (recorded as forced)")
-    pr.add_argument("--prepared", default="data/prepared", help="validation data for re-scoring (default: %(default)s)")
+    pr.add_argument("--prepared", help="validation data for re-scoring (default: data/prepared/NAME, the device's)")
     pr.add_argument("--models", default="models", help="folder of promoted.json (default: %(default)s)")
     pr.set_defaults(func=cmd_promote)
     return parser

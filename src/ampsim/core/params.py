@@ -130,7 +130,6 @@ class ExportParams:
 @dataclass(frozen=True)
 class MlflowParams:
     experiment: str
-    registered_model: str | None  # registry name; None = the capture names joined
     render_alias: str  # the alias users render with (`models:/NAME@render`)
 
 

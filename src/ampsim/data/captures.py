@@ -1,5 +1,6 @@
-"""Capture folders: `data/captures/<name>/` holding input.wav (dry DI), output.wav (through the amp) and an
-optional capture.yaml describing the device and how to use the pair."""
+"""Capture folders: input.wav (dry DI), output.wav (through the amp) and an optional capture.yaml describing
+the device and how to use the pair. A device folder `data/captures/<device>/` is one capture, or holds one
+capture folder per knob setting (`data/captures/<device>/<setting>/`), which train one conditioned model."""
 
 from __future__ import annotations
 
@@ -139,19 +140,29 @@ def read_levels(folder: Path) -> dict[str, float | None]:
     return {key: meta[key] for key in LEVEL_KEYS}
 
 
-def find_captures(root: Path) -> list[Capture]:
-    """Every capture folder under `root`, sorted by name; hidden entries and loose files are ignored."""
-    root = Path(root)
+def holds_capture(folder: Path) -> bool:
+    """Whether `folder` is itself a capture (its input or output file is directly inside it)."""
+    return any(p.is_file() and p.stem in ("input", "output") for p in Path(folder).iterdir())
+
+
+def find_captures(device: Path) -> list[Capture]:
+    """The captures of one device folder, sorted by name: the folder itself when it holds a capture, else
+    each of its sub-folders (one per knob setting). Hidden entries and loose files are ignored."""
+    root = Path(device)
     if not root.is_dir():
-        raise CaptureError("captures folder not found", path=root, fix="create it and add a capture folder inside")
+        raise CaptureError("device folder not found", path=root,
+                           fix="add captures with `ampsim add FOLDER --device NAME` (or create data/captures/NAME/)")
+    if holds_capture(root):
+        return [load_capture(root)]
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     if not folders:
         raise CaptureError(
-            "no capture folders found",
+            "no captures found in the device folder",
             path=root,
-            fix="add a folder per capture holding input.wav and output.wav (or run `ampsim demo-capture`)",
+            fix="put input.wav and output.wav in it (one capture), or one folder per knob setting holding "
+                "them and a capture.yaml with its knobs (`ampsim add` does either)",
         )
     captures = [load_capture(folder) for folder in folders]
-    # The captures of one folder are trained together: they must all name the same knobs.
+    # The captures of one device are trained together: they must all name the same knobs.
     check_set({c.name: c.knobs for c in captures}, {c.name: c.meta_path for c in captures})
     return captures

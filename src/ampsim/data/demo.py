@@ -156,8 +156,8 @@ def virtual_amp(di: np.ndarray, sample_rate: int, gain: float, latency_ms: float
 
 
 def demo_set_name(gain: float) -> str:
-    """The capture folder of one setting of the parametric demo set."""
-    return f"demo-gain-{gain:g}"
+    """The capture folder of one setting of the parametric demo device."""
+    return f"gain-{gain:g}"
 
 
 def write_demo_capture(out: Path, gain: float, split: str, force: bool, demo: DemoParams, sample_rate: int) -> str:

@@ -52,8 +52,10 @@ def normalize_captures(captures_dir: Path, out_dir: Path, params: NormalizeParam
     table: dict[str, dict] = {}
     with atomic_dir(Path(out_dir)) as scratch:
         for capture in find_captures(Path(captures_dir)):
+            # The interface levels ride along, so editing them in capture.yaml reruns the stages that use them.
             entry: dict = {"device": capture.device, "split": capture.split, "knobs": capture.knobs,
-                           "source": str(capture.folder)}
+                           "source": str(capture.folder), "input_level_dbu": capture.input_level_dbu,
+                           "output_level_dbu": capture.output_level_dbu}
             for role, filename in (("input", INPUT_FILE), ("output", OUTPUT_FILE)):
                 decoded = read_audio(capture.folder / filename)
                 samples, channel = pick_channel(decoded.samples, capture, role)

@@ -68,7 +68,9 @@ def replicate_note(row: dict) -> str:
 def model_levels(entry: dict) -> dict[str, float | None]:
     """capture.yaml's interface calibration, moved by any gain `normalize` applied (peak mode), so that it
     describes the prepared audio the model learns from."""
-    stated = read_levels(Path(entry["source"]))
+    # normalize records the levels; a table written before it did falls back to the source capture.yaml
+    stated = ({key: entry[key] for key in LEVEL_KEYS} if all(key in entry for key in LEVEL_KEYS)
+              else read_levels(Path(entry["source"])))
     return {key: None if stated[key] is None else stated[key] - 20 * np.log10(entry[side]["gain"])
             for key, side in zip(LEVEL_KEYS, ("input", "output"))}
 

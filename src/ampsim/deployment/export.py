@@ -88,7 +88,7 @@ def loudness_and_gain(model: keras.Model, state: list[np.ndarray], probe: Loudne
 
 def nam_metadata(card: ModelCard, user: dict[str, Any], facts: CaptureFacts | None, setting: dict[str, float],
                  sound: dict[str, Any], config: dict[str, int]) -> dict[str, Any]:
-    name = user.get("name") or "-".join(card.captures)
+    name = user.get("name") or card.device or "-".join(card.captures)
     levels = facts.levels if facts is not None else {"input_level_dbu": None, "output_level_dbu": None}
     return {
         "date": date_now(),
@@ -168,7 +168,7 @@ def to_aidax(model: keras.Model, card: ModelCard, *, metadata: dict[str, Any] | 
         **aidax_gains(facts, interface_level_dbu),
         "layers": layers,
         # `samplerate` is the key AIDA-X reads; the rest is what a tone-sharing site asks for
-        "metadata": {"samplerate": card.sample_rate, "name": user.get("name") or "-".join(card.captures),
+        "metadata": {"samplerate": card.sample_rate, "name": user.get("name") or card.device or "-".join(card.captures),
                      **user_fields(user), "architecture": "LSTM", "size": size_label(1, units),
                      "validation_esr": card.validation_esr},
         # the plugin feeds its parameter knobs after the audio, in this order
@@ -264,7 +264,7 @@ def export_pack(model: keras.Model, card: ModelCard, out: Path, params: ExportPa
         raise AmpsimError("a pack is written into a new folder", path=out,
                           fix="name a folder that does not exist yet (or is empty), e.g. -o packs/my-amp")
     settings = grid_settings(card, knobs, points)  # each setting is checked against the model's knobs on baking
-    base = metadata.get("name") or "-".join(card.captures)
+    base = metadata.get("name") or card.device or "-".join(card.captures)
     rows = []
     with atomic_dir(out) as scratch:
         for setting in settings:

@@ -55,11 +55,13 @@ def pipeline_changed(project: Path) -> bool:
     return bool(json.loads(result.stdout or "{}"))
 
 
-def run_experiment(project: Path, overrides: dict[str, Any]) -> ExperimentResult:
-    """`dvc exp run -S key=value ...` in `project`; the results stay in the workspace (models/trained, reports/).
-    Raises PipelineFailed or TransientFailure with DVC's own words when it fails."""
+def run_experiment(project: Path, overrides: dict[str, Any], device: str) -> ExperimentResult:
+    """`dvc exp run -S key=value ... register@<device>` in `project`: the device's stages only; the results
+    stay in the workspace (models/<device>/, reports/<device>/). Raises PipelineFailed or TransientFailure
+    with DVC's own words when it fails."""
     project = Path(project)
-    command = ["dvc", "exp", "run", *[f"--set-param={key}={value}" for key, value in overrides.items()]]
+    command = ["dvc", "exp", "run", *[f"--set-param={key}={value}" for key, value in overrides.items()],
+               f"register@{device}"]
     result = subprocess.run([sys.executable, "-m", *command], cwd=project, capture_output=True, text=True, env=_tool_env())
     log = result.stdout + result.stderr
     if result.returncode != 0:
@@ -67,8 +69,8 @@ def run_experiment(project: Path, overrides: dict[str, Any]) -> ExperimentResult
         kind = PipelineFailed if any(marker in log for marker in PERMANENT_MARKERS) else TransientFailure
         raise kind(f"`{' '.join(command)}` failed (exit {result.returncode}):\n{tail}\n", path=project,
                    fix="read the message above; nothing was registered")
-    card = json.loads((project / "models" / "trained" / "card.json").read_text())
-    metrics_file = project / "reports" / "evaluate" / "metrics.json"
+    card = json.loads((project / "models" / device / "release" / "card.json").read_text())
+    metrics_file = project / "reports" / device / "evaluate" / "metrics.json"
     metrics = json.loads(metrics_file.read_text()) if metrics_file.is_file() else {}
     if not card.get("mlflow_run_id"):
         raise PipelineFailed("the experiment ran without MLflow", path=project, fix="do not pass --no-mlflow")
@@ -76,11 +78,11 @@ def run_experiment(project: Path, overrides: dict[str, Any]) -> ExperimentResult
 
 
 def registered_version(client, run_id: str) -> tuple[str, str]:
-    """(name, version) that the evaluate stage registered for `run_id`."""
+    """(name, version) that the register stage registered for `run_id`."""
     versions = client.search_model_versions(f"run_id = '{run_id}'")
     if not versions:
         raise PipelineFailed(f"MLflow run {run_id} registered no model version",
-                             fix="check that the evaluate stage ran and logged to the same MLflow store")
+                             fix="check that the register stage ran and logged to the same MLflow store")
     latest = max(versions, key=lambda v: int(v.version))
     return latest.name, str(latest.version)
 

@@ -1,5 +1,5 @@
-"""The MLflow model registry: every evaluated training run becomes a version of a registered model (one per
-capture set), and an alias (`render` by default) names the version users render with.
+"""The MLflow model registry: every training run becomes a version of its device's registered model (named
+after the device), and an alias (`render` by default) names the version users render with.
 
 Promotion is gated: the candidate's validation ESR must beat the alias holder's *on the same validation
 data*. Each version carries a fingerprint of the validation audio it was scored on; when the two differ,
@@ -30,25 +30,6 @@ from ampsim.modelling.models import ModelCard
 
 PROMOTED_FILE = "promoted.json"
 URI_PATTERN = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
-
-
-def registered_name(configured: str | None, captures: list[str]) -> str:
-    """`mlflow.registered_model` from params.yaml, else one name per capture set: the words the capture names
-    share from the start (demo-gain-0.2, demo-gain-0.8 -> demo-gain: the settings of one device), or, when
-    they share none, the names joined."""
-    if configured:
-        return configured
-    names = sorted(captures)
-    words = [re.split(r"[-_]", name) for name in names]
-    shared = []
-    for column in zip(*words):
-        if len(set(column)) > 1:
-            break
-        shared.append(column[0])
-    if len(names) > 1 and shared:
-        common = names[0][: len("-".join(shared))]  # keep the names' own separators
-        return common
-    return "-".join(names)
 
 
 def validation_fingerprint(segments: list[Segment]) -> str:
@@ -101,20 +82,23 @@ def logged_model(client, run_id: str):
 
 
 def register(client, run_id: str, name: str, tags: dict[str, str]) -> str:
-    """Register the run's model as a new version of `name` (or update the tags of the version this run
-    already registered, when evaluation runs again); return the version number."""
+    """Register the run's latest logged model as a new version of `name` (or update the tags of the version
+    that model already is); return the version number."""
     from mlflow.exceptions import MlflowException
 
     try:
         client.get_registered_model(name)
     except MlflowException:
-        client.create_registered_model(name, description="ampsim models of one capture set, one version per "
+        client.create_registered_model(name, description="ampsim models of one device, one version per "
                                                          "training run; the `render` alias is what users render with")
-    existing = client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+    logged = logged_model(client, run_id)
+    # The same logged model registered again (the stage rerun on the same release) keeps its version; a new
+    # release of the run (a re-measured warm-up) is a new version.
+    existing = [v for v in client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
+                if getattr(v, "model_id", None) == logged.model_id or v.source == logged.model_uri]
     if existing:
         version = existing[0].version
     else:
-        logged = logged_model(client, run_id)
         version = client.create_model_version(name, logged.model_uri, run_id=run_id, model_id=logged.model_id).version
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, str(value))
@@ -290,3 +274,14 @@ def promoted_uri(models_dir: Path, alias: str) -> str:
                           fix="promote one with `ampsim promote NAME VERSION`")
     latest = max(names, key=lambda name: table[name][alias]["promoted_at"])
     return f"models:/{latest}@{alias}"
+
+
+def release(tracker, device: str, model, card: ModelCard, scores: dict, segments: list[Segment], root: Path) -> str:
+    """Log the release model to its training run and register it as a version of `device`; returns the
+    version. Tagged with the scores and the validation data they were measured on, to gate promotion."""
+    tracker.log_model(model, card)
+    tags = {"val_esr": scores["esr"], "val_esr_pre_emphasis": scores["esr_pre_emphasis"], "val_mse": scores["mse"],
+            "mse_2018": scores["mse_2018"], "val_data": validation_fingerprint(segments),
+            "architecture": card.architecture, "captures": ",".join(card.captures), "device": device,
+            **source_revision(root)}
+    return register(tracker.client, tracker.run_id, device, tags)

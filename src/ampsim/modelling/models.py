@@ -90,12 +90,13 @@ class ModelCard:
     tail_samples: int  # lstm2018: scored tail = sliding-window hop (480 at 48 kHz); lstm: segment minus warm-up
     captures: list[str]
     mlflow_run_id: str | None
-    # Measured after training on the validation audio (absent in cards of older models):
+    # Measured by the register stage (absent in a model straight from training):
     context_samples: int | None = None  # warm-up that makes `fast` rendering match `exact` within tolerance
     context_esr: float | None = None  # ESR between fast and exact with that warm-up
     validation_esr: float | None = None  # ESR of the exact (or, for lstm2018, sliding-window) rendering
     # A knob-conditioned model's knobs, in the order of its input channels after the audio (0-1 each):
     knobs: list[str] = field(default_factory=list)
+    device: str | None = None  # the folder under data/captures/ it models, and its registered name
 
 
 def save_model(model: keras.Model, card: ModelCard, folder: Path) -> None:

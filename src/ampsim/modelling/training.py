@@ -20,14 +20,11 @@ from typing import Any, Callable
 import keras
 import numpy as np
 
-from ampsim.core import metrics
 from ampsim.core.audio import atomic_dir, write_text
 from ampsim.core.errors import AmpsimError
-from ampsim.core.knobs import knob_names, knob_vector
-from ampsim.core.params import Lstm2018Params, LstmParams, RenderParams, TrainParams
-from ampsim.data.windows import Pool, fixed_windows, load_split, random_windows, samples
-from ampsim.inference.engine import render
-from ampsim.inference.warmup import context_candidates, measure_context
+from ampsim.core.knobs import knob_names
+from ampsim.core.params import Lstm2018Params, LstmParams, TrainParams
+from ampsim.data.windows import Pool, fixed_windows, load_split, random_windows
 from ampsim.modelling.architectures import Recipe, architecture
 from ampsim.modelling.models import ModelCard, copy_weights, reset_carried_state, save_model
 
@@ -44,7 +41,6 @@ class TrainConfig:
     train: TrainParams
     lstm2018: Lstm2018Params
     lstm: LstmParams
-    render: RenderParams
 
 
 def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
@@ -161,35 +157,6 @@ class Progress:
         self.bar.close()
 
 
-def measured_card(model: keras.Model, card: ModelCard, val_segments: list, train_segments: list,
-                  config: TrainConfig) -> ModelCard:
-    """The card with what a renderer and an exporter need to know of the trained model: the warm-up that
-    makes `fast` rendering match `exact` (measured on the opening of the validation audio) and the
-    validation ESR."""
-    r = config.render
-    # The warm-up is measured on the capture's DI, validation first, then training audio (all of it is
-    # material the model will meet), up to render.context_probe_seconds.
-    # A conditioned model is probed at every knob setting of the set (the probe time shared between them),
-    # and gets the longest warm-up any of them needs.
-    settings = list({tuple(sorted(s.knobs.items())): dict(s.knobs) for s in val_segments + train_segments}.values())
-    frames = int(r.context_probe_seconds * card.sample_rate / len(settings))
-    shortest = architecture(card.architecture).shortest_context(card.window_samples, card.tail_samples, card.sample_rate)
-    longest = max(samples(r.max_context_ms, card.sample_rate), shortest)
-    measured = []
-    for setting in settings:
-        probe = np.concatenate([s.x for s in val_segments + train_segments if s.knobs == setting])[:frames]
-        measured.append(measure_context(model, probe, context_candidates(shortest, longest),
-                                        samples(r.block_ms, card.sample_rate), r, knob_vector(card.knobs, setting)))
-    contexts = [context for context, _ in measured]
-    context = None if None in contexts else max(contexts)
-    context_esr = max(esr for _, esr in measured)
-    target = np.concatenate([s.y for s in val_segments])
-    prediction = np.concatenate([render(model, card, s.x, r, s.knobs) for s in val_segments])
-    return dataclasses.replace(card, context_samples=None if context is None else int(context),
-                               context_esr=float(context_esr),
-                               validation_esr=metrics.esr(target, prediction))
-
-
 def _history_csv(history: list[dict[str, float]]) -> str:
     lines = [",".join(HISTORY_COLUMNS)]
     lines += [",".join(f"{row[c]:.6g}" if c != "step" else str(row[c]) for c in HISTORY_COLUMNS) for row in history]
@@ -200,13 +167,25 @@ def _minutes(seconds: float) -> str:
     return f"{int(seconds // 60)}:{int(seconds % 60):02d}"
 
 
-def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Path, config: TrainConfig,
-          tracker=None, all_params: dict | None = None, progress: bool = True,
-          log: Callable[[str], None] = print,
-          on_step: Callable[[keras.Model, dict[str, Any]], None] | None = None) -> dict[str, Any]:
-    """Train, resuming from `checkpoint_dir` when it holds this job's checkpoint; write the best model to
-    `model_dir`, the loss history and summary to `reports_dir`; return the summary. `on_step(model, state)`
-    is called after every step, outside the timed training (the benchmark scores the model there)."""
+@dataclass
+class Job:
+    """Everything one training job works with: the data, the model and its trainer, the random stream and
+    the state that a checkpoint saves (step, time, best validation loss, history, MLflow run)."""
+
+    plan: Recipe
+    knobs: list[str]
+    captures: list[str]
+    train_pool: Pool
+    val_x: np.ndarray
+    val_y: np.ndarray
+    model: keras.Model  # validated after every step; its best weights are saved
+    trainer: keras.Model  # takes the updates (the model itself, or its state-carrying twin)
+    rng: np.random.Generator
+    state: dict[str, Any]
+
+
+def prepare_job(prepared: Path, config: TrainConfig) -> tuple[Job, str]:
+    """The job's data, model and trainer from a fresh start; and its key (see `fingerprint`)."""
     plan = recipe(config)
     train_segments, val_segments = load_split(prepared, "train"), load_split(prepared, "val")
     knobs = knob_names(s.knobs for s in train_segments + val_segments)
@@ -215,109 +194,149 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
     selecting = [s for s in val_segments if not s.held_out] or val_segments
     train_pool, val_pool = Pool.of(train_segments, knobs), Pool.of(selecting, knobs)
     val_x, val_y = fixed_windows(val_pool, plan.val_count, plan.window)
-    key = fingerprint(config, train_pool, val_pool)
-
     keras.utils.set_random_seed(config.train.random_seed)
-    model = build_model(config, len(knobs))  # validated after every step; its best weights are saved
+    model = build_model(config, len(knobs))
     trainer = build_trainer(config, plan, model, len(knobs))
     if trainer is not model:
         model.compile(loss=plan.loss)
-    rng = np.random.default_rng(config.train.random_seed)
-    captures = sorted({s.capture for s in train_segments})
+    state = {"step": 0, "seconds": 0.0, "train_seconds": 0.0, "best_val": float("inf"), "best_step": 0,
+             "history": [], "run_id": None, "stopped": None}
+    job = Job(plan, knobs, sorted({s.capture for s in train_segments}), train_pool, val_x, val_y, model, trainer,
+              np.random.default_rng(config.train.random_seed), state)
+    return job, fingerprint(config, train_pool, val_pool)
 
-    state = load_checkpoint(checkpoint_dir, key)
-    if state is not None:
-        restore(trainer, checkpoint_dir)
-        rng.bit_generator.state = state["rng"]
-        log(f"resuming from the checkpoint after step {state['step']} ({_minutes(state['seconds'])} trained, "
-            f"best val_loss {state['best_val']:.4g} at step {state['best_step']})")
-        if tracker is not None:
-            try:
-                tracker.resume(state["run_id"])
-            except AmpsimError:
-                state["run_id"] = tracker.start(f"{config.train.architecture}", all_params or {},
-                                                {"ampsim.architecture": config.train.architecture,
-                                                 "ampsim.resumed_without_run": "true"})
-    else:
-        if Path(checkpoint_dir).exists():
-            shutil.rmtree(checkpoint_dir)  # another job's checkpoint (other params or audio)
-        run_id = None
-        if tracker is not None:
-            run_id = tracker.start(config.train.architecture, all_params or {},
-                                   {"ampsim.architecture": config.train.architecture,
-                                    "ampsim.data.captures": ",".join(captures)})
-        state = {"key": key, "step": 0, "seconds": 0.0, "train_seconds": 0.0, "best_val": float("inf"),
-                 "best_step": 0, "history": [], "run_id": run_id, "stopped": None}
 
+def resume_or_start(job: Job, key: str, checkpoint_dir: Path, start_run: Callable[[bool], str | None],
+                    log: Callable[[str], None]) -> None:
+    """Continue from `checkpoint_dir` when it holds this job's checkpoint, else start clean (a checkpoint of
+    other params or audio is deleted). `start_run(resumed)` opens the MLflow run (None: not tracked)."""
+    saved = load_checkpoint(checkpoint_dir, key)
+    if saved is None:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
+        job.state.update(key=key, run_id=start_run(False))
+        return
+    restore(job.trainer, checkpoint_dir)
+    job.rng.bit_generator.state = saved["rng"]
+    job.state.update(saved)
+    log(f"resuming from the checkpoint after step {saved['step']} ({_minutes(saved['seconds'])} trained, "
+        f"best val_loss {saved['best_val']:.4g} at step {saved['best_step']})")
+    job.state["run_id"] = start_run(True) if saved.get("run_id") is None else saved["run_id"]
+
+
+def stop_reason(state: dict[str, Any], config: TrainConfig, plan: Recipe) -> str | None:
+    if state["step"] >= config.train.max_steps:
+        return f"max_steps {config.train.max_steps} reached"
+    if config.train.max_minutes and state["seconds"] >= 60.0 * config.train.max_minutes:
+        return f"time budget of {config.train.max_minutes:g} min reached"
+    if state["best_step"] > 0 and state["step"] - state["best_step"] >= plan.patience:
+        return f"early stopping: no better val_loss for {plan.patience} steps"
+    return None
+
+
+def train_step(job: Job, config: TrainConfig, bar: Progress) -> tuple[float, float]:
+    """`batches_per_step` batches of random windows; returns (mean loss, seconds spent)."""
+    plan, state = job.plan, job.state
     budget = 60.0 * config.train.max_minutes
+    started = time.perf_counter()
+    losses = []
+    for _ in range(plan.batches_per_step):
+        spent = state["seconds"] + time.perf_counter() - started
+        progress = spent / budget if budget else state["step"] / config.train.max_steps
+        job.trainer.optimizer.learning_rate.assign(learning_rate(plan, progress))
+        x, y = random_windows(job.train_pool, job.rng, plan.batch_size, plan.window)
+        losses.append(train_batch(job.trainer, plan, x, y))
+        bar.update(state["seconds"] + time.perf_counter() - started, step=state["step"] + 1,
+                   loss=f"{losses[-1]:.4g}", best_val=f"{state['best_val']:.4g}")
+    train_loss = float(np.mean(losses))
+    if not np.isfinite(train_loss):
+        raise AmpsimError(f"training diverged at step {state['step'] + 1} (loss {train_loss})",
+                          fix="lower the learning rate in params.yaml and run again")
+    return train_loss, time.perf_counter() - started
+
+
+def validate_step(job: Job) -> float:
+    if job.trainer is not job.model:
+        copy_weights(job.trainer, job.model)
+    return float(job.model.evaluate(job.val_x, job.val_y, batch_size=min(len(job.val_x), 512), verbose=0))
+
+
+def record_step(job: Job, train_loss: float, val_loss: float, trained: float, elapsed: float) -> bool:
+    """Add the step to the state; returns whether it is the best so far."""
+    state = job.state
+    state["step"] += 1
+    state["seconds"] += elapsed
+    state["train_seconds"] += trained
+    improved = val_loss < state["best_val"]
+    if improved:
+        state["best_val"], state["best_step"] = val_loss, state["step"]
+    state["history"].append({"step": state["step"], "train_loss": train_loss, "val_loss": val_loss,
+                             "minutes": state["seconds"] / 60})
+    state["rng"] = job.rng.bit_generator.state
+    return improved
+
+
+def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Path, config: TrainConfig,
+          tracker=None, all_params: dict | None = None, progress: bool = True,
+          log: Callable[[str], None] = print,
+          on_step: Callable[[keras.Model, dict[str, Any]], None] | None = None,
+          device: str | None = None, data_path: Path | None = None) -> dict[str, Any]:
+    """Train, resuming from `checkpoint_dir` when it holds this job's checkpoint; write the best model to
+    `model_dir`, the loss history and summary to `reports_dir`; return the summary. `on_step(model, state)`
+    is called after every step, outside the timed training (the benchmark scores the model there).
+    `device` and `data_path` (its captures) name the MLflow run and its dataset."""
+    # --- set-up: data, model, and the checkpoint or MLflow run to continue --------------------------------
+    job, key = prepare_job(prepared, config)
+    plan, state, architecture_name = job.plan, job.state, config.train.architecture
+
+    def start_run(resumed: bool) -> str | None:
+        if tracker is None:
+            return None
+        tags = {"ampsim.captures": ",".join(job.captures)}
+        if resumed:
+            tags["ampsim.resumed_without_run"] = "true"
+        return tracker.start_training(device=device or "-".join(job.captures), architecture=architecture_name,
+                                      params=all_params or {}, tags=tags, data_path=data_path)
+
+    resume_or_start(job, key, checkpoint_dir, start_run, log)
+    if tracker is not None and state["run_id"] is not None and tracker.run_id is None:
+        try:
+            tracker.resume(state["run_id"])
+        except AmpsimError:
+            state["run_id"] = start_run(True)
+
+    # --- the loop: train a step, validate, log, checkpoint ------------------------------------------------
     batch_samples = plan.batch_size * plan.window
-    bar = Progress(budget, state["seconds"], config.train.max_steps * plan.batches_per_step,
+    bar = Progress(60.0 * config.train.max_minutes, state["seconds"], config.train.max_steps * plan.batches_per_step,
                    state["step"] * plan.batches_per_step, progress)
     try:
-        while state["stopped"] is None:
-            if state["step"] >= config.train.max_steps:
-                state["stopped"] = f"max_steps {config.train.max_steps} reached"
-                break
-            if budget and state["seconds"] >= budget:
-                state["stopped"] = f"time budget of {config.train.max_minutes:g} min reached"
-                break
-            if state["step"] - state["best_step"] >= plan.patience and state["best_step"] > 0:
-                state["stopped"] = f"early stopping: no better val_loss for {plan.patience} steps"
-                break
+        while (reason := stop_reason(state, config, plan)) is None:
             started = time.perf_counter()
-            losses = []
-            for _ in range(plan.batches_per_step):
-                spent = state["seconds"] + time.perf_counter() - started
-                trainer.optimizer.learning_rate.assign(
-                    learning_rate(plan, spent / budget if budget else state["step"] / config.train.max_steps))
-                x, y = random_windows(train_pool, rng, plan.batch_size, plan.window)
-                loss = train_batch(trainer, plan, x, y)
-                losses.append(loss)
-                bar.update(state["seconds"] + time.perf_counter() - started, step=state["step"] + 1,
-                           loss=f"{loss:.4g}", best_val=f"{state['best_val']:.4g}")
-            trained = time.perf_counter() - started
-            train_loss = float(np.mean(losses))
-            if not np.isfinite(train_loss):
-                raise AmpsimError(f"training diverged at step {state['step'] + 1} (loss {train_loss})",
-                                  fix="lower the learning rate in params.yaml and run again")
-            if trainer is not model:
-                copy_weights(trainer, model)
-            val_loss = float(model.evaluate(val_x, val_y, batch_size=min(len(val_x), 512), verbose=0))
-            state["step"] += 1
-            state["seconds"] += time.perf_counter() - started
-            state["train_seconds"] += trained
-            improved = val_loss < state["best_val"]
-            if improved:
-                state["best_val"], state["best_step"] = val_loss, state["step"]
-            state["history"].append({"step": state["step"], "train_loss": train_loss, "val_loss": val_loss,
-                                     "minutes": state["seconds"] / 60})
-            state["rng"] = rng.bit_generator.state
+            train_loss, trained = train_step(job, config, bar)
+            val_loss = validate_step(job)
+            improved = record_step(job, train_loss, val_loss, trained, time.perf_counter() - started)
             # Logged before the checkpoint: a run killed in between repeats this step's metrics, never loses them.
             if tracker is not None:
                 tracker.log_metrics({"train_loss": train_loss, "val_loss": val_loss,
-                                     "learning_rate": float(trainer.optimizer.learning_rate),
+                                     "learning_rate": float(job.trainer.optimizer.learning_rate),
                                      "samples_per_second": plan.batches_per_step * batch_samples / trained},
                                     step=state["step"])
-            save_checkpoint(checkpoint_dir, trainer, state, improved)
+            save_checkpoint(checkpoint_dir, job.trainer, state, improved)
             if on_step is not None:
-                on_step(model, state)
+                on_step(job.model, state)
+        state["stopped"] = reason
     finally:
         bar.close()
 
-    trainer.load_weights(Path(checkpoint_dir) / BEST_WEIGHTS)
-    inference = build_model(config, len(knobs))  # uncompiled twin: the saved file carries no training-only loss closure
-    copy_weights(trainer, inference)
-    card = ModelCard(architecture=config.train.architecture, sample_rate=config.sample_rate,
-                     input_size=1 + len(knobs), window_samples=plan.window, tail_samples=plan.scored,
-                     captures=captures, mlflow_run_id=state["run_id"], knobs=knobs)
-    card = measured_card(inference, card, val_segments, train_segments, config)
-    warm_up = (f"fast rendering: {card.context_samples} samples of warm-up (ESR {card.context_esr:.2g} against exact)"
-               if card.context_samples else f"fast rendering falls back to exact: no warm-up up to "
-               f"{config.render.max_context_ms:g} ms matched (ESR {card.context_esr:.2g})")
-    log(f"{warm_up}; validation ESR {card.validation_esr:.4f}")
+    # --- the best weights, saved uncompiled, with the history and summary --------------------------------
+    job.trainer.load_weights(Path(checkpoint_dir) / BEST_WEIGHTS)
+    inference = build_model(config, len(job.knobs))  # no training-only loss closure in the saved file
+    copy_weights(job.trainer, inference)
+    card = ModelCard(architecture=architecture_name, sample_rate=config.sample_rate,
+                     input_size=1 + len(job.knobs), window_samples=plan.window, tail_samples=plan.scored,
+                     captures=job.captures, mlflow_run_id=state["run_id"], knobs=job.knobs)
     save_model(inference, card, model_dir)
     summary = {
-        "architecture": config.train.architecture,
+        "architecture": architecture_name,
         "parameters": int(inference.count_params()),
         "steps": state["step"],
         "best_step": state["best_step"],
@@ -333,7 +352,6 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
     if tracker is not None:
         tracker.log_metrics({"best_val_loss": state["best_val"], "best_step": state["best_step"],
                              "train_minutes": state["seconds"] / 60})
-        tracker.log_model(inference, card)
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: the next run of this job starts fresh
     log(f"trained {summary['steps']} steps in {_minutes(state['seconds'])} ({summary['stopped']}); best val_loss "
         f"{summary['best_val_loss']:.4g} at step {summary['best_step']}; {summary['samples_per_second']:,} samples/s")

@@ -1,0 +1,207 @@
+"""`ampsim add`: bring a capture into the project the way DVC users expect.
+
+The two files are checked (libsndfile reads them, same rate, about the same length), copied into the
+device's folder as input.<ext> / output.<ext> whatever they were called (the originals are never touched),
+described in a capture.yaml, put under DVC with `dvc add`, and the device is appended to params.yaml's
+`devices`, so the next `dvc repro` trains it (and only it).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import soundfile as sf
+import yaml
+
+from ampsim.core.errors import AmpsimError, CaptureError
+from ampsim.core.knobs import check_value
+from ampsim.data.captures import META_FILE, check_capture_name, holds_capture
+
+# Names that say which side a file is, when a folder's files are not called input.* / output.*.
+DRY_WORDS = ("input", "di", "dry", "in", "reamp_in", "clean")
+WET_WORDS = ("output", "wet", "out", "amp", "processed", "target")
+LENGTH_TOLERANCE_SECONDS = 1.0  # a pair recorded together differs by its latency, not by seconds
+
+
+@dataclass(frozen=True)
+class Added:
+    device: str
+    folder: Path  # where the capture now lives
+    input: Path
+    output: Path
+    dvc_file: Path | None
+
+
+def _audio_files(folder: Path) -> list[Path]:
+    found = []
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            try:
+                sf.info(str(path))
+            except (sf.LibsndfileError, RuntimeError):
+                continue  # a LICENSE, a README: not audio
+            found.append(path)
+    return found
+
+
+def _side(path: Path) -> str | None:
+    words = set(re.split(r"[^a-z0-9]+", path.stem.lower()))
+    dry, wet = bool(words & set(DRY_WORDS)), bool(words & set(WET_WORDS))
+    return "input" if dry and not wet else "output" if wet and not dry else None
+
+
+def pick_pair(sources: list[Path]) -> tuple[Path, Path]:
+    """(dry, wet) from a folder (its two audio files, told apart by their names) or from two files given
+    in that order."""
+    if len(sources) == 2 and all(p.is_file() for p in sources):
+        return sources[0], sources[1]
+    if len(sources) != 1 or not sources[0].is_dir():
+        raise AmpsimError("give a capture folder, or the dry (DI) file and the wet file, in that order",
+                          path=", ".join(map(str, sources)),
+                          fix="e.g. `ampsim add takes/ds1/ --device ds1` or `ampsim add di.wav amp.wav --device ds1`")
+    folder = sources[0]
+    audio = _audio_files(folder)
+    if len(audio) != 2:
+        raise CaptureError(f"the folder holds {len(audio)} audio files ({', '.join(p.name for p in audio) or 'none'}); "
+                           "a capture is two: the dry DI and the amp's recording", path=folder,
+                           fix="pass the two files instead: `ampsim add DI_FILE WET_FILE --device NAME`")
+    sides = {_side(p): p for p in audio}
+    if set(sides) != {"input", "output"}:
+        raise CaptureError(f"cannot tell which of {audio[0].name} and {audio[1].name} is the dry DI", path=folder,
+                           fix="pass them in order: `ampsim add DI_FILE WET_FILE --device NAME`")
+    return sides["input"], sides["output"]
+
+
+def quick_check(dry: Path, wet: Path) -> None:
+    """What can be told from the headers, before anything is copied (`validate` checks the rest)."""
+    infos = {}
+    for path in (dry, wet):
+        try:
+            infos[path] = sf.info(str(path))
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise CaptureError(f"not an audio file libsndfile reads ({exc})", path=path,
+                               fix="export it as WAV, FLAC or AIFF") from exc
+        if infos[path].frames == 0:
+            raise CaptureError("the file holds no audio", path=path, fix="export the recording again")
+    a, b = infos[dry], infos[wet]
+    if a.samplerate != b.samplerate:
+        raise CaptureError(f"the DI is at {a.samplerate} Hz and the amp's recording at {b.samplerate} Hz", path=wet,
+                           fix="export both at the same rate (the rate you trained at, 48000 Hz by default)")
+    if abs(a.duration - b.duration) > LENGTH_TOLERANCE_SECONDS:
+        raise CaptureError(f"the DI lasts {a.duration:.1f} s and the amp's recording {b.duration:.1f} s: not one "
+                           "take recorded twice at once", path=wet,
+                           fix="export both tracks from the same start to the same end")
+
+
+def setting_name(knobs: dict[str, float]) -> str:
+    return "-".join(f"{name}-{value:g}" for name, value in sorted(knobs.items()))
+
+
+def capture_folder(captures: Path, device: str, knobs: dict[str, float], setting: str | None, force: bool) -> Path:
+    """Where the capture goes: the device folder itself (one capture), or a folder per knob setting."""
+    device_dir = Path(captures) / device
+    if not knobs:
+        if device_dir.exists() and any(device_dir.iterdir()) and not force:
+            raise AmpsimError(f"device '{device}' already has captures", path=device_dir,
+                              fix="choose another --device, add this one at a knob setting (--knob NAME=VALUE), "
+                                  "or pass --force to replace it")
+        return device_dir
+    if device_dir.is_dir() and holds_capture(device_dir):
+        raise AmpsimError(f"device '{device}' holds one capture without knobs, so it cannot take a knob setting",
+                          path=device_dir, fix=f"add it as a new device, or re-add the first capture with its --knob "
+                                               f"values after removing {device_dir}")
+    folder = device_dir / check_capture_name(setting or setting_name(knobs))
+    if folder.exists() and not force:
+        raise AmpsimError(f"device '{device}' already has the setting {folder.name}", path=folder,
+                          fix="pass --force to replace it, or --setting NAME to add it under another name")
+    return folder
+
+
+def describe(source_meta: dict, device: str, knobs: dict[str, float], dry: Path, wet: Path) -> str:
+    meta = dict(source_meta)
+    meta.setdefault("device", device)
+    meta.setdefault("notes", f"added from {dry} and {wet}")
+    if knobs:
+        meta["knobs"] = {**(meta.get("knobs") or {}), **knobs}
+    return yaml.safe_dump(meta, sort_keys=False)
+
+
+def add_device_to_params(params_file: Path, device: str) -> bool:
+    """Append `device` to params.yaml's `devices` list, keeping the file's comments; False if listed."""
+    text = Path(params_file).read_text()
+    listed = (yaml.safe_load(text) or {}).get("devices") or []
+    if device in listed:
+        return False
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if re.match(r"^devices:", line)), None)
+    if start is None:
+        text = text.rstrip("\n") + f"\n\ndevices:\n  - {device}\n"
+    else:
+        end = start + 1
+        while end < len(lines) and re.match(r"^\s+(-|#)", lines[end]):
+            end += 1
+        lines.insert(end, f"  - {device}\n")
+        text = "".join(lines)
+    if device not in (yaml.safe_load(text).get("devices") or []):
+        raise AmpsimError("could not add the device to params.yaml's `devices` list", path=params_file,
+                          fix=f"write `devices: [..., {device}]` by hand")
+    Path(params_file).write_text(text)
+    return True
+
+
+def dvc_add(path: Path, project: Path) -> Path:
+    """`dvc add` the device folder: the audio goes into DVC's cache, a small .dvc file into git."""
+    result = subprocess.run([sys.executable, "-m", "dvc", "add", str(path.relative_to(project))], cwd=project,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        raise AmpsimError(f"`dvc add {path.relative_to(project)}` failed: {result.stderr.strip()[-600:]}",
+                          path=path, fix="run it yourself to see DVC's full message; the files were copied")
+    return path.with_name(path.name + ".dvc")
+
+
+def refuse_generated(project: Path, device: str) -> None:
+    """A device a pipeline stage writes (the demo) is not a place for recordings: `dvc repro` replaces it."""
+    pipeline = Path(project) / "dvc.yaml"
+    stages = (yaml.safe_load(pipeline.read_text()) or {}).get("stages", {}) if pipeline.is_file() else {}
+    for name, stage in stages.items():
+        if f"data/captures/{device}" in [str(out) for out in stage.get("outs", [])]:
+            raise AmpsimError(f"device '{device}' is generated by the `{name}` stage", path=pipeline,
+                              fix="choose another --device name")
+
+
+def add_capture(sources: list[Path], device: str, knobs: dict[str, float], *, project: Path, setting: str | None = None,
+                force: bool = False, use_dvc: bool = True) -> Added:
+    project = Path(project).resolve()
+    check_capture_name(device)
+    refuse_generated(project, device)
+    knobs = {name: check_value(name, value, "--knob") for name, value in knobs.items()}
+    dry, wet = pick_pair([Path(s) for s in sources])
+    quick_check(dry, wet)
+    captures = project / "data" / "captures"
+    target = capture_folder(captures, device, knobs, setting, force)
+    source_meta = {}
+    if (dry.parent / META_FILE).is_file() and dry.parent == wet.parent:
+        source_meta = yaml.safe_load((dry.parent / META_FILE).read_text()) or {}
+    # Copied into a scratch folder first: an interrupted add leaves the project as it was.
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=target.parent, prefix=f".{target.name}.adding-") as scratch:
+        staged = Path(scratch) / "capture"
+        staged.mkdir()
+        copied_dry = staged / f"input{dry.suffix.lower()}"
+        copied_wet = staged / f"output{wet.suffix.lower()}"
+        shutil.copyfile(dry, copied_dry)  # contents only: read-only sources stay read-only, copies do not
+        shutil.copyfile(wet, copied_wet)
+        (staged / META_FILE).write_text(describe(source_meta, device, knobs, dry, wet))
+        if target.exists():
+            shutil.rmtree(target)
+        staged.rename(target)
+    device_dir = captures / device
+    dvc_file = dvc_add(device_dir, project) if use_dvc else None
+    add_device_to_params(project / "params.yaml", device)
+    return Added(device, target, target / copied_dry.name, target / copied_wet.name, dvc_file)
