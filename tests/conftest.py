@@ -162,6 +162,14 @@ def run_tool(repo: Path, *command: str, check: bool = True, site_cache: Path | N
 
 
 @pytest.fixture(scope="session")
+def demo_set(tmp_path_factory) -> Path:
+    """The demo device as the `demo` stage writes it (data/captures/demo), generated once per session."""
+    folder = tmp_path_factory.mktemp("demo") / "demo"
+    assert main(["--params", str(PROJECT / "params.yaml"), "demo-set", "--captures", str(folder)]) == 0
+    return folder
+
+
+@pytest.fixture(scope="session")
 def boss_prepared(tmp_path_factory, boss_ds1) -> Path:
     """boss-ds1 normalised, validated and split (time split) in a temp folder."""
     root = tmp_path_factory.mktemp("boss")

@@ -12,7 +12,7 @@ import soundfile as sf
 
 pytest.importorskip("keras")
 
-from conftest import PROJECT, write_capture  # noqa: E402
+from conftest import PROJECT, run_tool, write_capture  # noqa: E402
 
 sys.path.insert(0, str(PROJECT / "pipeline"))
 
@@ -32,29 +32,32 @@ def test_train_flow_registers_promotes_then_fails_loudly_on_a_bad_capture_and_re
     monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(project_copy.parent / "dvc-site-cache"))
     from mlflow.tracking import MlflowClient
 
-    summary = flows.train(project=str(project_copy), overrides={"train.max_steps": 2}, promote=True)
-    assert summary["name"] == "demo-gain" and summary["version"] == "1"
+    summary = flows.train(project=str(project_copy), device="demo", overrides={"train.max_steps": 2}, promote=True)
+    assert summary["name"] == "demo" and summary["version"] == "1"
     assert summary["promotion"]["promoted"] is True
     client = MlflowClient(isolated_mlflow)
-    assert str(client.get_model_version_by_alias("demo-gain", "render").version) == "1"
+    assert str(client.get_model_version_by_alias("demo", "render").version) == "1"
     assert (project_copy / "models" / "promoted.json").is_file()
 
-    # a capture at the wrong rate: validation refuses it, the flow fails without retrying, nothing registered
+    # a device recorded at the wrong rate: validation refuses it, the flow fails without retrying, nothing
+    # is registered
     dry, wet = pair
-    write_capture(project_copy / "data" / "captures", "bad-rate", dry, wet, wet_rate=44100, meta={"knobs": {"gain": 0.5}})
-    state = flows.train(project=str(project_copy), promote=True, return_state=True)
+    write_capture(project_copy.parent, "bad-rate", dry, wet, dry_rate=44100, wet_rate=44100)
+    run_tool(project_copy, "ampsim", "add", str(project_copy.parent / "bad-rate"), "--device", "bad-rate")
+    state = flows.train(project=str(project_copy), device="bad-rate", promote=True, return_state=True)
     assert state.is_failed()
     with pytest.raises(Exception, match="capture validation failed"):
         state.result()
-    assert len(client.search_model_versions("name = 'demo-gain'")) == 1
+    assert [m.name for m in client.search_registered_models()] == ["demo"]
+    assert len(client.search_model_versions("name = 'demo'")) == 1
 
-    # the render flow: two DI files rendered with models:/demo-gain@render at gain 0.5, then skipped, then one
+    # the render flow: two DI files rendered with models:/demo@render at gain 0.5, then skipped, then one
     # re-rendered; the same files at another gain setting are new renderings
     dis, out = project_copy.parent / "dis", project_copy.parent / "rendered"
     dis.mkdir()
     for index, name in enumerate(("take1.wav", "take2.flac")):
         sf.write(dis / name, (0.3 * dry[index * 48000 : (index + 1) * 48000]).astype(np.float32), 48000)
-    first = flows.render_folder(str(dis), str(out), project=str(project_copy), knobs={"gain": 0.5})
+    first = flows.render_folder(str(dis), str(out), project=str(project_copy), knobs={"gain": 0.5}, device="demo")
     assert len(first["rendered"]) == 2 and first["skipped"] == []
     assert sf.info(str(out / "take2.flac")).frames == 48000
     second = flows.render_folder(str(dis), str(out), project=str(project_copy), knobs={"gain": 0.5})

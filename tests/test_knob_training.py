@@ -18,7 +18,6 @@ from ampsim.inference.engine import render  # noqa: E402
 from ampsim.modelling.models import load_model  # noqa: E402
 from conftest import PROJECT, tiny_params  # noqa: E402
 
-DEMO_SET = PROJECT / "data" / "captures"
 # The same training for all three models, enough for them to sound like the amp: about 3 minutes each on a
 # 2-core CPU (measured: conditioned 0.286 at the unseen setting, neighbours 0.470 and 0.336).
 TRAINING = {"train": {"max_steps": 40, "max_minutes": 0},
@@ -26,13 +25,13 @@ TRAINING = {"train": {"max_steps": 40, "max_minutes": 0},
                      "learning_rate": 0.01}}
 
 
-def _prepare(root, params, captures: dict[str, str]) -> os.PathLike:
+def _prepare(root, params, captures: dict[str, str], demo_set) -> os.PathLike:
     """The named demo captures (the WAVs linked, never copied or touched) with the given capture.yaml text."""
     for name, meta in captures.items():
         folder = root / "captures" / name
         folder.mkdir(parents=True)
         for side in ("input.wav", "output.wav"):
-            os.symlink(DEMO_SET / name / side, folder / side)
+            os.symlink(demo_set / name / side, folder / side)
         (folder / "capture.yaml").write_text(meta)
     assert main(["--params", str(params), "normalize", "--captures", str(root / "captures"),
                  "--out", str(root / "normalized")]) == 0
@@ -44,17 +43,16 @@ def _prepare(root, params, captures: dict[str, str]) -> os.PathLike:
     return root
 
 
-def test_conditioned_model_at_the_unseen_middle_setting_beats_both_neighbours_models(tmp_path):
+def test_conditioned_model_at_the_unseen_middle_setting_beats_both_neighbours_models(tmp_path, demo_set):
     params = tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml", **TRAINING)
     render_params = section(load_params(params), "render", RenderParams)
-    demo = {name: (DEMO_SET / name / "capture.yaml").read_text() for name in
-            ("demo-gain-0.2", "demo-gain-0.5", "demo-gain-0.8")}
-    assert "split: val" in demo["demo-gain-0.5"]  # held out whole: the conditioned model never trains on it
-    conditioned = _prepare(tmp_path / "conditioned", params, demo)
-    low = _prepare(tmp_path / "low", params, {"demo-gain-0.2": "split: time\n"})
-    high = _prepare(tmp_path / "high", params, {"demo-gain-0.8": "split: time\n"})
+    demo = {name: (demo_set / name / "capture.yaml").read_text() for name in ("gain-0.2", "gain-0.5", "gain-0.8")}
+    assert "split: val" in demo["gain-0.5"]  # held out whole: the conditioned model never trains on it
+    conditioned = _prepare(tmp_path / "conditioned", params, demo, demo_set)
+    low = _prepare(tmp_path / "low", params, {"gain-0.2": "split: time\n"}, demo_set)
+    high = _prepare(tmp_path / "high", params, {"gain-0.8": "split: time\n"}, demo_set)
 
-    (unseen,) = [s for s in load_split(conditioned / "prepared", "val") if s.capture == "demo-gain-0.5"]
+    (unseen,) = [s for s in load_split(conditioned / "prepared", "val") if s.capture == "gain-0.5"]
     assert unseen.held_out and unseen.knobs == {"gain": 0.5}
     model, card = load_model(conditioned / "model")
     assert card.knobs == ["gain"] and card.input_size == 2
