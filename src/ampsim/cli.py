@@ -335,7 +335,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: params render.method; sliding-window is the 2018 model's own method")
     rd.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                     help="a knob-conditioned model's setting, 0-1, e.g. --knob gain=0.7 (one per knob)")
-    rd.add_argument("--subtype", help="output subtype, e.g. PCM_24 or FLOAT (default: the input's)")
+    rd.add_argument("--subtype", help="output subtype, e.g. PCM_24 or FLOAT (default: the input's where the output "
+                                     "format holds it, else PCM_24, else the format's own codec)")
     rd.add_argument("--channel", type=int, help="which channel of a multi-channel input is the DI (1 = first)")
     rd.add_argument("--resample", action="store_true",
                     help="convert an input at another rate to the model's and the result back (soxr)")
