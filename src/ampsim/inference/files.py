@@ -15,7 +15,7 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from ampsim.core.audio import atomic_dir, atomic_file, write_wav
+from ampsim.core.audio import AUDIO_EXTENSIONS, atomic_dir, atomic_file, write_wav
 from ampsim.core.errors import AmpsimError, CaptureError
 from ampsim.core.params import RenderParams
 from ampsim.data.windows import Segment
@@ -208,9 +208,6 @@ def _write_error(exc: sf.LibsndfileError, target: Path, sample_rate: int, subtyp
     return AmpsimError(f"cannot write {file_format} {subtype} at {sample_rate} Hz: {exc.error_string}", path=target,
                        fix="write a .wav (PCM_24 or FLOAT holds any rate), or pass another --subtype; "
                            "check there is space on the disk")
-
-
-AUDIO_EXTENSIONS = {".wav", ".flac", ".aif", ".aiff", ".ogg", ".oga", ".w64", ".rf64", ".caf", ".mp3"}
 
 
 def audio_files(folder: Path) -> list[Path]:
