@@ -253,8 +253,26 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"\n{summary(json.loads(written.read_text()))}")
 
 
+# Raw text (the subcommand table below must keep its columns), so wrapped by hand.
+DESCRIPTION = """\
+ampsim learns a guitar amp or pedal from a capture (a dry DI recording and the same take recorded
+through the amp), then plays any DI track through the trained model or exports it to a plugin."""
+EPILOG = """\
+usual order:
+  demo-capture, demo-set   write a synthetic capture to try it (or put yours in data/captures/<name>/)
+  normalize, validate      decode, check and split the captures          `dvc repro` runs these five
+  train, evaluate          fit the model, score and register it          stages in this order (only
+  render-examples          write example WAVs to listen to               those whose inputs changed)
+  promote NAME VERSION     point the `render` alias at the new model if it is better
+  render IN OUT            play your DI tracks through the model
+  export MODEL             write it for NAM or AIDA-X
+
+`ampsim COMMAND --help` explains a command."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ampsim", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="ampsim", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -382,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ampsim.modelling.backend import quiet_backends
+
+    quiet_backends()  # before any command imports TensorFlow or JAX
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
