@@ -1,5 +1,6 @@
 """The `ampsim` command: one subcommand per stage. Each parses its arguments, reads params.yaml and calls
-the library; errors a user can fix are printed as one paragraph with exit code 1, no traceback."""
+the library; errors a user can fix are printed as one paragraph with exit code 1, no traceback (75 for a
+transient failure a retry may clear: core/errors.py)."""
 
 from __future__ import annotations
 
@@ -408,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
         args.func(args)
     except AmpsimError as exc:
         print(f"ampsim {args.command}: error: {exc.message}", file=sys.stderr)
-        return 1
+        return exc.exit_code  # 1: the input is at fault; 75: transient (core/errors.py)
     return 0
 
 
