@@ -17,12 +17,16 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.concurrency.sync import concurrency
 
-from ampsim.core.params import MlflowParams, RenderParams, load_params, section
-from ampsim.core.tracking import tracking_uri
-from ampsim.deployment.orchestration import (TransientFailure, pipeline_changed, record_rendered, registered_version, render_plan, run_experiment)
-from ampsim.deployment.registry import load_registered, promote_and_record, promoted_uri
-from ampsim.inference.engine import render, renderer
-from ampsim.inference.files import audio_files, render_file
+from ampsim.core.quiet import quiet_backends
+
+quiet_backends()  # before the imports below bring in Keras and TensorFlow
+
+from ampsim.core.params import MlflowParams, RenderParams, load_params, section  # noqa: E402
+from ampsim.core.tracking import tracking_uri  # noqa: E402
+from ampsim.deployment.orchestration import (TransientFailure, pipeline_changed, record_rendered, registered_version, render_plan, run_experiment)  # noqa: E402
+from ampsim.deployment.registry import load_registered, promote_and_record, promoted_uri  # noqa: E402
+from ampsim.inference.engine import render, renderer  # noqa: E402
+from ampsim.inference.files import audio_files, render_file  # noqa: E402
 
 GPU_LIMIT = "gpu"  # global concurrency limit: at most one training job on the GPU host at a time
 

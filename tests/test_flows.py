@@ -77,3 +77,21 @@ def test_gpu_concurrency_limit_is_created_with_one_slot(harness):
     flows.ensure_gpu_limit()  # idempotent
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name("gpu").limit == 1
+
+
+@pytest.mark.parametrize("code, kind", [(1, "PipelineFailed"), (75, "TransientFailure"), (137, "TransientFailure")])
+def test_retry_is_decided_by_the_stage_exit_code_that_dvc_reports(tmp_path, code, kind):
+    import subprocess
+
+    from ampsim.deployment import orchestration
+    from conftest import tool_env
+
+    env = {**tool_env(), "DVC_SITE_CACHE_DIR": str(tmp_path / "site-cache")}
+    (tmp_path / "dvc.yaml").write_text(f"stages:\n  fails:\n    cmd: exit {code}\n")
+    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
+                    ["git", "commit", "-qm", "one stage"]):
+        subprocess.run(command, cwd=tmp_path, env=env, check=True)
+    with pytest.raises(getattr(orchestration, kind), match=f"exited with {code}"):
+        orchestration.run_experiment(tmp_path, {})
+    assert orchestration.stage_exit_codes(f"ERROR: failed to reproduce 'fails': failed to run: exit {code}, "
+                                          f"exited with {code}") == [code]

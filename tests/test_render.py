@@ -218,3 +218,47 @@ def test_fast_blocks_grow_with_the_measured_warm_up_so_it_never_dominates(render
     plan = fast_plan(slow, render_params)
     assert plan.block == 96000 * render_params.blocks_per_context
     assert (plan.block + plan.context) / plan.block <= 1 + 1 / render_params.blocks_per_context
+
+
+def test_render_writes_a_subtype_the_output_container_holds_whatever_the_input(tmp_path, model_dir, ampsim_cli):
+    # MP3 in a WAV crashed libsndfile ("unsupported encoding"): lossy input becomes 24-bit PCM in a PCM
+    # container and keeps its codec in its own; a lossless subtype is kept where the container holds it
+    x = _di(0.4, seed=16) * 0.5
+    sources = {"take.mp3": "MPEG_LAYER_III", "take16.flac": "PCM_16", "take24.wav": "PCM_24", "takef.wav": "FLOAT"}
+    for name, subtype in sources.items():
+        sf.write(tmp_path / name, x, RATE, subtype=subtype)
+    cases = [("take.mp3", "out.wav", "PCM_24"), ("take.mp3", "out.flac", "PCM_24"), ("take.mp3", "out.aiff", "PCM_24"),
+             ("take.mp3", "out.mp3", "MPEG_LAYER_III"), ("take.mp3", "out.ogg", "VORBIS"),
+             ("take16.flac", "out.wav", "PCM_16"), ("take24.wav", "out.flac", "PCM_24"),
+             ("take24.wav", "out.mp3", "MPEG_LAYER_III"), ("takef.wav", "out.flac", "PCM_24")]
+    for source, target, expected in cases:
+        out = tmp_path / f"{source}-{target}"
+        code, stdout, err = ampsim_cli("render", str(tmp_path / source), str(out), "--model", str(model_dir),
+                                       "--method", "exact", "--quiet", "--force")
+        assert code == 0, (source, target, err)
+        info = sf.info(str(out))
+        assert (info.subtype, info.frames) == (expected, sf.info(str(tmp_path / source)).frames), (source, target)
+        assert expected in stdout
+        rendered, _ = sf.read(out, dtype="float32")
+        assert np.sum(rendered**2) > 0
+
+
+def test_render_turns_libsndfile_refusals_into_errors_naming_the_output(tmp_path, model_dir, ampsim_cli):
+    sf.write(tmp_path / "take.mp3", _di(0.3, seed=17) * 0.5, RATE, subtype="MPEG_LAYER_III")
+    sf.write(tmp_path / "take24.wav", _di(0.3, seed=17) * 0.5, RATE, subtype="PCM_24")
+    # libsndfile's check_format accepts MP3 in a WAV, then cannot write it
+    code, _, err = ampsim_cli("render", str(tmp_path / "take24.wav"), str(tmp_path / "out.wav"), "--model",
+                              str(model_dir), "--subtype", "MPEG_LAYER_III", "--quiet")
+    assert code == 1 and "out.wav" in err and "cannot hold subtype MPEG_LAYER_III" in err and "PCM_24" in err
+    code, _, err = ampsim_cli("render", str(tmp_path / "take.mp3"), str(tmp_path / "out.flac"), "--model",
+                              str(model_dir), "--subtype", "FLOAT", "--quiet")
+    assert code == 1 and "FLAC files cannot hold subtype FLOAT" in err
+    # MP3 holds no 96 kHz: the refusal names the output and a way out, no traceback, no file left behind
+    from scipy.signal import resample_poly
+
+    sf.write(tmp_path / "hires.flac", resample_poly(_di(0.3, seed=18) * 0.5, 2, 1), 2 * RATE, subtype="PCM_24")
+    code, _, err = ampsim_cli("render", str(tmp_path / "hires.flac"), str(tmp_path / "out.mp3"), "--model",
+                              str(model_dir), "--resample", "--quiet")
+    assert code == 1 and "out.mp3: cannot write MP3 MPEG_LAYER_III at 96000 Hz" in err and ".wav" in err
+    assert "Traceback" not in err and not (tmp_path / "out.mp3").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hires.flac", "take.mp3", "take24.wav"]

@@ -59,6 +59,34 @@ def test_whole_capture_split_from_capture_yaml(ampsim_cli, tmp_path, pair):
     assert {(s["capture"], s["split"]) for s in manifest["segments"]} == {("a-train", "train"), ("b-val", "val")}
 
 
+def test_captures_in_any_format_normalize_to_float32_wavs(ampsim_cli, tmp_path, pair):
+    # FLAC, 24-bit WAV, and a pair saved in two formats: each side is found by its name, whatever the extension
+    dry, wet = pair
+    sides = {"flac": ("input.flac", "output.flac", "PCM_24"), "wav24": ("input.wav", "output.wav", "PCM_24"),
+             "mixed": ("input.aiff", "output.flac", "PCM_16")}
+    for name, (input_name, output_name, subtype) in sides.items():
+        (tmp_path / "captures" / name).mkdir(parents=True)
+        sf.write(tmp_path / "captures" / name / input_name, dry, RATE, subtype=subtype)
+        sf.write(tmp_path / "captures" / name / output_name, wet, RATE, subtype=subtype)
+    before = tree_digest(tmp_path / "captures")
+    code, out, err = ampsim_cli("normalize", "--captures", str(tmp_path / "captures"), "--out", str(tmp_path / "normalized"))
+    assert code == 0, err
+    assert tree_digest(tmp_path / "captures") == before
+    table = json.loads((tmp_path / "normalized" / "captures.json").read_text())["captures"]
+    for name, (input_name, output_name, subtype) in sides.items():
+        assert sorted(p.name for p in (tmp_path / "normalized" / name).iterdir()) == ["input.wav", "output.wav"]
+        for side, raw_name in (("input", input_name), ("output", output_name)):
+            normalized = tmp_path / "normalized" / name / f"{side}.wav"
+            info = sf.info(str(normalized))
+            assert (info.format, info.subtype, info.samplerate) == ("WAV", "FLOAT", RATE)
+            raw, _ = sf.read(tmp_path / "captures" / name / raw_name, dtype="float32")
+            np.testing.assert_array_equal(sf.read(normalized, dtype="float32")[0], raw)
+            assert table[name][side]["source_subtype"] == subtype
+    assert table["flac"]["input"]["source_format"] == "FLAC" and table["mixed"]["input"]["source_format"] == "AIFF"
+    # 24 bits carry the signal to within half a step of 2**-23
+    np.testing.assert_allclose(sf.read(tmp_path / "normalized" / "flac" / "output.wav")[0], wet, atol=2.0**-23)
+
+
 def test_declared_channel_of_a_stereo_file_is_used(ampsim_cli, tmp_path, pair):
     dry, wet = pair
     stereo = np.stack([np.zeros_like(wet), wet], axis=1)
@@ -99,7 +127,16 @@ def _bad(case, tmp_path, dry, wet):
     if case == "missing output":
         write_capture(captures, "c1", dry, wet)
         (captures / "c1" / "output.wav").unlink()
-        return "c1/output.wav", "normalize", "no output.wav"
+        return "c1/output.wav", "normalize", "has no output file (accepted names: output.aif, output.aifc"
+    if case == "missing output, FLAC input":
+        write_capture(captures, "c1", dry, wet)
+        (captures / "c1" / "output.wav").unlink()
+        (captures / "c1" / "input.wav").rename(captures / "c1" / "input.flac")
+        return "c1/output.wav", "normalize", "output.flac"
+    if case == "two input files":
+        write_capture(captures, "c1", dry, wet)
+        sf.write(captures / "c1" / "input.flac", dry, RATE, subtype="PCM_24")
+        return "c1", "normalize", "capture 'c1' has 2 input files: input.flac and input.wav"
     if case == "not audio":
         write_capture(captures, "c1", dry, wet)
         (captures / "c1" / "input.wav").write_text("RIFF? no, a text file\n" * 50)
@@ -147,7 +184,7 @@ def _bad(case, tmp_path, dry, wet):
 
 
 @pytest.mark.parametrize("case", [
-    "missing output", "not audio", "truncated header", "empty file", "stereo, no channel declared",
+    "missing output", "missing output, FLAC input", "two input files", "not audio", "truncated header", "empty file", "stereo, no channel declared",
     "44.1 kHz vs 48 kHz", "lengths differ", "all-zero input", "all-zero output", "NaN in float WAV", "output clipped",
     "delay beyond bound", "name with ..",
 ])

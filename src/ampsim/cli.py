@@ -1,5 +1,6 @@
 """The `ampsim` command: one subcommand per stage. Each parses its arguments, reads params.yaml and calls
-the library; errors a user can fix are printed as one paragraph with exit code 1, no traceback."""
+the library; errors a user can fix are printed as one paragraph with exit code 1, no traceback (75 for a
+transient failure a retry may clear: core/errors.py)."""
 
 from __future__ import annotations
 
@@ -283,8 +284,26 @@ def cmd_export(args: argparse.Namespace) -> None:
         print(f"\n{summary(json.loads(written.read_text()))}")
 
 
+# Raw text (the subcommand table below must keep its columns), so wrapped by hand.
+DESCRIPTION = """\
+ampsim learns a guitar amp or pedal from a capture (a dry DI recording and the same take recorded
+through the amp), then plays any DI track through the trained model or exports it to a plugin."""
+EPILOG = """\
+usual order:
+  demo-capture, demo-set   write a synthetic capture to try it (or put yours in data/captures/<name>/)
+  normalize, validate      decode, check and split the captures          `dvc repro` runs these five
+  train, evaluate          fit the model, score and register it          stages in this order (only
+  render-examples          write example WAVs to listen to               those whose inputs changed)
+  promote NAME VERSION     point the `render` alias at the new model if it is better
+  render IN OUT            play your DI tracks through the model
+  export MODEL             write it for NAM or AIDA-X
+
+`ampsim COMMAND --help` explains a command."""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ampsim", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="ampsim", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -399,7 +418,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="default: params render.method; sliding-window is the 2018 model's own method")
     rd.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                     help="a knob-conditioned model's setting, 0-1, e.g. --knob gain=0.7 (one per knob)")
-    rd.add_argument("--subtype", help="output subtype, e.g. PCM_24 or FLOAT (default: the input's)")
+    rd.add_argument("--subtype", help="output subtype, e.g. PCM_24 or FLOAT (default: the input's where the output "
+                                     "format holds it, else PCM_24, else the format's own codec)")
     rd.add_argument("--channel", type=int, help="which channel of a multi-channel input is the DI (1 = first)")
     rd.add_argument("--resample", action="store_true",
                     help="convert an input at another rate to the model's and the result back (soxr)")
@@ -446,12 +466,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from ampsim.core.quiet import quiet_backends
+
+    quiet_backends()  # before any command imports TensorFlow or JAX
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
     except AmpsimError as exc:
         print(f"ampsim {args.command}: error: {exc.message}", file=sys.stderr)
-        return 1
+        return exc.exit_code  # 1: the input is at fault; 75: transient (core/errors.py)
     return 0
 
 

@@ -17,6 +17,10 @@ from ampsim.core.errors import CaptureError
 
 
 _SFC_SET_ADD_PEAK_CHUNK = 0x1050  # libsndfile's sf_command code (sndfile.h)
+# Extensions of the audio files libsndfile reads that people actually save (it tells formats apart by their
+# header, so the extension only decides which files in a folder are audio).
+AUDIO_EXTENSIONS = frozenset({".wav", ".flac", ".aif", ".aiff", ".aifc", ".ogg", ".oga", ".opus", ".w64", ".rf64",
+                              ".caf", ".mp3", ".au"})
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+# The `ampsim` command's exit codes, which the orchestration retries by (deployment/orchestration.py):
+EXIT_USER_ERROR = 1  # the user's input or params are at fault: running it again will not help
+EXIT_TRANSIENT = 75  # EX_TEMPFAIL (sysexits.h): a server unreachable, a lock held; a retry may succeed
+
 
 class AmpsimError(Exception):
     """A problem with the user's input or set-up, reported as one paragraph without a traceback."""
+
+    exit_code = EXIT_USER_ERROR
 
     def __init__(self, problem: str, *, path: Path | str | None = None, fix: str | None = None):
         self.problem = problem
@@ -19,6 +25,12 @@ class AmpsimError(Exception):
         where = f"{self.path}: " if self.path is not None else ""
         fix = f" Fix: {self.fix}" if self.fix else ""
         return f"{where}{self.problem}.{fix}"
+
+
+class TransientError(AmpsimError):
+    """A failure that is nobody's input's fault and may clear by itself (a server down, a lock held)."""
+
+    exit_code = EXIT_TRANSIENT
 
 
 class CaptureError(AmpsimError):

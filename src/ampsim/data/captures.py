@@ -1,6 +1,7 @@
-"""Capture folders: input.wav (dry DI), output.wav (through the amp) and an optional capture.yaml describing
-the device and how to use the pair. A device folder `data/captures/<device>/` is one capture, or holds one
-capture folder per knob setting (`data/captures/<device>/<setting>/`), which train one conditioned model."""
+"""Capture folders: input.<ext> (dry DI), output.<ext> (through the amp), each in any format libsndfile reads
+(input.flac, output.aiff, ...), and an optional capture.yaml describing the device and how to use the pair. A
+device folder `data/captures/<device>/` is one capture, or holds one capture folder per knob setting
+(`data/captures/<device>/<setting>/`), which train one conditioned model."""
 
 from __future__ import annotations
 
@@ -12,11 +13,15 @@ from typing import Any
 
 import yaml
 
+from ampsim.core.audio import AUDIO_EXTENSIONS
 from ampsim.core.errors import CaptureError
 from ampsim.core.knobs import check_set, check_value
 
-INPUT_FILE = "input.wav"
-OUTPUT_FILE = "output.wav"
+# The names of the two sides in a capture folder, before the extension: input.wav, input.flac, ...
+INPUT_STEM, OUTPUT_STEM = "input", "output"
+# The sides once normalised (data/normalized, data/prepared): always float32 WAV under these names.
+INPUT_FILE = f"{INPUT_STEM}.wav"
+OUTPUT_FILE = f"{OUTPUT_STEM}.wav"
 META_FILE = "capture.yaml"
 SPLITS = ("time", "train", "val")  # time: split by time within the capture; train/val: the whole capture
 
@@ -51,11 +56,11 @@ class Capture:
 
     @property
     def input_path(self) -> Path:
-        return self.folder / INPUT_FILE
+        return side_file(self.folder, INPUT_STEM)
 
     @property
     def output_path(self) -> Path:
-        return self.folder / OUTPUT_FILE
+        return side_file(self.folder, OUTPUT_STEM)
 
     @property
     def meta_path(self) -> Path:
@@ -109,17 +114,33 @@ def _levels(meta: dict[str, Any], path: Path) -> dict[str, float | None]:
     return levels
 
 
+def side_file(folder: Path, stem: str) -> Path:
+    """The one `<stem>.<ext>` audio file of a capture folder, whatever its format."""
+    folder = Path(folder)
+    found = sorted(p for p in folder.glob(f"{stem}.*")
+                   if p.stem == stem and p.suffix.lower() in AUDIO_EXTENSIONS and p.is_file())
+    if not found:
+        role = "dry DI recording" if stem == INPUT_STEM else "recording through the amp"
+        accepted = ", ".join(f"{stem}{ext}" for ext in sorted(AUDIO_EXTENSIONS))
+        raise CaptureError(
+            f"capture {folder.name!r} has no {stem} file (accepted names: {accepted})",
+            path=folder / f"{stem}.wav",
+            fix=f"add the {role} as {stem}.wav, {stem}.flac or {stem}.aiff (both sides are required)",
+        )
+    if len(found) > 1:
+        raise CaptureError(
+            f"capture {folder.name!r} has {len(found)} {stem} files: {' and '.join(p.name for p in found)}",
+            path=folder,
+            fix=f"keep one {stem} file per capture folder (move the others out; a second take is another capture)",
+        )
+    return found[0]
+
+
 def load_capture(folder: Path) -> Capture:
     folder = Path(folder)
     name = check_capture_name(folder.name, folder)
-    for required in (INPUT_FILE, OUTPUT_FILE):
-        if not (folder / required).is_file():
-            role = "dry DI recording" if required == INPUT_FILE else "recording through the amp"
-            raise CaptureError(
-                f"capture {name!r} has no {required}",
-                path=folder / required,
-                fix=f"add the {role} as {required} (both files are required)",
-            )
+    for stem in (INPUT_STEM, OUTPUT_STEM):
+        side_file(folder, stem)
     meta = _read_meta(folder)
     return Capture(
         name=name,

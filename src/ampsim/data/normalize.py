@@ -56,8 +56,9 @@ def normalize_captures(captures_dir: Path, out_dir: Path, params: NormalizeParam
             entry: dict = {"device": capture.device, "split": capture.split, "knobs": capture.knobs,
                            "source": str(capture.folder), "input_level_dbu": capture.input_level_dbu,
                            "output_level_dbu": capture.output_level_dbu}
-            for role, filename in (("input", INPUT_FILE), ("output", OUTPUT_FILE)):
-                decoded = read_audio(capture.folder / filename)
+            sides = (("input", INPUT_FILE, capture.input_path), ("output", OUTPUT_FILE, capture.output_path))
+            for role, filename, source in sides:  # any format in, float32 WAV out under the fixed name
+                decoded = read_audio(source)
                 samples, channel = pick_channel(decoded.samples, capture, role)
                 stats = side_stats(samples, decoded.sample_rate, params.clip_level)
                 samples, gain = normalize_side(samples, params)

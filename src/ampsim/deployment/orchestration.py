@@ -1,6 +1,16 @@
 """What the Prefect flows in pipeline/ do, as plain functions: run the DVC pipeline as an experiment, find
 the model version it registered, and render a folder with the promoted model, skipping files already
 rendered by the same version. DVC owns the stage graph; this only calls it.
+
+Retry or not is decided by exit codes, never by the wording of a message:
+- DVC exits 0 when every stage ran; when a stage's command fails, it exits 255 and reports
+  "ERROR: failed to reproduce '<stage>': failed to run: <cmd>, exited with <N>" (DVC 3.x), N being the
+  stage command's own exit code, which is read from that line.
+- N = 1 (`EXIT_USER_ERROR`: an AmpsimError, e.g. capture validation, a bad param): PipelineFailed, no retry.
+- N = 75 (`EXIT_TRANSIENT`: ampsim's TransientError, e.g. a server unreachable): TransientFailure, retried.
+- any other N (killed by a signal: 128+n, -n; a crash with a traceback: 1 as well, so it is not retried),
+  or DVC failing before any stage ran (no "exited with" line: its lock held by another run, a git
+  or cache error): TransientFailure, retried.
 """
 
 from __future__ import annotations
@@ -8,18 +18,18 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ampsim.core.errors import AmpsimError
+from ampsim.core.errors import EXIT_USER_ERROR, AmpsimError
 
 RENDER_LEDGER = ".ampsim-rendered.json"
-# Failures that running the same command again will not fix: the user's captures or params are at fault.
-PERMANENT_MARKERS = ("capture validation failed", "ampsim train: error", "ampsim evaluate: error",
-                     "ampsim validate: error", "ampsim normalize: error", "unknown `", "missing `")
+# DVC 3.x's report of a stage command that failed, with that command's exit code
+_STAGE_EXIT = re.compile(r"failed to reproduce '[^']*': failed to run: .*, exited with (-?\d+)")
 
 
 class PipelineFailed(AmpsimError):
@@ -66,7 +76,7 @@ def run_experiment(project: Path, overrides: dict[str, Any], device: str) -> Exp
     log = result.stdout + result.stderr
     if result.returncode != 0:
         tail = "\n".join(log.strip().splitlines()[-15:])
-        kind = PipelineFailed if any(marker in log for marker in PERMANENT_MARKERS) else TransientFailure
+        kind = PipelineFailed if EXIT_USER_ERROR in stage_exit_codes(log) else TransientFailure
         raise kind(f"`{' '.join(command)}` failed (exit {result.returncode}):\n{tail}\n", path=project,
                    fix="read the message above; nothing was registered")
     card = json.loads((project / "models" / device / "release" / "card.json").read_text())
@@ -75,6 +85,11 @@ def run_experiment(project: Path, overrides: dict[str, Any], device: str) -> Exp
     if not card.get("mlflow_run_id"):
         raise PipelineFailed("the experiment ran without MLflow", path=project, fix="do not pass --no-mlflow")
     return ExperimentResult(card["mlflow_run_id"], card, metrics, log)
+
+
+def stage_exit_codes(log: str) -> list[int]:
+    """The exit codes of the stage commands that DVC reports failed in `log` (empty: DVC failed itself)."""
+    return [int(code) for code in _STAGE_EXIT.findall(log)]
 
 
 def registered_version(client, run_id: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ import soundfile as sf
 import soxr
 from tqdm import tqdm
 
-from ampsim.core.audio import atomic_dir, atomic_file, write_wav
+from ampsim.core.audio import AUDIO_EXTENSIONS, atomic_dir, atomic_file, write_wav
 from ampsim.core.errors import AmpsimError, CaptureError
 from ampsim.core.params import RenderParams
 from ampsim.data.windows import Segment
@@ -101,9 +101,15 @@ def render_file(render_chunk: BlockRenderer | ExactRenderer, model_rate: int, so
     full_scale = 1.0 if out_subtype.startswith("PCM") or out_subtype in {"ULAW", "ALAW"} else None
     with sf.SoundFile(str(source)) as reader, atomic_file(target) as scratch, \
             tqdm(total=info.frames, unit="sample", unit_scale=True, disable=not progress, desc=source.name) as bar, \
-            sf.SoundFile(str(scratch), "w", info.samplerate, 1, out_subtype, format=file_format) as writer:
+            _open_writer(scratch, target, info.samplerate, out_subtype, file_format) as writer:
         to_model = soxr.ResampleStream(info.samplerate, model_rate, 1, dtype="float32") if resample else None
         to_file = soxr.ResampleStream(model_rate, info.samplerate, 1, dtype="float32") if resample else None
+
+        def write(samples: np.ndarray) -> None:
+            try:
+                writer.write(samples)
+            except sf.LibsndfileError as exc:
+                raise _write_error(exc, target, info.samplerate, out_subtype, file_format) from exc
 
         def model_rate_pieces() -> Iterator[np.ndarray]:
             for block, last in _with_last(reader.blocks(blocksize=chunk, dtype="float32", always_2d=True)):
@@ -122,10 +128,10 @@ def render_file(render_chunk: BlockRenderer | ExactRenderer, model_rate: int, so
                 out = np.clip(out, -full_scale, full_scale)  # libsndfile would wrap around, not clip
             else:
                 clipped += int(np.count_nonzero(np.abs(out) > 1.0))
-            writer.write(out)
+            write(out)
             written += len(out)
         if written < info.frames:  # ... or down by one: pad with silence to the source's length
-            writer.write(np.zeros(info.frames - written, np.float32))
+            write(np.zeros(info.frames - written, np.float32))
     return FileResult(source, target, info.frames / info.samplerate, time.perf_counter() - started,
                       info.samplerate, out_subtype, clipped, float(20 * np.log10(max(peak, 1e-12))))
 
@@ -153,25 +159,55 @@ def _check_render_io(source: Path, target: Path, channel: int | None, force: boo
     return info
 
 
+# Lossy codecs and the only containers libsndfile writes them in. Its check_format() also accepts MP3 inside
+# WAV, which it then refuses to write, so a lossy subtype is carried over only into its own container.
+LOSSY_CONTAINERS = {"MPEG_LAYER_I": "MP3", "MPEG_LAYER_II": "MP3", "MPEG_LAYER_III": "MP3", "VORBIS": "OGG",
+                    "OPUS": "OGG"}
+# What a lossy (or otherwise unwritable) source becomes in a PCM container: a decoded MP3 has no bit depth
+# of its own, and 24 bits keep the quantisation noise of the model's output far below anything audible,
+# where the containers' 16-bit default would not; every DAW reads it, unlike FLOAT in FLAC (impossible).
+FALLBACK_SUBTYPE = "PCM_24"
+
+
 def _target_format(target: Path, subtype: str | None, source_subtype: str) -> tuple[str, str]:
-    """libsndfile format from the target's extension, and a subtype it can hold (the source's by default)."""
+    """libsndfile format from the target's extension, and a subtype it can hold: the source's where the
+    container can hold it, else 24-bit PCM, else (Ogg, MP3) the container's own codec."""
     extension = target.suffix.lstrip(".").upper()
     formats = {**{name: name for name in sf.available_formats()}, "AIF": "AIFF", "OGA": "OGG"}
     if extension not in formats:
         raise AmpsimError(f"cannot write audio with the extension `{target.suffix}`", path=target,
                           fix="name the output .wav, .flac or .aiff")
     file_format = formats[extension]
+
+    def holds(candidate: str) -> bool:
+        return sf.check_format(file_format, candidate) and LOSSY_CONTAINERS.get(candidate, file_format) == file_format
+
     if subtype is not None:
-        if not sf.check_format(file_format, subtype):
+        if not holds(subtype):
+            choices = [name for name in sf.available_subtypes(file_format) if holds(name)]
             raise AmpsimError(f"{file_format} files cannot hold subtype {subtype}", path=target,
-                              fix=f"choose one of {', '.join(sf.available_subtypes(file_format))}")
+                              fix=f"choose one of {', '.join(choices)}")
         return file_format, subtype
-    if sf.check_format(file_format, source_subtype):
-        return file_format, source_subtype
+    for candidate in (source_subtype, FALLBACK_SUBTYPE):
+        if holds(candidate):
+            return file_format, candidate
     return file_format, sf.default_subtype(file_format)
 
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".aif", ".aiff", ".ogg", ".oga", ".w64", ".rf64", ".caf", ".mp3"}
+def _open_writer(scratch: Path, target: Path, sample_rate: int, subtype: str, file_format: str) -> sf.SoundFile:
+    try:
+        return sf.SoundFile(str(scratch), "w", sample_rate, 1, subtype, format=file_format)
+    except sf.LibsndfileError as exc:
+        raise _write_error(exc, target, sample_rate, subtype, file_format) from exc
+
+
+def _write_error(exc: sf.LibsndfileError, target: Path, sample_rate: int, subtype: str,
+                 file_format: str) -> AmpsimError:
+    """libsndfile's refusal (a rate MP3 or FLAC cannot hold, an encoding the container lacks, a full disk) as
+    an error naming the file, not a traceback through the scratch file's name."""
+    return AmpsimError(f"cannot write {file_format} {subtype} at {sample_rate} Hz: {exc.error_string}", path=target,
+                       fix="write a .wav (PCM_24 or FLOAT holds any rate), or pass another --subtype; "
+                           "check there is space on the disk")
 
 
 def audio_files(folder: Path) -> list[Path]:
