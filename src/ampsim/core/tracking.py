@@ -30,9 +30,11 @@ from ampsim.core.errors import AmpsimError
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
 
-# MLflow 3's UI opens an experiment on its GenAI traces overview unless the experiment says it holds model
-# training: the UI reads this tag (ExperimentKind.CUSTOM_MODEL_DEVELOPMENT in the JS bundle; the Python side
-# only sets it in mlflow/demo/generators/traces.py, to "genai_development").
+# What an experiment holds, as MLflow 3 records it: the UI's kind selector writes this tag (ExperimentKind
+# CUSTOM_MODEL_DEVELOPMENT = "custom_model_development" in server/js/build; Python only sets it in
+# mlflow/demo/generators/traces.py, to "genai_development"). MLflow 3.17's own UI, though, picks an
+# experiment's landing tab from its sidebar switch "GenAI | Model training" (kept per browser in localStorage
+# `mlflow.workflowType_v1`, or `?workflowType=machine_learning` in the address), not from this tag.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 TRAINING_KIND = "custom_model_development"
 # What `dvc exp run` exports to stage commands (dvc/repo/experiments/queue/base.py): the experiment's name
@@ -234,8 +236,8 @@ class Tracker:
     """One MLflow run, addressed by id (no active-run global), created on `start` or re-opened by id."""
 
     def __init__(self, uri: str, experiment: str, root: Path | None = None, *, kind: str = TRAINING_KIND):
-        """Finds or creates `experiment`, marked as holding model training (`kind`, the tag MLflow's UI reads
-        to open it on its runs rather than on GenAI traces) unless it already says what it holds."""
+        """Finds or creates `experiment`, marked as holding model training (`kind`) unless it already says
+        what it holds."""
         import mlflow
         from mlflow.tracking import MlflowClient
 
