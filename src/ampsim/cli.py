@@ -201,6 +201,19 @@ def cmd_promote(args: argparse.Namespace) -> None:
     print(f"models:/{args.name}@{alias} -> v{decision.version}; recorded in {Path(args.models) / 'promoted.json'}")
 
 
+def cmd_ui(args: argparse.Namespace) -> None:
+    """The MLflow UI on this project's store, with the address that opens the experiment on its training runs
+    (MLflow 3 starts a new browser on its GenAI view, whatever the experiment's kind)."""
+    import os
+    import shutil
+
+    tracker = _tracker(_params(args), args.params)
+    url = f"http://{args.host}:{args.port}/#/experiments/{tracker.experiment_id}?workflowType=machine_learning"
+    print(f"open {url}", flush=True)
+    mlflow = shutil.which("mlflow") or str(Path(sys.executable).parent / "mlflow")
+    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", tracker.uri, "--host", args.host, "--port", str(args.port)])
+
+
 def cmd_render_examples(args: argparse.Namespace) -> None:
     from ampsim.core.params import RenderParams, section
     from ampsim.data.windows import load_split
@@ -462,6 +475,13 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--prepared", help="validation data for re-scoring (default: data/prepared/NAME, the device's)")
     pr.add_argument("--models", default="models", help="folder of promoted.json (default: %(default)s)")
     pr.set_defaults(func=cmd_promote)
+
+    ui = sub.add_parser("ui", help="the MLflow UI on this project's runs (prints the address to open)",
+                        description="Start `mlflow ui` on the project's store (MLFLOW_TRACKING_URI, else mlflow.db) and "
+                                    "print the address that opens experiment `mlflow.experiment` on its training runs.")
+    ui.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
+    ui.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
+    ui.set_defaults(func=cmd_ui)
     return parser
 
 
