@@ -196,3 +196,20 @@ def test_fallback_digest_is_named_and_fits_mlflows_digest_column(repo):
     assert found.digest.startswith(FALLBACK_PREFIX) and len(found.digest) == 36
     assert (found.origin, found.nfiles, found.size) == ("fallback", 2, 6000)
     assert found.digest != _fallback_hash(repo / "data/captures").digest
+
+
+def test_an_unreachable_mlflow_server_is_a_transient_failure_with_its_own_exit_code(tmp_path, monkeypatch, ampsim_cli):
+    """Exit 75, not 1: the orchestration retries it (deployment/orchestration.py), unlike bad input."""
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    code, _, err = ampsim_cli("train", "--prepared", str(tmp_path / "prepared"), "--model", str(tmp_path / "m"),
+                              "--reports", str(tmp_path / "r"), "--checkpoint", str(tmp_path / "c"))
+    assert code == 75, err
+    assert f"the MLflow server at http://127.0.0.1:{port} cannot be reached" in err
+

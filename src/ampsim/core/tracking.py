@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from ampsim.core.errors import AmpsimError
+from ampsim.core.errors import AmpsimError, TransientError
 
 STORE_FILE = "mlflow.db"
 ARTIFACTS_DIR = "mlartifacts"
@@ -244,7 +244,14 @@ class Tracker:
         self._mlflow = mlflow
         self.uri = uri
         self.client = MlflowClient(tracking_uri=uri)
-        found = self.client.get_experiment_by_name(experiment)
+        try:
+            found = self.client.get_experiment_by_name(experiment)
+        except Exception as exc:  # MlflowException or a requests error once MLflow's retries are spent
+            if not uri.startswith(("http://", "https://")):
+                raise
+            raise TransientError(f"the MLflow server at {uri} cannot be reached ({exc.__class__.__name__})",
+                                 fix="start it (or unset MLFLOW_TRACKING_URI to log to the project's mlflow.db) "
+                                     "and run the stage again; nothing was trained") from exc
         if found is None:
             location = None
             if uri.startswith("sqlite:") and root is not None:

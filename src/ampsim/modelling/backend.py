@@ -26,3 +26,6 @@ def use_backend(name: str) -> None:
                   file=sys.stderr)
         return
     os.environ["KERAS_BACKEND"] = name
+    # The same commit trains the same weights anywhere: XLA on a CPU (JAX) is deterministic as it is;
+    # TensorFlow picks among nondeterministic kernels unless told not to.
+    os.environ.setdefault("TF_DETERMINISTIC_OPS", "1")
