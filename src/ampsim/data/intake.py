@@ -132,27 +132,36 @@ def describe(source_meta: dict, device: str, knobs: dict[str, float], dry: Path,
     return yaml.safe_dump(meta, sort_keys=False)
 
 
-def add_device_to_params(params_file: Path, device: str) -> bool:
-    """Append `device` to params.yaml's `devices` list, keeping the file's comments; False if listed."""
-    text = Path(params_file).read_text()
-    listed = (yaml.safe_load(text) or {}).get("devices") or []
+def params_with_device(text: str, device: str, params_file: Path) -> str | None:
+    """params.yaml's text with `device` appended to its `devices` list, comments and layout kept; None when
+    it is listed already. Worked out before anything is copied, so a file it cannot edit stops the add."""
+    try:
+        listed = (yaml.safe_load(text) or {}).get("devices") or []
+    except yaml.YAMLError as exc:
+        raise AmpsimError(f"not valid YAML ({exc})", path=params_file, fix="correct the YAML syntax") from exc
     if device in listed:
-        return False
+        return None
     lines = text.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if re.match(r"^devices:", line)), None)
     if start is None:
-        text = text.rstrip("\n") + f"\n\ndevices:\n  - {device}\n"
-    else:
-        end = start + 1
-        while end < len(lines) and re.match(r"^\s+(-|#)", lines[end]):
+        edited = text.rstrip("\n") + f"\n\ndevices:\n  - {device}\n"
+    elif re.match(r"^devices:\s*\[", lines[start]):  # flow style: devices: [demo]
+        lines[start] = f"devices: [{', '.join([*map(str, listed), device])}]\n"
+        edited = "".join(lines)
+    else:  # block style: after the last item, at the items' indentation
+        end, indent = start + 1, None
+        while end < len(lines) and (re.match(r"^\s*(-|#|$)", lines[end]) and not re.match(r"^\S", lines[end])
+                                    or lines[end].startswith("-")):
+            if re.match(r"^\s*-", lines[end]):
+                indent = re.match(r"^(\s*)-", lines[end]).group(1)
+                last = end
             end += 1
-        lines.insert(end, f"  - {device}\n")
-        text = "".join(lines)
-    if device not in (yaml.safe_load(text).get("devices") or []):
+        lines.insert(last + 1 if indent is not None else start + 1, f"{indent if indent is not None else '  '}- {device}\n")
+        edited = "".join(lines)
+    if device not in (yaml.safe_load(edited).get("devices") or []):
         raise AmpsimError("could not add the device to params.yaml's `devices` list", path=params_file,
                           fix=f"write `devices: [..., {device}]` by hand")
-    Path(params_file).write_text(text)
-    return True
+    return edited
 
 
 def dvc_add(path: Path, project: Path) -> Path:
@@ -180,6 +189,8 @@ def add_capture(sources: list[Path], device: str, knobs: dict[str, float], *, pr
     project = Path(project).resolve()
     check_capture_name(device)
     refuse_generated(project, device)
+    params_file = project / "params.yaml"
+    params_text = params_with_device(params_file.read_text(), device, params_file)
     knobs = {name: check_value(name, value, "--knob") for name, value in knobs.items()}
     dry, wet = pick_pair([Path(s) for s in sources])
     quick_check(dry, wet)
@@ -203,5 +214,6 @@ def add_capture(sources: list[Path], device: str, knobs: dict[str, float], *, pr
         staged.rename(target)
     device_dir = captures / device
     dvc_file = dvc_add(device_dir, project) if use_dvc else None
-    add_device_to_params(project / "params.yaml", device)
+    if params_text is not None:
+        params_file.write_text(params_text)
     return Added(device, target, target / copied_dry.name, target / copied_wet.name, dvc_file)
