@@ -40,6 +40,11 @@ def filtered_stderr(noise: re.Pattern = LOAD_NOISE) -> Iterator[None]:
             sys.stderr.flush()
 
 
+class _BelowError(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.ERROR
+
+
 class _QuietLoad(importlib.abc.MetaPathFinder):
     """Loads the module `name`, the first time anything imports it, with `filtered_stderr`."""
 
@@ -84,7 +89,10 @@ def quiet_backends() -> None:
     # tf.function retracing and Keras' saving notes arrive through these Python loggers; JAX warns through
     # xla_bridge that it found no CUDA jaxlib ("An NVIDIA GPU may be present ...", "Platform 'cuda' ...").
     for name in ("tensorflow", "jax._src.xla_bridge"):
-        logging.getLogger(name).setLevel(logging.ERROR)
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.ERROR)
+        if not any(isinstance(f, _BelowError) for f in logger.filters):
+            logger.addFilter(_BelowError())  # holds even if a library lowers the level again
     try:  # absl must create its own logger class: set its level through absl, never before its import
         from absl import logging as absl_logging
     except ImportError:

@@ -78,7 +78,7 @@ def logged_model(client, run_id: str):
                                         filter_string=f"source_run_id = '{run_id}'", output_format="list")
     if not found:
         raise AmpsimError(f"MLflow run {run_id} logged no model", fix="retrain (`dvc repro -f train`)")
-    return found[-1]
+    return max(found, key=lambda logged: logged.creation_timestamp)  # the release logged last
 
 
 def register(client, run_id: str, name: str, tags: dict[str, str]) -> str:
