@@ -4,6 +4,9 @@ NAM's own loader renders the same, trained through `ampsim train`."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -141,3 +144,11 @@ def test_a_tiny_wavenet_trains_through_ampsim_train_and_loads_in_safe_mode(tmp_p
     assert np.isfinite(render_exact(model, x, 4096, True)).all()
     written = yaml.safe_load(params.read_text())["wavenet"]
     assert written["layers"] == SMALL
+    # a fresh process (as `ampsim evaluate` is) has not imported the architecture that defines the layer
+    # and renders on another backend (PyTorch)
+    code = (f"import numpy as np; from ampsim.modelling.models import load_model; m, c = load_model({str(model_dir)!r}); "
+            "print(c.architecture, np.asarray(m.predict_on_batch(np.zeros((1, 100, 1), 'float32'))).shape)")
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(PROJECT / "src"), "KERAS_BACKEND": "torch"})
+    assert loaded.returncode == 0 and loaded.stdout.strip().endswith("wavenet (1, 100, 1)"), \
+        loaded.stderr[-2000:]
