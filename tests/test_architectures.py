@@ -27,7 +27,7 @@ def test_every_architecture_module_says_how_it_builds_trains_renders_and_exports
     assert module.NAME == name and module.DESCRIPTION and module.PARAMS in load_params(PROJECT / "params.yaml")
     assert set(module.FORMATS) <= set(FORMATS) and "nam" in module.FORMATS
     assert set(module.RENDER_METHODS) <= set(METHODS) and module.EVALUATION_METHOD in module.RENDER_METHODS
-    for function in ("build", "recipe", "shortest_context", "nam_lstm"):
+    for function in ("build", "recipe", "shortest_context", "nam"):
         assert callable(getattr(module, function))
 
 
@@ -38,8 +38,8 @@ def test_the_2018_model_is_named_for_what_it_is_and_old_cards_still_load(tmp_pat
     card = json.loads((folder / "card.json").read_text())
     (folder / "card.json").write_text(json.dumps({**card, "architecture": "seed"}))  # written before the rename
     assert load_model(folder)[1].architecture == "lstm2018"
-    with pytest.raises(AmpsimError, match="unknown architecture `wavenet`.*lstm, lstm2018"):
-        architecture("wavenet")
+    with pytest.raises(AmpsimError, match="unknown architecture `transformer`.*lstm, lstm2018, wavenet"):
+        architecture("transformer")
 
 
 def test_no_module_outside_the_architectures_compares_architecture_names():

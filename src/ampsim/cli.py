@@ -77,13 +77,14 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _train_config(params: dict, source: str):
-    from ampsim.core.params import AudioParams, Lstm2018Params, LstmParams, TrainParams, section
+    from ampsim.core.params import AudioParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
     from ampsim.modelling.training import TrainConfig
 
     return TrainConfig(sample_rate=section(params, "audio", AudioParams, source).sample_rate,
                        train=section(params, "train", TrainParams, source),
                        lstm2018=section(params, "lstm2018", Lstm2018Params, source),
-                       lstm=section(params, "lstm", LstmParams, source))
+                       lstm=section(params, "lstm", LstmParams, source),
+                       wavenet=section(params, "wavenet", WavenetParams, source))
 
 
 def _tracker(params: dict, source: str):

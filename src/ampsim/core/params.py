@@ -57,7 +57,7 @@ class DemoParams:
 
 @dataclass(frozen=True)
 class TrainParams:
-    architecture: str  # "lstm" (streaming) or "lstm2018" (the 2018 model)
+    architecture: str  # "lstm" (streaming), "lstm2018" (the 2018 model) or "wavenet" (NAM's WaveNet)
     backend: str  # the Keras backend training computes with: jax | tensorflow | torch
     random_seed: int  # weights and crops; a resumed run continues the same random stream
     max_steps: int
@@ -93,6 +93,24 @@ class LstmParams:
     pre_emphasis: float
     dc_weight: float
     val_segments: int
+
+
+@dataclass(frozen=True)
+class WavenetParams:
+    layers: list[dict[str, Any]]  # layer arrays: channels, head_size, kernel_size, dilations, head_bias each
+    activation: str  # NAM's name: Tanh | ReLU | Sigmoid | Hardtanh
+    gated: bool  # activation(first half) x sigmoid(second half) of a conv twice as wide (no .nam export)
+    head_scale: float  # the output is head_scale x the last head rechannel
+    output_samples: int  # scored samples per training window, after receptive field - 1 of lead-in
+    batch_size: int
+    batches_per_step: int
+    learning_rate: float
+    final_learning_rate: float  # cosine decay to this over the training (its time budget, else max_steps)
+    patience: int
+    loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
+    pre_emphasis: float
+    dc_weight: float
+    val_windows: int  # fixed validation windows (evenly spaced over the validation audio)
 
 
 @dataclass(frozen=True)

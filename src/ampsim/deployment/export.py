@@ -2,8 +2,9 @@
 
 - `.nam` (Neural Amp Modeler), architecture "LSTM": per layer the row-major 4H x (I+H) matrix [W_ih | W_hh]
   in gate order i, f, g, o, the summed bias (4H), the initial hidden and cell state (H each); then the
-  head's weight (H) and bias (1). Each architecture lays its weights out so (its `nam_lstm`). The initial
-  state is where the model settles on silence, so the plugin starts quiet. NAM has no input skip and no knobs.
+  head's weight (H) and bias (1). The initial state is where the model settles on silence, so the plugin
+  starts quiet. NAM has no input skip and no knobs. Architecture "WaveNet" (`wavenet`): its layer arrays'
+  config and NAM's flat weight order. Each architecture writes its own payload (its `nam`).
   File version 0.5.4: the released NAM plugin (v0.7.13) loads 0.5.x only, NAM's core since then 0.5.0-0.7.0,
   and NAM's Python loader does not check; 0.5.4 is the newest version that all of them accept.
 - Baking a knob setting: a conditioned model's knobs are constant input channels, so their share of the first
@@ -36,7 +37,7 @@ from ampsim.core.knobs import knob_vector
 from ampsim.core.params import ExportParams
 from ampsim.deployment.plugin_metadata import (GAIN_SCALES, CaptureFacts, date_now, gain_index, loudness_db, rms,
                                                size_label, training_block, user_fields)
-from ampsim.inference.engine import ExactRenderer, settled_state
+from ampsim.inference.engine import exact_renderer, settled_state
 from ampsim.modelling.architectures import architecture
 from ampsim.modelling.models import CARD_FILE, MODEL_FILE, ModelCard, save_model
 
@@ -78,7 +79,7 @@ def loudness_and_gain(model: keras.Model, state: list[np.ndarray], probe: Loudne
     """NAM's `loudness` and `gain` of the model as the plugin plays it (from `state`); None without a probe."""
     if probe is None:
         return {"loudness": None, "gain": None}
-    renderer = ExactRenderer(model, len(probe.reference), probe.jit_compile, initial_state=state)
+    renderer = exact_renderer(model, len(probe.reference), probe.jit_compile, initial_state=state)
     levels = []
     for scale in GAIN_SCALES:  # each scale from the same initial state, as NAM renders them
         renderer.reset()
@@ -87,7 +88,7 @@ def loudness_and_gain(model: keras.Model, state: list[np.ndarray], probe: Loudne
 
 
 def nam_metadata(card: ModelCard, user: dict[str, Any], facts: CaptureFacts | None, setting: dict[str, float],
-                 sound: dict[str, Any], config: dict[str, int]) -> dict[str, Any]:
+                 sound: dict[str, Any], size: str) -> dict[str, Any]:
     name = user.get("name") or card.device or "-".join(card.captures)
     levels = facts.levels if facts is not None else {"input_level_dbu": None, "output_level_dbu": None}
     return {
@@ -98,7 +99,7 @@ def nam_metadata(card: ModelCard, user: dict[str, Any], facts: CaptureFacts | No
         **levels,
         "training": training_block(card, facts),
         # ampsim's own fields for the sharing sites, in a block of their own so that no future NAM key collides
-        "ampsim": {"size": size_label(config["num_layers"], config["hidden_size"]), "knobs": setting,
+        "ampsim": {"size": size, "knobs": setting,
                    "captures": card.captures},
     }
 
@@ -114,23 +115,22 @@ def _refuse_unbaked_knobs(card: ModelCard) -> None:
 def to_nam(model: keras.Model, card: ModelCard, metadata: dict[str, Any], settle_seconds: float, *,
            knobs: dict[str, float] | None = None, facts: CaptureFacts | None = None,
            probe: LoudnessProbe | None = None) -> dict[str, Any]:
-    """The .nam document of a model, at the knob setting `knobs` for a conditioned one (refusing what NAM's
-    LSTM cannot express)."""
+    """The .nam document of a model, at the knob setting `knobs` for a conditioned one; its architecture
+    writes its own `architecture`, `config` and weights (refusing what NAM cannot express)."""
     if card.input_size != 1 + len(card.knobs) or (card.knobs and not knobs):
         _refuse_unbaked_knobs(card)
     setting = setting_of(card, knobs or {})
     model, card = bake(model, card, setting)
-    state = settled_state(model, settle_seconds, card.sample_rate)  # [h_1, c_1, h_2, c_2, ...], each (1, H)
-    hidden, num_layers, parts = architecture(card.architecture).nam_lstm(model, state)
-    weights = np.concatenate(parts).astype(np.float64)
-    config = {"input_size": 1, "hidden_size": int(hidden), "num_layers": num_layers}
+    state = settled_state(model, settle_seconds, card.sample_rate)  # [h_1, c_1, ...] each (1, H); [] if stateless
+    payload = architecture(card.architecture).nam(model, state)
+    weights = np.concatenate(payload.weights).astype(np.float64)
     return {
         "version": NAM_FILE_VERSION,
-        "architecture": "LSTM",
-        "config": config,
+        "architecture": payload.architecture,
+        "config": payload.config,
         "weights": weights.tolist(),
         "sample_rate": card.sample_rate,
-        "metadata": nam_metadata(card, metadata, facts, setting, loudness_and_gain(model, state, probe), config),
+        "metadata": nam_metadata(card, metadata, facts, setting, loudness_and_gain(model, state, probe), payload.size),
     }
 
 

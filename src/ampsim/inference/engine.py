@@ -2,6 +2,8 @@
 
 - `exact`: one continuous stream from a zero state, the recurrent state carried from chunk to chunk, so a
   file of any length is rendered in constant memory. The reference the other methods are measured against.
+  A causal convolution (receptive field R) has no state: its `exact` is blocks after R - 1 samples of
+  context, which is mathematically the stream itself (every output sample sees all R of its inputs).
 - `fast`: the audio cut into blocks that are rendered side by side as one batch (a recurrent net on a CPU is
   bound by its per-timestep overhead, so many short sequences beat one long one). Each block is preceded by
   `context` samples of the audio before it, whose output is thrown away: the state has settled by the time
@@ -16,6 +18,7 @@ and add the knob channels themselves, so files, chunks and warm-up history stay 
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
 import keras
@@ -156,8 +159,27 @@ class ExactRenderer:
         return out
 
 
+def receptive_field(model: keras.Model) -> int | None:
+    """A causal convolution's receptive field (its network layer says); None for a recurrent model."""
+    fields = [layer.receptive_field for layer in model.layers if hasattr(layer, "receptive_field")]
+    return max(fields) if fields else None
+
+
+def exact_renderer(model: keras.Model, chunk: int, jit_compile: bool, knobs: np.ndarray | None = None,
+                   initial_state: list[np.ndarray] | None = None) -> BlockRenderer | ExactRenderer:
+    """The `exact` renderer of any model: a recurrent one through its streaming twin (from `initial_state`),
+    a causal convolution by blocks of `chunk` samples after R - 1 of context (it has no state)."""
+    field = receptive_field(model)
+    if field is not None:
+        return BlockRenderer(model, BlockPlan(chunk, field - 1, 1), jit_compile, knobs=knobs)
+    return ExactRenderer(model, chunk, jit_compile, initial_state=initial_state, knobs=knobs)
+
+
 def settled_state(model: keras.Model, seconds: float, sample_rate: int) -> list[np.ndarray]:
-    """Every layer's (h, c) after `seconds` of silence: where a plugin's stream starts (no start-up thump)."""
+    """Every layer's (h, c) after `seconds` of silence: where a plugin's stream starts (no start-up thump).
+    A model without state (a causal convolution) has none: []."""
+    if receptive_field(model) is not None:
+        return []
     twin = streaming_twin(model)
     zeros = [np.zeros((1, int(t.shape[-1])), np.float32) for t in twin.inputs[1:]]
     silence = np.zeros((1, max(int(seconds * sample_rate), 1), 1), np.float32)
@@ -176,7 +198,7 @@ def render_sliding_window(model: keras.Model, x: np.ndarray, window: int, hop: i
 
 def render_exact(model: keras.Model, x: np.ndarray, chunk: int, jit_compile: bool,
                  knobs: np.ndarray | None = None) -> np.ndarray:
-    return ExactRenderer(model, chunk, jit_compile, knobs=knobs)(x)
+    return exact_renderer(model, chunk, jit_compile, knobs=knobs)(x)
 
 
 def render_fast(model: keras.Model, x: np.ndarray, plan: BlockPlan, jit_compile: bool, workers: int = 1,
@@ -208,9 +230,12 @@ def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderPar
                           fix=f"use --method {' or --method '.join(allowed)}")
     vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
     if method == "exact":
-        return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile, knobs=vector)
+        return exact_renderer(model, params.exact_chunk_samples, params.jit_compile, knobs=vector)
     if method == "fast":
-        if card.context_samples is None and card.context_esr is not None:
+        field = receptive_field(model)
+        if field is not None:  # a causal convolution: R - 1 samples of context are exact, nothing to measure
+            card = dataclasses.replace(card, context_samples=field - 1)
+        elif card.context_samples is None and card.context_esr is not None:
             # measured, and no warm-up up to render.max_context_ms made blocks match one stream
             return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile, knobs=vector)
         return BlockRenderer(model, fast_plan(card, params), params.jit_compile, params.workers, vector)

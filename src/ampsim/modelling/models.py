@@ -119,6 +119,9 @@ def load_model(path: Path) -> tuple[keras.Model, ModelCard]:
             raise AmpsimError("model not found", path=name,
                               fix="train one with `dvc repro train`, or point at a folder that has "
                                   f"{MODEL_FILE} and {CARD_FILE} (or a .keras file with its .card.json)")
+    from ampsim.modelling.architectures import registered
+
+    registered()  # imports every architecture, so that their custom layers are registered for safe mode
     model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
     fields = json.loads(card_file.read_text())
     fields["architecture"] = LEGACY_ARCHITECTURES.get(fields["architecture"], fields["architecture"])

@@ -23,7 +23,7 @@ import numpy as np
 from ampsim.core.audio import atomic_dir, write_text
 from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_names
-from ampsim.core.params import Lstm2018Params, LstmParams, TrainParams
+from ampsim.core.params import Lstm2018Params, LstmParams, TrainParams, WavenetParams
 from ampsim.data.windows import Pool, fixed_windows, load_split, random_windows
 from ampsim.modelling.architectures import Recipe, architecture
 from ampsim.modelling.models import ModelCard, copy_weights, reset_carried_state, save_model
@@ -41,6 +41,7 @@ class TrainConfig:
     train: TrainParams
     lstm2018: Lstm2018Params
     lstm: LstmParams
+    wavenet: WavenetParams
 
 
 def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:

@@ -8,7 +8,10 @@ A module provides:
 - build(config, knobs, carried_batch=None) -> keras.Model;
 - recipe(config) -> Recipe;
 - shortest_context(window_samples, tail_samples, sample_rate) -> int: the least warm-up `fast` rendering tries;
-- nam_lstm(model, state) -> (hidden_size, num_layers, weights): its weights in NAM's LSTM layout.
+- nam(model, state) -> NamPayload: its .nam `architecture`, `config` and weights (`state`: a recurrent
+  model's settled state, [h_1, c_1, ...]; empty for a stateless one);
+- bake_knobs(model, knob_values) -> keras.Model: a knob setting folded into a plain one-input model.
+A model that renders exactly by blocks (a causal convolution) has a layer with a `receptive_field`.
 """
 
 from __future__ import annotations
@@ -45,11 +48,22 @@ class Recipe:
     chunk_loss: Callable | None = None
 
 
+@dataclass(frozen=True)
+class NamPayload:
+    """What an architecture writes into a .nam file: NAM's architecture name, its config, the weights in
+    NAM's order (concatenated), and the size a sharing site files it under."""
+
+    architecture: str
+    config: dict
+    weights: list[np.ndarray]
+    size: str = "custom"
+
+
 def registered() -> dict[str, ModuleType]:
     """Every architecture by name: the one list to extend (imported here, late, since they import this module)."""
-    from ampsim.modelling.architectures import lstm2018, streaming_lstm
+    from ampsim.modelling.architectures import lstm2018, streaming_lstm, wavenet
 
-    return {module.NAME: module for module in (streaming_lstm, lstm2018)}
+    return {module.NAME: module for module in (streaming_lstm, lstm2018, wavenet)}
 
 
 def architecture(name: str) -> ModuleType:
@@ -66,6 +80,11 @@ def architecture(name: str) -> ModuleType:
 
 def lstm_layers(model: keras.Model) -> list[keras.layers.LSTM]:
     return [layer for layer in model.layers if isinstance(layer, keras.layers.LSTM)]
+
+
+def nam_lstm_payload(hidden_size: int, num_layers: int, weights: list[np.ndarray]) -> NamPayload:
+    """NAM's LSTM (one input): an LSTM is none of NAM's named sizes (those are its WaveNet presets)."""
+    return NamPayload("LSTM", {"input_size": 1, "hidden_size": int(hidden_size), "num_layers": num_layers}, weights)
 
 
 def nam_layer(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, h: np.ndarray,

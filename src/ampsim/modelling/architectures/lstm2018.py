@@ -16,7 +16,7 @@ import numpy as np
 
 from ampsim.core.errors import AmpsimError
 from ampsim.data.windows import samples
-from ampsim.modelling.architectures import Recipe, lstm_layers, nam_layer
+from ampsim.modelling.architectures import NamPayload, Recipe, lstm_layers, nam_layer, nam_lstm_payload
 from ampsim.modelling.losses import tail_mse
 
 NAME = "lstm2018"
@@ -72,7 +72,7 @@ def _output_layer_as(units: int, kernel: np.ndarray, recurrent: np.ndarray,
     return wide_kernel, wide_recurrent, wide_bias
 
 
-def nam_lstm(model: keras.Model, state: list[np.ndarray]) -> tuple[int, int, list[np.ndarray]]:
+def nam(model: keras.Model, state: list[np.ndarray]) -> NamPayload:
     """A 3-layer NAM LSTM of `units` each, the head [1, 0, ...] reading unit 0 of the third layer."""
     layers = lstm_layers(model)
     hidden = layers[0].units
@@ -87,4 +87,4 @@ def nam_lstm(model: keras.Model, state: list[np.ndarray]) -> tuple[int, int, lis
             h, c = np.pad(h.ravel(), (0, hidden - 1)), np.pad(c.ravel(), (0, hidden - 1))
         parts.append(nam_layer(kernel, recurrent, bias, h, c))
     head = [np.eye(1, hidden, dtype=np.float32).ravel(), np.zeros(1, np.float32)]
-    return hidden, 3, parts + head
+    return nam_lstm_payload(hidden, 3, parts + head)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ampsim.core.errors import AmpsimError
 from ampsim.data.windows import samples
-from ampsim.modelling.architectures import Recipe, lstm_layers, nam_layer
+from ampsim.modelling.architectures import NamPayload, Recipe, lstm_layers, nam_layer, nam_lstm_payload
 from ampsim.modelling.losses import esr_dc_loss, warmed_mse
 from ampsim.modelling.models import CarriedLSTM
 
@@ -77,7 +77,7 @@ def has_input_skip(model: keras.Model) -> bool:
     return any(layer.name == "input_skip" for layer in model.layers)
 
 
-def nam_lstm(model: keras.Model, state: list[np.ndarray]) -> tuple[int, int, list[np.ndarray]]:
+def nam(model: keras.Model, state: list[np.ndarray]) -> NamPayload:
     """NAM's LSTM: the layers as they are, then the head's weight (H) and bias (1)."""
     if has_input_skip(model):
         raise AmpsimError("this model adds its input to its output (lstm.input_skip: true); NAM's LSTM has no "
@@ -89,7 +89,7 @@ def nam_lstm(model: keras.Model, state: list[np.ndarray]) -> tuple[int, int, lis
     parts = [nam_layer(*layer.get_weights(), state[2 * index], state[2 * index + 1])
              for index, layer in enumerate(layers)]
     head_kernel, head_bias = model.get_layer("head").get_weights()
-    return sizes.pop(), len(layers), parts + [head_kernel.ravel(), head_bias]
+    return nam_lstm_payload(sizes.pop(), len(layers), parts + [head_kernel.ravel(), head_bias])
 
 
 def aidax_layers(model: keras.Model) -> list[dict]:
