@@ -295,7 +295,7 @@ class Tracker:
         if os.environ.get(DVC_EXP_BASELINE_REV):
             run_tags["ampsim.dvc_baseline_rev"] = os.environ[DVC_EXP_BASELINE_REV]
         run_id = self.start(training_run_name(device, architecture, experiment), params, run_tags)
-        if data_path is not None:
+        if data_path is not None and (root / data_path).exists():  # a run outside a project has no capture set
             self.log_capture_set(device, root / data_path, root)
         return run_id
 
