@@ -166,7 +166,8 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, b
     from ampsim.modelling.models import load_model
 
     model, _ = load_model(model_dir)
-    assert client.get_model_version("ds1", "1").run_id == run.info.run_id  # registered under the device's name
+    # registered under the device's name
+    assert client.search_model_versions(f"name = 'ds1' and run_id = '{run.info.run_id}'")
     assert run.info.run_name.startswith(f"ds1/{architecture}/")
     probe = np.random.default_rng(5).standard_normal((1, 2000, 1)).astype(np.float32) * 0.2
     np.testing.assert_allclose(reloaded.predict(probe, verbose=0), model.predict(probe, verbose=0), atol=1e-6)
