@@ -87,11 +87,11 @@ def test_retry_is_decided_by_the_stage_exit_code_that_dvc_reports(tmp_path, code
     from conftest import tool_env
 
     env = {**tool_env(), "DVC_SITE_CACHE_DIR": str(tmp_path / "site-cache")}
-    (tmp_path / "dvc.yaml").write_text(f"stages:\n  fails:\n    cmd: exit {code}\n")
+    (tmp_path / "dvc.yaml").write_text(f"stages:\n  register:\n    foreach: [amp]\n    do:\n      cmd: exit {code}\n")
     for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
                     ["git", "commit", "-qm", "one stage"]):
         subprocess.run(command, cwd=tmp_path, env=env, check=True)
     with pytest.raises(getattr(orchestration, kind), match=f"exited with {code}"):
-        orchestration.run_experiment(tmp_path, {})
+        orchestration.run_experiment(tmp_path, {}, "amp")
     assert orchestration.stage_exit_codes(f"ERROR: failed to reproduce 'fails': failed to run: exit {code}, "
                                           f"exited with {code}") == [code]
