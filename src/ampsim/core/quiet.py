@@ -93,6 +93,9 @@ def quiet_backends() -> None:
         logger.setLevel(logging.ERROR)
         if not any(isinstance(f, _BelowError) for f in logger.filters):
             logger.addFilter(_BelowError())  # holds even if a library lowers the level again
+    # MLflow announces, at INFO, each database it creates or migrates (every new store: every fresh clone).
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     try:  # absl must create its own logger class: set its level through absl, never before its import
         from absl import logging as absl_logging
     except ImportError:
