@@ -11,6 +11,7 @@ and `ampsim_over_nam` into bench/results.json.
 
     make bench-quality                                    # 2, 5, 10, 15 min on boss-ds1 and the demo, ~35 min
     .venv/bin/python bench/quality.py --budgets 0.5 1 --datasets boss-ds1 --out /tmp/q.json   # a smoke run
+    .venv/bin/python bench/quality.py --set train.architecture=wavenet --out /tmp/q.json      # a candidate
 
 Datasets: `boss-ds1` (../shared/captures/boss-ds1, a real DS-1) and `demo` (the shipped demo's gain-0.8
 capture alone, since NAM's models take no knobs), each split in time by ampsim's validate (last 20 %).
@@ -78,18 +79,36 @@ def split_arrays(prepared: Path) -> dict[str, np.ndarray]:
 
 # --- the two sides, each in a process of its own --------------------------------------------------------
 
-def ampsim_side(prepared: Path, work: Path, budgets: list[float]) -> list[dict]:
-    from ampsim.core.params import RenderParams, TrainParams, load_params, section
-    from ampsim.modelling.backend import use_backend
+def candidate_params(overrides: list[str]) -> dict:
+    """params.yaml with `section.key=value` overrides (values read as YAML): the recipe a run benchmarks."""
+    import yaml
+
+    from ampsim.core.params import load_params
 
     params = load_params(PROJECT / "params.yaml")
+    for override in overrides:
+        dotted, _, value = override.partition("=")
+        section_name, _, key = dotted.partition(".")
+        if section_name not in params or not key or key not in params[section_name]:
+            raise SystemExit(f"bench/quality.py: --set {override}: no such setting in params.yaml")
+        params[section_name][key] = yaml.safe_load(value)
+    return params
+
+
+def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: list[str]) -> list[dict]:
+    from ampsim.core.params import RenderParams, TrainParams, section
+    from ampsim.modelling.backend import use_backend
+
+    params = candidate_params(overrides)
     use_backend(section(params, "train", TrainParams).backend)
     from ampsim.cli import _train_config
     from ampsim.inference.engine import render_exact
+    from ampsim.modelling.architectures import architecture
     from ampsim.modelling.training import train
 
     params["train"].update(max_minutes=max(budgets), max_steps=10**6)
-    params["lstm"]["patience"] = 10**6  # the whole budget, as NAM's side trains
+    recipe_section = architecture(params["train"]["architecture"]).PARAMS
+    params[recipe_section]["patience"] = 10**6  # the whole budget, as NAM's side trains
     config = _train_config(params, "params.yaml")
     render_params = section(params, "render", RenderParams)
     data = split_arrays(prepared)
@@ -124,7 +143,7 @@ def nam_side(prepared: Path, budgets: list[float]) -> list[dict]:
                                        "train_esr")} for row in rows]
 
 
-def side_by_side(dataset: str, budgets: list[float], work: Path) -> dict:
+def side_by_side(dataset: str, budgets: list[float], work: Path, overrides: list[str]) -> dict:
     """Both sides at once, ampsim on core 0 and NAM on core 1; their rows and the ratios."""
     prepared = prepare_capture(DATASETS[dataset], work)
     procs = {}
@@ -132,6 +151,7 @@ def side_by_side(dataset: str, budgets: list[float], work: Path) -> dict:
         out = work / f"{side}.json"
         command = [sys.executable, __file__, "--side", side, "--prepared", str(prepared), "--work", str(work / side),
                    "--budgets", *map(str, budgets), "--out", str(out)]
+        command += [f"--set={override}" for override in overrides]
         procs[side] = (subprocess.Popen(command, preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})), out)
     while any(process.poll() is None for process, _ in procs.values()):
         failed = [side for side, (process, _) in procs.items() if process.poll() not in (None, 0)]
@@ -164,12 +184,14 @@ def main() -> None:
     parser.add_argument("--budgets", type=float, nargs="+", default=[2, 5, 10, 15], help="training minutes")
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))
     parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="JSON file to merge `quality` into")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="benchmark params.yaml with this setting changed (repeatable), e.g. lstm.hidden_size=32")
     parser.add_argument("--side", choices=("ampsim", "nam"), help=argparse.SUPPRESS)  # a worker process
     parser.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        rows = ampsim_side(args.prepared, args.work, args.budgets) if args.side == "ampsim" \
+        rows = ampsim_side(args.prepared, args.work, args.budgets, args.overrides) if args.side == "ampsim" \
             else nam_side(args.prepared, args.budgets)
         args.out.write_text(json.dumps(rows, indent=2))
         return
@@ -178,10 +200,10 @@ def main() -> None:
         if not (DATASETS[dataset] / "input.wav").is_file():
             raise SystemExit(f"bench/quality.py: {DATASETS[dataset]} not found (boss-ds1 lives in ../shared/captures)")
     quality = {"date": dt.date.today().isoformat(), "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
-               "budgets_minutes": args.budgets, "datasets": {}}
+               "budgets_minutes": args.budgets, "ampsim_settings": args.overrides or "params.yaml", "datasets": {}}
     with tempfile.TemporaryDirectory(prefix="ampsim-quality-") as tmp:
         for dataset in args.datasets:
-            quality["datasets"][dataset] = side_by_side(dataset, args.budgets, Path(tmp) / dataset)
+            quality["datasets"][dataset] = side_by_side(dataset, args.budgets, Path(tmp) / dataset, args.overrides)
     # One number per budget: the boss-ds1 ratio (the real capture), as the issue asks.
     first = quality["datasets"].get("boss-ds1") or next(iter(quality["datasets"].values()))
     quality["ampsim_over_nam"] = first["ampsim_over_nam"]

@@ -15,7 +15,7 @@ def test_demo_device_is_generated_the_same_every_time(ampsim_cli, tmp_path, demo
     code, out, err = ampsim_cli("demo-set", "--captures", str(tmp_path))
     assert code == 0, err
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["gain-0.2", "gain-0.5", "gain-0.8"]
+    assert names == ["gain-0.2", "gain-0.35", "gain-0.5", "gain-0.65", "gain-0.8"]
     for name in names:
         for side in ("input.wav", "output.wav"):
             assert (tmp_path / name / side).read_bytes() == (demo_set / name / side).read_bytes()

@@ -7,7 +7,8 @@ keras = pytest.importorskip("keras")
 
 from ampsim.modelling.architectures.lstm2018 import lstm2018_model  # noqa: E402
 from ampsim.modelling.architectures.streaming_lstm import lstm_model  # noqa: E402
-from ampsim.modelling.losses import esr, esr_dc_loss, pre_emphasis, tail_mse  # noqa: E402
+from ampsim.modelling.losses import (  # noqa: E402
+    MRSTFT_RESOLUTIONS, esr, esr_dc_loss, mrstft, pre_emphasis, tail_mse, with_mrstft)
 from ampsim.modelling.models import streaming_twin  # noqa: E402
 
 
@@ -42,6 +43,44 @@ def test_esr_and_pre_emphasis_match_numpy():
     shifted = y.copy()
     shifted[:, :100] += 10.0  # the warm-up is ignored
     assert float(keras.ops.convert_to_numpy(loss(y, shifted))) == pytest.approx(0.0, abs=1e-6)
+
+
+def _numpy_mrstft(y, y_hat, resolutions):
+    """The MR-STFT distance written out in numpy: a centred, reflect-padded Hann STFT per resolution."""
+    total = 0.0
+    for fft_length, hop, window in resolutions:
+        mags = []
+        for signal in (y[..., 0], y_hat[..., 0]):
+            padded = np.pad(signal, [(0, 0), (fft_length // 2, fft_length // 2)], mode="reflect")
+            starts = np.arange(0, padded.shape[1] - fft_length + 1, hop)
+            hann = np.zeros(fft_length)
+            left = (fft_length - window) // 2
+            hann[left : left + window] = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(window) / window)
+            frames = padded[:, starts[:, None] + np.arange(fft_length)] * hann
+            mags.append(np.sqrt(np.abs(np.fft.rfft(frames, axis=-1)) ** 2 + 1e-7))
+        target, predicted = mags
+        total += np.linalg.norm(target - predicted) / np.linalg.norm(target)
+        total += np.mean(np.abs(np.log(target) - np.log(predicted)))
+    return total / len(resolutions)
+
+
+def test_mrstft_matches_numpy_and_ignores_the_warmup():
+    rng = np.random.default_rng(2)
+    y = rng.standard_normal((2, 4096, 1)).astype(np.float32)
+    y_hat = (0.8 * y + 0.05 * rng.standard_normal(y.shape)).astype(np.float32)
+    value = float(keras.ops.convert_to_numpy(mrstft(y, y_hat)))
+    assert value == pytest.approx(_numpy_mrstft(y, y_hat, MRSTFT_RESOLUTIONS), rel=2e-3)
+    assert float(keras.ops.convert_to_numpy(mrstft(y, y))) == pytest.approx(0.0, abs=1e-3)
+    base = esr_dc_loss(warmup=100, pre_emphasis_coefficient=0.85, dc_weight=1.0)
+    assert with_mrstft(base, 100, 0.0, "esr_dc") is base
+    combined = with_mrstft(base, 100, 0.5, "esr_dc")
+    assert combined.__name__ == "esr_dc+mrstft"
+    spoiled = y.copy()
+    spoiled[:, :100] += 10.0  # the warm-up is ignored by both terms
+    assert float(keras.ops.convert_to_numpy(combined(y, spoiled))) == pytest.approx(0.0, abs=1e-3)
+    expected = float(keras.ops.convert_to_numpy(base(y, y_hat))) + 0.5 * float(
+        keras.ops.convert_to_numpy(mrstft(y[:, 100:], y_hat[:, 100:])))
+    assert float(keras.ops.convert_to_numpy(combined(y, y_hat))) == pytest.approx(expected, rel=1e-4)
 
 
 @pytest.mark.parametrize("input_skip", [False, True])

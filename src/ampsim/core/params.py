@@ -92,6 +92,7 @@ class LstmParams:
     loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
     pre_emphasis: float
     dc_weight: float
+    mrstft_weight: float  # + this x a multi-resolution STFT distance (0 = off); needs updates >= 2048 samples
     val_segments: int
 
 
@@ -110,6 +111,7 @@ class WavenetParams:
     loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
     pre_emphasis: float
     dc_weight: float
+    mrstft_weight: float  # + this x a multi-resolution STFT distance (0 = off)
     val_windows: int  # fixed validation windows (evenly spaced over the validation audio)
 
 

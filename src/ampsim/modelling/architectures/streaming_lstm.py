@@ -15,7 +15,7 @@ import numpy as np
 from ampsim.core.errors import AmpsimError
 from ampsim.data.windows import samples
 from ampsim.modelling.architectures import NamPayload, Recipe, lstm_layers, nam_layer, nam_lstm_payload
-from ampsim.modelling.losses import esr_dc_loss, warmed_mse
+from ampsim.modelling.losses import MRSTFT_RESOLUTIONS, esr_dc_loss, warmed_mse, with_mrstft
 from ampsim.modelling.models import CarriedLSTM
 
 AIDAX_HIDDEN_SIZES = (8, 12, 16, 20, 24, 32, 40, 64, 80)  # the LSTM sizes AIDA-X's RTNeural build loads
@@ -59,14 +59,24 @@ def recipe(config) -> Recipe:
         raise AmpsimError(f"lstm.tbptt_samples {p.tbptt_samples} must be between 1 and the segment after its "
                           f"warm-up ({p.segment_samples - p.warmup_samples})", path="params.yaml",
                           fix="e.g. 200 (an update every 200 samples)")
-    losses = {"esr_dc": lambda warmup: esr_dc_loss(warmup, p.pre_emphasis, p.dc_weight), "mse": warmed_mse}
-    if p.loss not in losses:
-        raise AmpsimError(f"unknown lstm.loss `{p.loss}`", path="params.yaml", fix=f"use one of {sorted(losses)}")
+    bases = {"esr_dc": lambda warmup: esr_dc_loss(warmup, p.pre_emphasis, p.dc_weight), "mse": warmed_mse}
+    if p.loss not in bases:
+        raise AmpsimError(f"unknown lstm.loss `{p.loss}`", path="params.yaml", fix=f"use one of {sorted(bases)}")
+    longest_fft = max(fft for fft, _, _ in MRSTFT_RESOLUTIONS)
+    if p.mrstft_weight and p.tbptt_samples < longest_fft:
+        raise AmpsimError(f"lstm.mrstft_weight needs updates of at least {longest_fft} samples (its longest FFT); "
+                          f"lstm.tbptt_samples is {p.tbptt_samples}", path="params.yaml",
+                          fix=f"set lstm.tbptt_samples >= {longest_fft}, or lstm.mrstft_weight: 0")
+
+    def loss(warmup):
+        return with_mrstft(bases[p.loss](warmup), warmup, p.mrstft_weight, p.loss)
+
     updates = (p.segment_samples - p.warmup_samples) // p.tbptt_samples
+    segment_loss = loss(p.warmup_samples)
     return Recipe(p.warmup_samples + updates * p.tbptt_samples, updates * p.tbptt_samples, p.batch_size,
                   p.batches_per_step, p.learning_rate, p.final_learning_rate, p.patience, p.val_segments,
-                  losses[p.loss](p.warmup_samples), p.loss, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
-                  chunk_loss=losses[p.loss](0))
+                  segment_loss, segment_loss.__name__, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
+                  chunk_loss=loss(0))
 
 
 def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -> int:
