@@ -7,7 +7,7 @@ machine loads both alike. At each budget each side's model as it would ship (the
 validation step so far) renders the whole validation audio and the whole training audio, and is scored:
 validation ESR (what the ratio compares), pre-emphasised validation ESR, and the fit on the training
 stretch. Prints a table and the ratio ampsim / NAM of validation ESR per budget; writes `quality_vs_nam`
-and `ampsim_over_nam` into bench/results.json.
+and `ampsim_over_nam` into bench/results.json (a `--set` candidate: `quality_vs_nam_candidates`).
 
     make bench-quality                                    # 2, 5, 10, 15 min on boss-ds1 and the demo, ~35 min
     .venv/bin/python bench/quality.py --budgets 0.5 1 --datasets boss-ds1 --out /tmp/q.json   # a smoke run
@@ -209,8 +209,11 @@ def main() -> None:
     quality["ampsim_over_nam"] = first["ampsim_over_nam"]
     print(table(quality))
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results["quality_vs_nam"] = quality  # `quality` is bench/run.py's curve of the default model alone
-    results["ampsim_over_nam"] = quality["ampsim_over_nam"]
+    if args.overrides:  # a candidate: kept beside the default's figures, never in their place
+        results.setdefault("quality_vs_nam_candidates", {})[" ".join(args.overrides)] = quality
+    else:
+        results["quality_vs_nam"] = quality  # `quality` is bench/run.py's curve of the default model alone
+        results["ampsim_over_nam"] = quality["ampsim_over_nam"]
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     print(f"wrote {args.out}")
 
