@@ -210,7 +210,9 @@ def main() -> None:
     print(table(quality))
     results = json.loads(args.out.read_text()) if args.out.is_file() else {}
     if args.overrides:  # a candidate: kept beside the default's figures, never in their place
-        results.setdefault("quality_vs_nam_candidates", {})[" ".join(args.overrides)] = quality
+        candidates = results.setdefault("quality_vs_nam_candidates", {})
+        earlier = candidates.setdefault(" ".join(args.overrides), quality)
+        earlier["datasets"].update(quality["datasets"])  # a run on another dataset adds to the candidate's
     else:
         results["quality_vs_nam"] = quality  # `quality` is bench/run.py's curve of the default model alone
         results["ampsim_over_nam"] = quality["ampsim_over_nam"]
