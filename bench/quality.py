@@ -196,6 +196,7 @@ def main() -> None:
         args.out.write_text(json.dumps(rows, indent=2))
         return
 
+    candidate_params(args.overrides)  # a mistyped --set stops here, not in a worker after the set-up
     for dataset in args.datasets:
         if not (DATASETS[dataset] / "input.wav").is_file():
             raise SystemExit(f"bench/quality.py: {DATASETS[dataset]} not found (boss-ds1 lives in ../shared/captures)")
