@@ -46,3 +46,18 @@ def test_no_module_outside_the_architectures_compares_architecture_names():
     pattern = re.compile(r"""architecture\s*[!=]=\s*["']|["'](seed|lstm|lstm2018)["']\s*[!=]=\s*\w*architecture""")
     for path in (PROJECT / "src" / "ampsim").glob("*.py"):
         assert not pattern.search(path.read_text()), f"{path.name} asks which architecture a model is"
+
+
+@pytest.mark.parametrize("name, section, short, long", [("lstm", "tbptt_samples", 200, 2048),
+                                                        ("wavenet", "output_samples", 1000, 8192)])
+def test_an_mrstft_term_needs_updates_as_long_as_its_longest_fft(name, section, short, long):
+    from ampsim.cli import _train_config
+
+    params = load_params(PROJECT / "params.yaml")
+    params[name].update({"mrstft_weight": 0.1, section: short})
+    with pytest.raises(AmpsimError, match=rf"{name}.mrstft_weight needs .*2048.*{name}.{section} is {short}"):
+        architecture(name).recipe(_train_config(params, "params.yaml"))
+    params[name][section] = long
+    assert architecture(name).recipe(_train_config(params, "params.yaml")).loss_name == "esr_dc+mrstft"
+    params[name]["mrstft_weight"] = 0.0
+    assert architecture(name).recipe(_train_config(params, "params.yaml")).loss_name == "esr_dc"
