@@ -72,8 +72,8 @@ def test_mrstft_matches_numpy_and_ignores_the_warmup():
     assert value == pytest.approx(_numpy_mrstft(y, y_hat, MRSTFT_RESOLUTIONS), rel=2e-3)
     assert float(keras.ops.convert_to_numpy(mrstft(y, y))) == pytest.approx(0.0, abs=1e-3)
     base = esr_dc_loss(warmup=100, pre_emphasis_coefficient=0.85, dc_weight=1.0)
-    assert with_mrstft(base, 100, 0.0, "esr_dc") is base
-    combined = with_mrstft(base, 100, 0.5, "esr_dc")
+    assert with_mrstft(base, 100, 0.0, "esr_dc", 3996, "lstm.tbptt_samples") is base
+    combined = with_mrstft(base, 100, 0.5, "esr_dc", 3996, "lstm.tbptt_samples")
     assert combined.__name__ == "esr_dc+mrstft"
     spoiled = y.copy()
     spoiled[:, :100] += 10.0  # the warm-up is ignored by both terms

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from keras import ops
 
+from ampsim.core.errors import AmpsimError
+
 
 def tail_mse(tail: int):
     """The 2018 loss: MSE over the last `tail` output samples of each window (480 = 10 ms at 48 kHz)."""
@@ -70,10 +72,18 @@ def mrstft(y_true, y_pred, resolutions=MRSTFT_RESOLUTIONS, eps: float = 1e-7):
     return total / len(resolutions)
 
 
-def with_mrstft(base, warmup: int, weight: float, name: str):
-    """`base` plus `weight` x the MR-STFT distance after the first `warmup` samples; `base` alone at weight 0."""
+def with_mrstft(base, warmup: int, weight: float, name: str, scored_samples: int, length_setting: str):
+    """`base` plus `weight` x the MR-STFT distance after the first `warmup` samples; `base` alone at weight 0.
+    The samples each update scores (`scored_samples`, set by params.yaml `length_setting`) must hold the
+    longest FFT."""
     if weight == 0:
         return base
+    longest_fft = max(fft for fft, _, _ in MRSTFT_RESOLUTIONS)
+    if scored_samples < longest_fft:
+        weight_setting = f"{length_setting.split('.')[0]}.mrstft_weight"
+        raise AmpsimError(f"{weight_setting} needs updates that score at least {longest_fft} samples (its longest "
+                          f"FFT); {length_setting} is {scored_samples}", path="params.yaml",
+                          fix=f"set {length_setting} >= {longest_fft}, or {weight_setting}: 0")
 
     def loss(y_true, y_pred):
         return base(y_true, y_pred) + weight * mrstft(y_true[:, warmup:, :], y_pred[:, warmup:, :])

@@ -15,7 +15,7 @@ import numpy as np
 from ampsim.core.errors import AmpsimError
 from ampsim.data.windows import samples
 from ampsim.modelling.architectures import NamPayload, Recipe, lstm_layers, nam_layer, nam_lstm_payload
-from ampsim.modelling.losses import MRSTFT_RESOLUTIONS, esr_dc_loss, warmed_mse, with_mrstft
+from ampsim.modelling.losses import esr_dc_loss, warmed_mse, with_mrstft
 from ampsim.modelling.models import CarriedLSTM
 
 AIDAX_HIDDEN_SIZES = (8, 12, 16, 20, 24, 32, 40, 64, 80)  # the LSTM sizes AIDA-X's RTNeural build loads
@@ -62,14 +62,10 @@ def recipe(config) -> Recipe:
     bases = {"esr_dc": lambda warmup: esr_dc_loss(warmup, p.pre_emphasis, p.dc_weight), "mse": warmed_mse}
     if p.loss not in bases:
         raise AmpsimError(f"unknown lstm.loss `{p.loss}`", path="params.yaml", fix=f"use one of {sorted(bases)}")
-    longest_fft = max(fft for fft, _, _ in MRSTFT_RESOLUTIONS)
-    if p.mrstft_weight and p.tbptt_samples < longest_fft:
-        raise AmpsimError(f"lstm.mrstft_weight needs updates of at least {longest_fft} samples (its longest FFT); "
-                          f"lstm.tbptt_samples is {p.tbptt_samples}", path="params.yaml",
-                          fix=f"set lstm.tbptt_samples >= {longest_fft}, or lstm.mrstft_weight: 0")
 
     def loss(warmup):
-        return with_mrstft(bases[p.loss](warmup), warmup, p.mrstft_weight, p.loss)
+        return with_mrstft(bases[p.loss](warmup), warmup, p.mrstft_weight, p.loss, p.tbptt_samples,
+                           "lstm.tbptt_samples")
 
     updates = (p.segment_samples - p.warmup_samples) // p.tbptt_samples
     segment_loss = loss(p.warmup_samples)

@@ -28,7 +28,7 @@ from keras import ops
 
 from ampsim.core.errors import AmpsimError
 from ampsim.modelling.architectures import NamPayload, Recipe
-from ampsim.modelling.losses import MRSTFT_RESOLUTIONS, esr_dc_loss, warmed_mse, with_mrstft
+from ampsim.modelling.losses import esr_dc_loss, warmed_mse, with_mrstft
 
 NAME = "wavenet"
 DESCRIPTION = "NAM's WaveNet: layer arrays of dilated causal convolutions"
@@ -216,12 +216,7 @@ def recipe(config) -> Recipe:
     losses = {"esr_dc": lambda: esr_dc_loss(warmup, p.pre_emphasis, p.dc_weight), "mse": lambda: warmed_mse(warmup)}
     if p.loss not in losses:
         raise AmpsimError(f"unknown wavenet.loss `{p.loss}`", path="params.yaml", fix=f"use one of {sorted(losses)}")
-    longest_fft = max(fft for fft, _, _ in MRSTFT_RESOLUTIONS)
-    if p.mrstft_weight and p.output_samples < longest_fft:
-        raise AmpsimError(f"wavenet.mrstft_weight needs at least {longest_fft} scored samples a window (its longest "
-                          f"FFT); wavenet.output_samples is {p.output_samples}", path="params.yaml",
-                          fix=f"set wavenet.output_samples >= {longest_fft}, or wavenet.mrstft_weight: 0")
-    loss = with_mrstft(losses[p.loss](), warmup, p.mrstft_weight, p.loss)
+    loss = with_mrstft(losses[p.loss](), warmup, p.mrstft_weight, p.loss, p.output_samples, "wavenet.output_samples")
     return Recipe(warmup + p.output_samples, p.output_samples, p.batch_size, p.batches_per_step, p.learning_rate,
                   p.final_learning_rate, p.patience, p.val_windows, loss, loss.__name__)
 
