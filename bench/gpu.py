@@ -83,10 +83,10 @@ def main() -> None:
     args = parser.parse_args()
     if args.prepare_only:
         sys.path.insert(0, str(BENCH))
-        from quality import DATASETS, prepare_capture
+        from quality import CAPTURE_YAML, DATASETS, prepare_capture
 
         with tempfile.TemporaryDirectory() as tmp:
-            shutil.copytree(prepare_capture(DATASETS["boss-ds1"], Path(tmp)), args.prepared, dirs_exist_ok=True)
+            shutil.copytree(prepare_capture(DATASETS["boss-ds1"], Path(tmp), CAPTURE_YAML["boss-ds1"]), args.prepared, dirs_exist_ok=True)
         return
     import keras
 

@@ -13,7 +13,7 @@ import yaml
 from dvc.repo import Repo
 from mlflow.tracking import MlflowClient
 
-from conftest import copy_project, run_tool, tool_env, write_capture
+from conftest import BOSS_DS1_LATENCY, copy_project, run_tool, tool_env, write_capture
 
 STAGES = ("normalize", "validate", "train", "evaluate", "render", "register")
 
@@ -44,7 +44,7 @@ def built(studio):
 
 @pytest.fixture(scope="module")
 def with_ds1(built, studio, boss_ds1):
-    added = run_tool(studio, "ampsim", "add", str(boss_ds1), "--device", "ds1")
+    added = run_tool(studio, "ampsim", "add", str(boss_ds1), "--device", "ds1", "--latency", str(BOSS_DS1_LATENCY))
     status = run_tool(studio, "dvc", "status")
     repro = run_tool(studio, "dvc", "repro")
     after = run_tool(studio, "dvc", "status")
@@ -76,7 +76,7 @@ def test_repro_on_a_fresh_clone_builds_the_demo_device(built, studio):
     assert ran(built, "demo")
     for stage in STAGES:
         assert ran(built, f"{stage}@demo")
-    assert "gain-0.2: delay 30 samples" in built.stdout
+    assert "gain-0.2: latency 22 samples (0.46 ms), compensated (device (smallest of its captures)" in built.stdout
     assert "registered demo v1" in built.stdout
     assert (studio / "models" / "demo" / "release" / "model.keras").is_file()
     for setting in ("gain-0.2", "gain-0.5", "gain-0.8"):
@@ -109,7 +109,7 @@ def test_adding_a_device_trains_only_that_device(with_ds1, studio):
     for stage in STAGES:
         assert ran(repro, f"{stage}@ds1") and not ran(repro, f"{stage}@demo")
     assert skipped(repro, "train@demo")
-    assert "ds1: delay 39 samples" in repro.stdout and "registered ds1 v1" in repro.stdout
+    assert f"ds1: latency {BOSS_DS1_LATENCY} samples" in repro.stdout and "registered ds1 v1" in repro.stdout
     client = MlflowClient(f"sqlite:///{studio / 'mlflow.db'}")
     assert {m.name for m in client.search_registered_models()} == {"demo", "ds1"}  # a model per device
     # the audio is in DVC's cache, not in git

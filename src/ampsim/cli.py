@@ -67,11 +67,11 @@ def cmd_validate(args: argparse.Namespace) -> None:
     audio = section(params, "audio", AudioParams, args.params)
     summary = validate_captures(Path(args.normalized), Path(args.out), Path(args.reports), audio.sample_rate,
                                 section(params, "validate", ValidateParams, args.params))
-    for name, delay in summary["delay_samples"].items():
-        whole = summary["delay_whole_file_samples"][name]
-        print(f"{name}: delay {delay} samples ({1000 * delay / audio.sample_rate:.2f} ms), compensated "
-              f"(measured on the opening; {whole} over the whole file)")
+    for name in summary["delay_samples"]:
+        print(f"{name}: {summary['latency'][name]}")
         print(f"{name}: {summary['replicate'][name]}")
+    for warning in summary["latency_warnings"]:
+        print(f"ampsim validate: warning: {warning}", file=sys.stderr)
     print(f"train {summary['train_seconds']:.1f} s, validation {summary['val_seconds']:.1f} s; "
           f"report in {args.reports}/report.json, Data Docs in {args.reports}/data_docs/index.html")
 
@@ -178,7 +178,8 @@ def cmd_add(args: argparse.Namespace) -> None:
     from ampsim.data.intake import add_capture
 
     added = add_capture([Path(s) for s in args.sources], args.device, dict(parse_knob(k) for k in args.knob),
-                        project=Path.cwd(), setting=args.setting, force=args.force, use_dvc=not args.no_dvc)
+                        project=Path.cwd(), setting=args.setting, force=args.force, use_dvc=not args.no_dvc,
+                        latency=args.latency)
     print(f"added {added.input.name} (DI) and {added.output.name} as {added.folder}"
           + (f", tracked by {added.dvc_file}" if added.dvc_file else ""))
     print(f"next: `dvc repro` trains device '{added.device}' (and only it), then `git add params.yaml "
@@ -416,6 +417,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="the knob setting of this capture, 0-1, e.g. --knob gain=0.7 (one per knob): captures of "
                          "one device at several settings train one conditioned model")
     ad.add_argument("--setting", help="the setting's folder name (default: from the knobs, e.g. gain-0.7)")
+    ad.add_argument("--latency", type=int, metavar="N",
+                    help="the rig's latency in samples, as a loop-back measured it (capture.yaml latency_samples); "
+                         "default: `validate` measures the onset of the gear's response")
     ad.add_argument("--force", action="store_true", help="replace the device's capture (or that setting)")
     ad.add_argument("--no-dvc", action="store_true", help="copy and describe only; no `dvc add`")
     ad.set_defaults(func=cmd_add)

@@ -38,7 +38,12 @@ class ValidateParams:
     min_rms_dbfs: float
     max_output_clipped_fraction: float
     val_fraction: float
-    align_seconds: float  # the delay is measured on this opening stretch of each capture
+    align_seconds: float  # the latency is measured on this opening stretch of each capture
+    latency_threshold: float  # the response's onset: its first tap at this fraction of the peak tap
+    latency_margin_samples: int  # subtracted from the onset, so the compensation never exceeds the true latency
+    latency_max_lead_samples: int  # an onset this far ahead of the DI is the estimate's ringing; beyond: an error
+    latency_min_clarity: float  # the response's peak over the estimate's noise below which no onset is found
+    latency_disagree_samples: int  # warn when onset and correlation peak, or a device's captures, differ more
     replicate_max_esr: float  # the two wet takes of a passage the DI plays twice may differ by this self-ESR
     replicate_min_seconds: float  # shortest passage that counts as played twice
     replicate_match_esr: float  # ... when the two dry takes match this closely, block by block

@@ -26,7 +26,8 @@ META_FILE = "capture.yaml"
 SPLITS = ("time", "train", "val")  # time: split by time within the capture; train/val: the whole capture
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_META_KEYS = {"device", "notes", "split", "channels", "knobs", "input_level_dbu", "output_level_dbu"}
+_META_KEYS = {"device", "notes", "split", "channels", "knobs", "input_level_dbu", "output_level_dbu",
+              "latency_samples"}
 # The interface's calibration: the analog level, in dBu, of a full-scale (0 dBFS) sample on each side.
 LEVEL_KEYS = ("input_level_dbu", "output_level_dbu")
 
@@ -53,6 +54,7 @@ class Capture:
     knobs: dict[str, float] = field(default_factory=dict)
     input_level_dbu: float | None = None  # dBu of 0 dBFS on the DI / re-amp side (None: not stated)
     output_level_dbu: float | None = None  # dBu of 0 dBFS on the recording input of the amp's side
+    latency_samples: int | None = None  # the rig's latency, stated (None: validate measures it)
 
     @property
     def input_path(self) -> Path:
@@ -70,7 +72,7 @@ class Capture:
 def _read_meta(folder: Path) -> dict[str, Any]:
     path = folder / META_FILE
     if not path.exists():
-        return {"split": "time", "channels": {}, "knobs": {}, **dict.fromkeys(LEVEL_KEYS)}
+        return {"split": "time", "channels": {}, "knobs": {}, **dict.fromkeys(LEVEL_KEYS), "latency_samples": None}
     try:
         meta = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -98,7 +100,20 @@ def _read_meta(folder: Path) -> dict[str, Any]:
     if not isinstance(knobs, dict):
         raise CaptureError("knobs must be a mapping of knob name to 0-1 value", path=path, fix="e.g. `knobs: {gain: 0.6}`")
     knobs = {str(name): check_value(str(name), value, path) for name, value in knobs.items()}
-    return {**meta, "split": split, "channels": channels, "knobs": knobs, **_levels(meta, path)}
+    return {**meta, "split": split, "channels": channels, "knobs": knobs, **_levels(meta, path),
+            "latency_samples": check_latency(meta.get("latency_samples"), path)}
+
+
+def check_latency(value: Any, where: Path | str) -> int | None:
+    """A stated latency: whole samples at the capture's rate (validate checks it against the search range)."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CaptureError(f"latency_samples is {value!r}, not a whole number of samples", path=where,
+                           fix="write the rig's latency in samples at the capture's rate, e.g. `latency_samples: 39` "
+                               "(a loop-back cable through the interface measures it), or leave it out to have it "
+                               "measured")
+    return value
 
 
 def _levels(meta: dict[str, Any], path: Path) -> dict[str, float | None]:
@@ -152,6 +167,7 @@ def load_capture(folder: Path) -> Capture:
         knobs={str(k): v for k, v in meta["knobs"].items()},
         input_level_dbu=meta["input_level_dbu"],
         output_level_dbu=meta["output_level_dbu"],
+        latency_samples=meta["latency_samples"],
     )
 
 

@@ -21,7 +21,7 @@ import yaml
 
 from ampsim.core.errors import AmpsimError, CaptureError
 from ampsim.core.knobs import check_value
-from ampsim.data.captures import META_FILE, check_capture_name, holds_capture
+from ampsim.data.captures import META_FILE, check_capture_name, check_latency, holds_capture
 
 # Names that say which side a file is, when a folder's files are not called input.* / output.*.
 DRY_WORDS = ("input", "di", "dry", "in", "reamp_in", "clean")
@@ -123,12 +123,15 @@ def capture_folder(captures: Path, device: str, knobs: dict[str, float], setting
     return folder
 
 
-def describe(source_meta: dict, device: str, knobs: dict[str, float], dry: Path, wet: Path) -> str:
+def describe(source_meta: dict, device: str, knobs: dict[str, float], dry: Path, wet: Path,
+             latency: int | None = None) -> str:
     meta = dict(source_meta)
     meta.setdefault("device", device)
     meta.setdefault("notes", f"added from {dry} and {wet}")
     if knobs:
         meta["knobs"] = {**(meta.get("knobs") or {}), **knobs}
+    if latency is not None:
+        meta["latency_samples"] = latency
     return yaml.safe_dump(meta, sort_keys=False)
 
 
@@ -185,9 +188,10 @@ def refuse_generated(project: Path, device: str) -> None:
 
 
 def add_capture(sources: list[Path], device: str, knobs: dict[str, float], *, project: Path, setting: str | None = None,
-                force: bool = False, use_dvc: bool = True) -> Added:
+                force: bool = False, use_dvc: bool = True, latency: int | None = None) -> Added:
     project = Path(project).resolve()
     check_capture_name(device)
+    check_latency(latency, "--latency")
     refuse_generated(project, device)
     params_file = project / "params.yaml"
     params_text = params_with_device(params_file.read_text(), device, params_file)
@@ -208,7 +212,7 @@ def add_capture(sources: list[Path], device: str, knobs: dict[str, float], *, pr
         copied_wet = staged / f"output{wet.suffix.lower()}"
         shutil.copyfile(dry, copied_dry)  # contents only: read-only sources stay read-only, copies do not
         shutil.copyfile(wet, copied_wet)
-        (staged / META_FILE).write_text(describe(source_meta, device, knobs, dry, wet))
+        (staged / META_FILE).write_text(describe(source_meta, device, knobs, dry, wet, latency))
         if target.exists():
             shutil.rmtree(target)
         staged.rename(target)

@@ -55,7 +55,7 @@ def normalize_captures(captures_dir: Path, out_dir: Path, params: NormalizeParam
             # The interface levels ride along, so editing them in capture.yaml reruns the stages that use them.
             entry: dict = {"device": capture.device, "split": capture.split, "knobs": capture.knobs,
                            "source": str(capture.folder), "input_level_dbu": capture.input_level_dbu,
-                           "output_level_dbu": capture.output_level_dbu}
+                           "output_level_dbu": capture.output_level_dbu, "latency_samples": capture.latency_samples}
             sides = (("input", INPUT_FILE, capture.input_path), ("output", OUTPUT_FILE, capture.output_path))
             for role, filename, source in sides:  # any format in, float32 WAV out under the fixed name
                 decoded = read_audio(source)

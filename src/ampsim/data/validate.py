@@ -17,7 +17,8 @@ import soundfile as sf
 from ampsim.core.audio import atomic_dir, write_text, write_wav
 from ampsim.core.errors import AmpsimError, ValidationFailed
 from ampsim.core.params import ValidateParams
-from ampsim.data.alignment import align, estimate_delay, frames_after_alignment
+from ampsim.data.alignment import align, frames_after_alignment
+from ampsim.data.latency import MEASURE_COLUMNS, latency_note, measure, settle_latency
 from ampsim.data.captures import INPUT_FILE, LEVEL_KEYS, OUTPUT_FILE, read_levels
 from ampsim.data.checks import check_names, run_suite
 from ampsim.data.normalize import STATS_FILE
@@ -31,16 +32,6 @@ REPLICATE_COLUMNS = ("replicate_self_esr", "replicate_seconds", "replicate_first
 def _load_side(folder: Path, filename: str) -> np.ndarray:
     samples, _ = sf.read(str(folder / filename), dtype="float32", always_2d=True)
     return samples
-
-
-def measure_delay(dry: np.ndarray, wet: np.ndarray, sample_rate: int, params: ValidateParams) -> tuple[int, int]:
-    """Delay measured on the opening `align_seconds`, searched well beyond the bound so that a pair that is
-    too far apart is reported as such; and, for the report, the delay measured on the whole pair."""
-    opening = int(params.align_seconds * sample_rate)
-    search = min(opening // 2, max(sample_rate, int(4 * params.max_delay_ms * sample_rate / 1000)))
-    delay = estimate_delay(dry[:opening], wet[:opening], search)
-    whole = estimate_delay(dry, wet, int(params.max_delay_ms * sample_rate / 1000))
-    return delay, whole
 
 
 def replicate_columns(dry: np.ndarray, wet: np.ndarray, delay: int, rate: int, params: ValidateParams) -> dict:
@@ -76,6 +67,8 @@ def model_levels(entry: dict) -> dict[str, float | None]:
 
 
 def capture_row(name: str, entry: dict, folder: Path, params: ValidateParams) -> tuple[dict, np.ndarray, np.ndarray]:
+    """The capture's statistics and its latency measurement; `finish_row` adds what depends on the latency
+    the device settles on."""
     inp, out = entry["input"], entry["output"]
     dry, wet = _load_side(folder, INPUT_FILE), _load_side(folder, OUTPUT_FILE)
     rate = inp["sample_rate"]
@@ -83,9 +76,6 @@ def capture_row(name: str, entry: dict, folder: Path, params: ValidateParams) ->
                   and np.isfinite(dry).all() and np.isfinite(wet).all()
                   and min(inp["rms_dbfs"], out["rms_dbfs"]) >= params.min_rms_dbfs
                   and min(inp["frames"], out["frames"]) > 2)
-    delay, whole = measure_delay(dry[:, 0], wet[:, 0], rate, params) if measurable else (0, 0)
-    dry_left, wet_left = frames_after_alignment(inp["frames"], out["frames"], delay)
-    mismatch, aligned = abs(dry_left - wet_left), min(dry_left, wet_left)
     row = {
         "capture": name,
         "source": entry["source"],
@@ -98,15 +88,23 @@ def capture_row(name: str, entry: dict, folder: Path, params: ValidateParams) ->
         "input_rms_dbfs": inp["rms_dbfs"],
         "output_rms_dbfs": out["rms_dbfs"],
         "output_clipped_fraction": out["clipped_fraction"],
-        "delay_samples": delay if measurable else None,
-        "delay_ms": 1000 * delay / rate if measurable else None,
-        "delay_whole_file_samples": whole if measurable else None,
-        "length_mismatch_ms": 1000 * mismatch / rate,
-        "aligned_seconds": max(0, aligned) / rate,
+        **(measure(dry[:, 0], wet[:, 0], rate, params) if measurable else dict.fromkeys(MEASURE_COLUMNS)),
+        "latency_override": entry.get("latency_samples"),
     }
-    row.update(replicate_columns(dry[:, 0], wet[:, 0], delay, rate, params) if measurable
-               else dict.fromkeys(REPLICATE_COLUMNS))
     return row, dry, wet
+
+
+def finish_row(row: dict, entry: dict, dry: np.ndarray, wet: np.ndarray, params: ValidateParams) -> dict:
+    """What follows from the latency the device settled on (`row["delay_samples"]`, None: not measurable)."""
+    inp, out = entry["input"], entry["output"]
+    rate, delay = inp["sample_rate"], row["delay_samples"]
+    dry_left, wet_left = frames_after_alignment(inp["frames"], out["frames"], delay or 0)
+    mismatch, aligned = abs(dry_left - wet_left), min(dry_left, wet_left)
+    row.update({"delay_ms": None if delay is None else 1000 * delay / rate,
+                "length_mismatch_ms": 1000 * mismatch / rate, "aligned_seconds": max(0, aligned) / rate})
+    row.update(replicate_columns(dry[:, 0], wet[:, 0], delay, rate, params) if delay is not None
+               else dict.fromkeys(REPLICATE_COLUMNS))
+    return row
 
 
 def split_ranges(frames: int, split: str, val_fraction: float) -> dict[str, tuple[int, int]]:
@@ -130,14 +128,19 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
         row, dry, wet = capture_row(name, entry, normalized_dir / name, params)
         rows.append(row)
         pairs[name] = (dry, wet)
+    latency_failures, warnings = settle_latency(rows, params)
+    rows = [finish_row(row, captures[row["capture"]], *pairs[row["capture"]], params) for row in rows]
     table = pd.DataFrame(rows)
 
     with atomic_dir(reports_dir) as scratch:
         failures, gx_result = run_suite(table, sample_rate, params, scratch / "data_docs")
+        failures = latency_failures + failures
         report = {
             "passed": not failures,
             "failures": [f.sentence() for f in failures],
+            "warnings": warnings,
             "captures": table.replace({np.nan: None}).to_dict(orient="records"),
+            "latency": {row["capture"]: latency_note(row, sample_rate) for row in rows},
             "replicate": {row["capture"]: replicate_note(row) for row in rows},
             "great_expectations": gx_result,
         }
@@ -176,7 +179,8 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
         "train_seconds": sum(s["seconds"] for s in manifest["segments"] if s["split"] == "train"),
         "val_seconds": sum(s["seconds"] for s in manifest["segments"] if s["split"] == "val"),
         "delay_samples": {r["capture"]: r["delay_samples"] for r in rows},
-        "delay_whole_file_samples": {r["capture"]: r["delay_whole_file_samples"] for r in rows},
+        "latency": report["latency"],
+        "latency_warnings": warnings,
         "replicate_self_esr": {r["capture"]: r["replicate_self_esr"] for r in rows},
         "replicate": report["replicate"],
     }
