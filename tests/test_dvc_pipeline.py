@@ -76,7 +76,7 @@ def test_repro_on_a_fresh_clone_builds_the_demo_device(built, studio):
     assert ran(built, "demo")
     for stage in STAGES:
         assert ran(built, f"{stage}@demo")
-    assert "gain-0.2: latency 22 samples (0.46 ms), compensated (device (smallest of its captures)" in built.stdout
+    assert "gain-0.2: latency 23 samples (0.48 ms), compensated (device (smallest of its captures)" in built.stdout
     assert "registered demo v1" in built.stdout
     assert (studio / "models" / "demo" / "release" / "model.keras").is_file()
     for setting in ("gain-0.2", "gain-0.5", "gain-0.8"):

@@ -47,6 +47,26 @@ def cmd_demo_set(args: argparse.Namespace) -> None:
         _write_demo(Path(args.captures) / demo_set_name(gain), gain, split, args.force, params, args.params)
 
 
+def cmd_signal(args: argparse.Namespace) -> None:
+    import soundfile as sf
+
+    from ampsim.core.audio import write_wav
+    from ampsim.data.signal import reamp_signal
+
+    if args.rate < 8000:
+        raise AmpsimError(f"--rate {args.rate} is too low for a guitar signal", fix="use 44100, 48000, 88200 or 96000")
+    signal = reamp_signal(args.rate)
+    try:
+        write_wav(Path(args.out), signal.audio, args.rate, subtype=args.subtype)
+    except (ValueError, RuntimeError, sf.LibsndfileError) as exc:
+        raise AmpsimError(f"cannot write it ({exc})", path=args.out,
+                          fix="name a .wav file in a writable folder, and a subtype WAV holds (PCM_24, FLOAT)") from exc
+    print(f"wrote {args.out}: {len(signal.audio) / args.rate:.1f} s at {args.rate} Hz ({args.subtype})")
+    for name, (start, stop) in signal.sections.items():
+        print(f"  {name:<13} {start / args.rate:7.2f} - {stop / args.rate:7.2f} s")
+    print("re-amp it through your gear (README: Re-amping with `ampsim signal`), then `ampsim add DI WET --device NAME`")
+
+
 def cmd_normalize(args: argparse.Namespace) -> None:
     from ampsim.core.params import NormalizeParams, section
     from ampsim.data.normalize import normalize_captures
@@ -305,6 +325,7 @@ ampsim learns a guitar amp or pedal from a capture (a dry DI recording and the s
 through the amp), then plays any DI track through the trained model or exports it to a plugin."""
 EPILOG = """\
 usual order:
+  signal OUT.wav           the reamp signal to play through your gear (then `ampsim add DI WET`)
   demo-capture, demo-set   write a synthetic capture to try it (or put yours in data/captures/<name>/)
   normalize, validate      decode, check and split the captures          `dvc repro` runs these five
   train, evaluate          fit the model, score and register it          stages in this order (only
@@ -321,6 +342,18 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--params", default="params.yaml", help="parameters file (default: %(default)s)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sig = sub.add_parser("signal", help="write ampsim's reamp signal: play it through your gear to make a capture",
+                         description="Write ampsim's reamp signal (about 3 minutes): marker blips for the "
+                                     "latency, sine sweeps and noise at rising levels, guitar-like playing from soft "
+                                     "to hard, a passage played twice (the replicate check) and a validation "
+                                     "passage. validate recognises a capture made with it, trimmed or at another "
+                                     "level, and uses its markers and passages.")
+    sig.add_argument("out", help="WAV file to write, e.g. reamp.wav")
+    sig.add_argument("--rate", type=int, default=48000,
+                     help="sample rate in Hz: your session's (44100, 48000, 88200, 96000; default %(default)s)")
+    sig.add_argument("--subtype", default="PCM_24", help="WAV subtype (default %(default)s)")
+    sig.set_defaults(func=cmd_signal)
 
     demo = sub.add_parser("demo-capture", help="write the synthetic demo capture (DI through a virtual amp)",
                           description="Write a deterministic synthetic capture: DI through the documented "

@@ -70,6 +70,27 @@ def find_onset(dry: np.ndarray, wet: np.ndarray, max_lag: int, threshold: float)
     return Onset(onset=int(lags[first]), peak=int(lags[peak]), clarity=clarity)
 
 
+def blip_onset(wet: np.ndarray, blips: np.ndarray, sample_rate: int, max_lead: int,
+               threshold: float = 0.05) -> Onset | None:
+    """The onset read off the wet side's answers to single-sample blips of the DI (ampsim's reamp signal's
+    markers), as NAM reads its own: the earliest sample, from `max_lead` before a blip on, where the answer
+    departs from the silence before it by `threshold` of its peak (and twice that silence's noise). None
+    when no blip lies wholly inside the file."""
+    before = after = max(int(0.1 * sample_rate), 2 * max_lead)
+    blips = blips[(blips - before >= 0) & (blips + after <= len(wet))]
+    if blips.size == 0:
+        return None
+    windows = np.asarray(wet, dtype=np.float64)[blips[:, None] + np.arange(-before, after)[None, :]]
+    silence = windows[:, : before - max_lead]
+    answer = np.abs(windows - np.median(silence, axis=1, keepdims=True))[:, before - max_lead :]
+    noise = np.max(np.abs(silence - np.median(silence, axis=1, keepdims=True)), axis=1)
+    peaks = answer.max(axis=1)
+    level = np.maximum(threshold * peaks, 2 * noise)[:, None]
+    starts = np.argmax(answer >= level, axis=1) - max_lead
+    clarity = float(np.min(peaks / noise)) if np.all(noise > 0) else float("inf")
+    return Onset(onset=int(starts.min()), peak=int(np.median(np.argmax(answer, axis=1) - max_lead)), clarity=clarity)
+
+
 def estimate_delay(dry: np.ndarray, wet: np.ndarray, max_lag: int) -> int:
     """Lag in samples (|lag| <= max_lag) of the cross-correlation peak (either polarity): the figure most
     tools call the latency. Reported beside the onset, never compensated."""

@@ -16,10 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from ampsim.core.params import ValidateParams
-from ampsim.data.alignment import estimate_delay, find_onset, prediction_esr
+from ampsim.data.alignment import blip_onset, estimate_delay, find_onset, prediction_esr
 from ampsim.data.checks import Failure
+from ampsim.data.signal import locate_signal
 
-MEASURE_COLUMNS = ("onset_samples", "correlation_peak_samples", "onset_clarity", "swap_likely")
+MEASURE_COLUMNS = ("onset_samples", "correlation_peak_samples", "onset_clarity", "onset_method", "swap_likely",
+                   "signal_offset_samples", "signal_gain", "validation_passage")
 SWAP_SECONDS = 3.0  # the direction test's stretch of the opening (a least-squares fit: seconds are plenty)
 SWAP_RATIO = 0.9  # one direction predicts this much better (ESR) before the test names a cause
 
@@ -34,7 +36,12 @@ def measure(dry: np.ndarray, wet: np.ndarray, sample_rate: int, params: Validate
     is reported as such."""
     opening = int(params.align_seconds * sample_rate)
     search = min(opening // 2, max(sample_rate, 4 * search_samples(sample_rate, params)))
-    found = find_onset(dry[:opening], wet[:opening], search, params.latency_threshold)
+    located = locate_signal(dry, sample_rate)
+    found = blip_onset(wet, located.blips, sample_rate, search_samples(sample_rate, params)) \
+        if located is not None else None
+    method = "markers"
+    if found is None or found.clarity < params.latency_min_clarity:  # no blips, or the gear ate them (a gate)
+        found, method = find_onset(dry[:opening], wet[:opening], search, params.latency_threshold), "impulse response"
     swap = None
     if found.onset - params.latency_margin_samples < -params.latency_max_lead_samples:
         stretch = int(SWAP_SECONDS * sample_rate)
@@ -43,7 +50,10 @@ def measure(dry: np.ndarray, wet: np.ndarray, sample_rate: int, params: Validate
         swap = "swapped" if backward < SWAP_RATIO * forward else "late" if forward < SWAP_RATIO * backward else None
     return {"onset_samples": found.onset,
             "correlation_peak_samples": estimate_delay(dry[:opening], wet[:opening], search),
-            "onset_clarity": found.clarity, "swap_likely": swap}
+            "onset_clarity": found.clarity, "onset_method": method, "swap_likely": swap,
+            "signal_offset_samples": None if located is None else located.offset,
+            "signal_gain": None if located is None else located.gain,
+            "validation_passage": None if located is None else list(located.sections["validation"])}
 
 
 def settle_latency(rows: list[dict], params: ValidateParams) -> tuple[list[Failure], list[str]]:
@@ -141,7 +151,10 @@ def latency_note(row: dict, sample_rate: int) -> str:
         return "latency not measured (the pair failed the checks it needs)"
     if row["latency_source"] == "capture.yaml":
         return f"latency {delay} samples ({1000 * delay / sample_rate:.2f} ms), stated in capture.yaml"
-    measured = (f"onset at {row['onset_samples']}, correlation peak at {row['correlation_peak_samples']}"
-                if row["onset_samples"] is not None else "not measured")
+    measured = (f"onset at {row['onset_samples']} by its {row['onset_method']}, correlation peak at "
+                f"{row['correlation_peak_samples']}" if row["onset_samples"] is not None else "not measured")
+    signal = ("" if row.get("signal_offset_samples") is None else
+              f"; ampsim's reamp signal recognised ({row['signal_offset_samples']:+d} samples, level x"
+              f"{row['signal_gain']:.2f}): latency from its markers, validation on its marked passage")
     return (f"latency {delay} samples ({1000 * delay / sample_rate:.2f} ms), compensated ({row['latency_source']}; "
-            f"{measured})")
+            f"{measured}){signal}")

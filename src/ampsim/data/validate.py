@@ -107,12 +107,24 @@ def finish_row(row: dict, entry: dict, dry: np.ndarray, wet: np.ndarray, params:
     return row
 
 
-def split_ranges(frames: int, split: str, val_fraction: float) -> dict[str, tuple[int, int]]:
-    """Frame ranges per split: by time (the last `val_fraction` is validation) or the whole capture."""
+def split_ranges(frames: int, split: str, val_fraction: float,
+                 passage: tuple[int, int] | None = None) -> dict[str, tuple[int, int]]:
+    """Frame ranges per split: by time (ampsim's reamp signal: its marked validation passage, else the last
+    `val_fraction`) or the whole capture."""
+    if split == "time" and passage is not None and 0 < passage[0] < frames:
+        return {"train": (0, passage[0]), "val": (passage[0], min(passage[1], frames))}
     if split == "time":
         cut = int(round(frames * (1 - val_fraction)))
         return {"train": (0, cut), "val": (cut, frames)}
     return {split: (0, frames)}
+
+
+def aligned_passage(row: dict) -> tuple[int, int] | None:
+    """The reamp signal's validation passage in the aligned pair (a DI shifted ahead loses its opening)."""
+    if row.get("validation_passage") is None:
+        return None
+    shift = min(0, row["delay_samples"])
+    return row["validation_passage"][0] + shift, row["validation_passage"][1] + shift
 
 
 def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Path, sample_rate: int,
@@ -155,7 +167,8 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
             name = row["capture"]
             dry, wet = align(*pairs[name], row["delay_samples"])
             entry = captures[name]
-            for split, (start, stop) in split_ranges(len(dry), entry["split"], params.val_fraction).items():
+            for split, (start, stop) in split_ranges(len(dry), entry["split"], params.val_fraction,
+                                                      aligned_passage(row)).items():
                 folder = scratch / split / name
                 write_wav(folder / INPUT_FILE, dry[start:stop], sample_rate)
                 write_wav(folder / OUTPUT_FILE, wet[start:stop], sample_rate)

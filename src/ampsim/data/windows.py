@@ -28,6 +28,7 @@ class Segment:
     y: np.ndarray  # wet, float32 (frames,)
     knobs: dict[str, float] = field(default_factory=dict)  # the capture's knob settings (0-1)
     held_out: bool = False  # a whole capture kept for validation (`split: val`): a setting never trained on
+    latency_samples: int | None = None  # the latency validate compensated (negative: the DI was shifted ahead)
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def load_split(prepared: Path, split: str) -> list[Segment]:
         folder = prepared / entry["folder"]
         x, y = (read_audio(folder / name).samples[:, 0] for name in (INPUT_FILE, OUTPUT_FILE))
         segments.append(Segment(entry["capture"], x, y, dict(entry.get("knobs") or {}),
-                                bool(entry.get("held_out", False))))
+                                bool(entry.get("held_out", False)), entry.get("delay_samples")))
     if not segments:
         raise AmpsimError(f"no {split} audio in the prepared data", path=prepared / MANIFEST_FILE,
                           fix="check the captures' `split:` settings and run `dvc repro validate`")

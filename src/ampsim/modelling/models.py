@@ -97,6 +97,7 @@ class ModelCard:
     # A knob-conditioned model's knobs, in the order of its input channels after the audio (0-1 each):
     knobs: list[str] = field(default_factory=list)
     device: str | None = None  # the folder under data/captures/ it models, and its registered name
+    latency_samples: dict[str, int] = field(default_factory=dict)  # per capture: the latency compensated in training
 
 
 def save_model(model: keras.Model, card: ModelCard, folder: Path) -> None:

@@ -183,6 +183,7 @@ class Job:
     trainer: keras.Model  # takes the updates (the model itself, or its state-carrying twin)
     rng: np.random.Generator
     state: dict[str, Any]
+    latency_samples: dict[str, int]  # per capture: what validate compensated, for the model card
 
 
 def prepare_job(prepared: Path, config: TrainConfig) -> tuple[Job, str]:
@@ -202,8 +203,9 @@ def prepare_job(prepared: Path, config: TrainConfig) -> tuple[Job, str]:
         model.compile(loss=plan.loss)
     state = {"step": 0, "seconds": 0.0, "train_seconds": 0.0, "best_val": float("inf"), "best_step": 0,
              "history": [], "run_id": None, "stopped": None}
+    latency = {s.capture: s.latency_samples for s in train_segments + val_segments if s.latency_samples is not None}
     job = Job(plan, knobs, sorted({s.capture for s in train_segments}), train_pool, val_x, val_y, model, trainer,
-              np.random.default_rng(config.train.random_seed), state)
+              np.random.default_rng(config.train.random_seed), state, latency)
     return job, fingerprint(config, train_pool, val_pool)
 
 
@@ -334,7 +336,8 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
     copy_weights(job.trainer, inference)
     card = ModelCard(architecture=architecture_name, sample_rate=config.sample_rate,
                      input_size=1 + len(job.knobs), window_samples=plan.window, tail_samples=plan.scored,
-                     captures=job.captures, mlflow_run_id=state["run_id"], knobs=job.knobs)
+                     captures=job.captures, mlflow_run_id=state["run_id"], knobs=job.knobs,
+                     latency_samples=job.latency_samples)
     save_model(inference, card, model_dir)
     summary = {
         "architecture": architecture_name,
