@@ -18,7 +18,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/tmp/site-cache
 export UV_SYSTEM_CERTS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test bench bench-quality gpu-kit demo-capture clean-outputs
+.PHONY: setup repro test bench bench-quality bench-panel gpu-kit demo-capture clean-outputs
 
 setup: $(VENV)/.installed
 
@@ -69,3 +69,8 @@ lock: setup
 	$(BIN)/uv pip compile pyproject.toml --extra test --python-version 3.11 --quiet -o requirements.lock
 	$(BIN)/uv pip compile requirements-verify.in -c requirements.lock --python-version 3.11 --quiet \
 		$(if $(WHEELS),--find-links $(WHEELS)) --no-emit-package torch -o requirements-verify.lock
+
+# Six real devices (NAM models of them, ../shared/teachers) re-amped with ampsim's signal, both trainers side by
+# side, scored on real guitar DI neither trained on (about 2 hours): bench/panel.py.
+bench-panel: setup $(VENV)/.verify-installed
+	python bench/panel.py

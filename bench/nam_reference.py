@@ -38,14 +38,16 @@ PRE_EMPHASIS = 0.85
 
 
 def train_nam(train_x, train_y, val_x, val_y, sample_rate: int, budgets_minutes, threads: int | None = None,
-              seed: int = 0, log=print, *, batch_size: int = BATCH_SIZE, ny: int = NY) -> list[dict]:
+              seed: int = 0, log=print, *, batch_size: int = BATCH_SIZE, ny: int = NY, test=None) -> list[dict]:
     """Train NAM's default model for max(budgets_minutes) of training time (validation epochs and our
     scoring excluded) and score, at each budget, the model NAM would export had it stopped there.
 
     Returns one dict per budget, in increasing order: minutes, epochs (fractional), steps,
     train_seconds (training time at the snapshot, just past the budget), val_esr, val_esr_pre_emphasis,
     train_esr and parameters of NAM's full-quality submodel (`submodel`), and the same figures of
-    every submodel under `submodels`. batch_size and ny are NAM's unless a test shrinks them."""
+    every submodel under `submodels`. batch_size and ny are NAM's unless a test shrinks them. `test`
+    (optional): a callable given a function that renders any float32 input with the full-quality submodel
+    of the model as exported, at the level of the y given here; the figures it returns join each row."""
     budgets = sorted(budgets_minutes)
     previous_threads = torch.get_num_threads()
     if threads is not None:
@@ -62,7 +64,8 @@ def train_nam(train_x, train_y, val_x, val_y, sample_rate: int, budgets_minutes,
                 raise ValueError(f"too little training audio for one batch: needs "
                                  f"{batch_size * ny + model.net.receptive_field - 1} samples")
             best = PackedBestCheckpoint(dirpath=work / "best")
-            score = _Scorer(model_config, best, train_loader.dataset, val_loader.dataset)
+            score = _Scorer(model_config, best, train_loader.dataset, val_loader.dataset, test,
+                            _target_gain(val_y, val_loader.dataset.y))
             snapshots = _BudgetSnapshots([60.0 * m for m in budgets], score, log)
             trainer = pl.Trainer(
                 # no epoch cap (core.train's is 100 epochs): the budget ends training
@@ -157,9 +160,11 @@ class _Scorer:
     one more validation that can still win. So per submodel: the current weights if their NAM
     validation loss beats that submodel's best so far, else its best checkpoint."""
 
-    def __init__(self, model_config: dict, best: PackedBestCheckpoint, train_set, val_set):
+    def __init__(self, model_config: dict, best: PackedBestCheckpoint, train_set, val_set, test=None,
+                 target_gain: float = 1.0):
         self.model_config, self.best = model_config, best
         self.train_set, self.val_set = train_set, val_set
+        self.test, self.target_gain = test, target_gain
 
     def __call__(self, pl_module) -> dict:
         # Loading checkpoints builds throwaway nets from NAM's config, which draws random numbers: keep
@@ -193,8 +198,19 @@ class _Scorer:
         # NAM exports all submodels in one SlimmableContainer; the last (max_value 1.0) is what it plays at
         # full quality and whose metadata the container carries: that is the headline.
         full_quality = submodels[-1]
+        tested = self.test(lambda x: self._full_quality_at_callers_level(net, x)) if self.test else {}
         return {**{k: v for k, v in full_quality.items() if k != "name"}, "submodel": full_quality["name"],
-                "submodels": submodels}
+                "submodels": submodels, **tested}
+
+    def _full_quality_at_callers_level(self, net, x: np.ndarray) -> np.ndarray:
+        """The full-quality submodel's output for x, at the level of the y train_nam was given: the model
+        learnt its target at NAM's level (_target_gain)."""
+        return _predict(net, torch.from_numpy(np.asarray(x, np.float32)))[-1] / self.target_gain
+
+
+def _target_gain(y: np.ndarray, scaled: torch.Tensor) -> float:
+    """The gain NAM's data config put on the target (the clip guard, then the joint -18 dBFS RMS hook)."""
+    return float(np.sqrt(np.mean(scaled.numpy().astype(np.float64) ** 2) / np.mean(np.asarray(y, np.float64) ** 2)))
 
 
 def _predict(net, x: torch.Tensor) -> np.ndarray:

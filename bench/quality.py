@@ -99,7 +99,9 @@ def candidate_params(overrides: list[str]) -> dict:
     return params
 
 
-def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: list[str]) -> list[dict]:
+def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: list[str], test=None) -> list[dict]:
+    """`test` (optional): a callable given a function that renders any input with the model as it would ship;
+    the `test_*` figures it returns join each budget's row (bench/panel.py scores on audio of its own)."""
     from ampsim.core.params import RenderParams, TrainParams, section
     from ampsim.modelling.backend import use_backend
 
@@ -126,47 +128,58 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
             model.set_weights(best["weights"])
             rendered = {side: render_exact(model, data[f"{side}_x"], render_params.exact_chunk_samples,
                                            render_params.jit_compile) for side in ("val", "train")}
+            tested = test(lambda x: render_exact(model, x, render_params.exact_chunk_samples,
+                                                 render_params.jit_compile)) if test else {}
             model.set_weights(current)
             rows.append({"minutes": pending.pop(0), "steps": state["step"], "best_step": best["step"],
                          "parameters": int(model.count_params()),
-                         **scores(data["val_y"], rendered["val"], data["train_y"], rendered["train"])})
+                         **scores(data["val_y"], rendered["val"], data["train_y"], rendered["train"]), **tested})
             print(f"  ampsim {rows[-1]}", flush=True)
 
     train(prepared, work / "model", work / "train", work / "ckpt", config, progress=False, on_step=score)
     return rows
 
 
-def nam_side(prepared: Path, budgets: list[float]) -> list[dict]:
+def nam_side(prepared: Path, budgets: list[float], test=None) -> list[dict]:
+    """`test` (optional): as ampsim_side's, given NAM's model as it would export (its full-quality submodel)."""
     sys.path.insert(0, str(BENCH))
     from nam_reference import train_nam
 
     data = split_arrays(prepared)
     rows = train_nam(data["train_x"], data["train_y"], data["val_x"], data["val_y"], 48000, budgets, threads=1,
-                     log=lambda line: print(f"  nam {line}", flush=True))
-    return [{key: row[key] for key in ("minutes", "epochs", "parameters", "val_esr", "val_esr_pre_emphasis",
-                                       "train_esr")} for row in rows]
+                     log=lambda line: print(f"  nam {line}", flush=True), test=test)
+    return [{**{key: row[key] for key in ("minutes", "epochs", "parameters", "val_esr", "val_esr_pre_emphasis",
+                                          "train_esr")},
+             **{key: value for key, value in row.items() if key.startswith("test_")}} for row in rows]
 
 
-def side_by_side(dataset: str, budgets: list[float], work: Path, overrides: list[str]) -> dict:
-    """Both sides at once, ampsim on core 0 and NAM on core 1; their rows and the ratios."""
-    prepared = prepare_capture(DATASETS[dataset], work, CAPTURE_YAML[dataset])
+def run_sides(commands: dict[str, list[str]], work: Path, what: str) -> dict[str, list[dict]]:
+    """Run each side's worker command (`--out` added) at once, the first pinned to core 0 and the second to
+    core 1, so whatever else loads the machine loads both alike; their rows."""
     procs = {}
-    for core, side in enumerate(("ampsim", "nam")):
+    for core, (side, command) in enumerate(commands.items()):
         out = work / f"{side}.json"
-        command = [sys.executable, __file__, "--side", side, "--prepared", str(prepared), "--work", str(work / side),
-                   "--budgets", *map(str, budgets), "--out", str(out)]
-        command += [f"--set={override}" for override in overrides]
-        procs[side] = (subprocess.Popen(command, preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})), out)
+        procs[side] = (subprocess.Popen([*command, "--out", str(out)],
+                                        preexec_fn=lambda core=core: os.sched_setaffinity(0, {core})), out)
     while any(process.poll() is None for process, _ in procs.values()):
         failed = [side for side, (process, _) in procs.items() if process.poll() not in (None, 0)]
         if failed:  # one side alone would measure nothing: stop the other
             for process, _ in procs.values():
                 process.kill()
-            raise SystemExit(f"bench/quality.py: the {failed[0]} side failed on {dataset}")
+            raise SystemExit(f"{what}: the {failed[0]} side failed")
         time.sleep(1)
     if any(process.returncode != 0 for process, _ in procs.values()):
-        raise SystemExit(f"bench/quality.py: a side failed on {dataset}")
-    results = {side: json.loads(out.read_text()) for side, (_, out) in procs.items()}
+        raise SystemExit(f"{what}: a side failed")
+    return {side: json.loads(out.read_text()) for side, (_, out) in procs.items()}
+
+
+def side_by_side(dataset: str, budgets: list[float], work: Path, overrides: list[str]) -> dict:
+    """Both sides at once, ampsim on core 0 and NAM on core 1; their rows and the ratios."""
+    prepared = prepare_capture(DATASETS[dataset], work, CAPTURE_YAML[dataset])
+    commands = {side: [sys.executable, __file__, "--side", side, "--prepared", str(prepared), "--work",
+                        str(work / side), "--budgets", *map(str, budgets), *(f"--set={o}" for o in overrides)]
+                for side in ("ampsim", "nam")}
+    results = run_sides(commands, work, f"bench/quality.py: {dataset}")
     ratios = {str(a["minutes"]): a["val_esr"] / n["val_esr"] for a, n in zip(results["ampsim"], results["nam"])}
     return {**results, "ampsim_over_nam": ratios}
 

@@ -11,6 +11,7 @@ at most 8 samples earlier.
 from __future__ import annotations
 
 import json
+import sys
 
 import numpy as np
 import pytest
@@ -21,6 +22,9 @@ from ampsim.data.demo import synth_di, virtual_amp
 from ampsim.data.latency import measure, settle_latency
 from conftest import PROJECT, RATE, SHARED_TEACHERS, shared_or_skip, write_capture
 
+sys.path.insert(0, str(PROJECT / "bench"))
+from teachers import blip_onset, load_teacher, play  # noqa: E402  (NAM's own loader and renderer)
+
 TEACHERS = {  # with and without a cabinet, clean to high gain
     "amp, no cabinet (clean)": "Phillipe_P_Bug333-Clean-ESR0_002.nam",
     "amp through a cabinet (crunch)": "Phillipe_P_Bug333-Crunch-NoDrive-Cab-ESR0_005.nam",
@@ -29,33 +33,6 @@ TEACHERS = {  # with and without a cabinet, clean to high gain
 }
 DELAYS = (0, 11, 37, 250)
 PARAMS = section(load_params(PROJECT / "params.yaml"), "validate", ValidateParams)
-
-
-def load_teacher(path):
-    """NAM's own loader; the 0.5.0 files' layer arrays get the `head` object NAM 0.13 wants."""
-    nam_models = pytest.importorskip("nam.models")
-    document = json.loads(path.read_text())
-    for array in document["config"]["layers"]:
-        array.setdefault("head", {"out_channels": array["head_size"], "kernel_size": 1, "bias": array["head_bias"]})
-    net = nam_models.init_from_nam(document)
-    net.eval()
-    return net
-
-
-def play(net, x: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return net(torch.from_numpy(np.asarray(x, np.float32)), pad_start=True).numpy().astype(np.float64)
-
-
-def blip_onset(net) -> int:
-    """Where the teacher's answer to a small impulse starts (NAM's blip method, on the model itself)."""
-    silence = np.zeros(8192, np.float32)
-    blip = silence.copy()
-    blip[4096] = 0.01
-    answer = np.abs(play(net, blip) - play(net, silence))[4096:]
-    return int(np.argmax(answer >= 0.05 * answer.max()))
 
 
 def compensated(dry: np.ndarray, wet: np.ndarray) -> int:
@@ -77,6 +54,7 @@ def dry() -> np.ndarray:
 
 @pytest.mark.parametrize("kind", list(TEACHERS))
 def test_teacher_captures_compensate_at_most_their_true_latency(kind, dry):
+    pytest.importorskip("nam")
     net = load_teacher(shared_or_skip(SHARED_TEACHERS / TEACHERS[kind], "teacher"))
     own, wet = blip_onset(net), play(net, dry)
     for delay in DELAYS:
@@ -87,6 +65,7 @@ def test_teacher_captures_compensate_at_most_their_true_latency(kind, dry):
 def test_a_cabinet_peaks_later_than_it_starts(dry):
     """The correlation peak of an amp through a cabinet comes after the onset: compensating the peak would
     ask the model for the future; the onset does not."""
+    pytest.importorskip("nam")
     net = load_teacher(shared_or_skip(SHARED_TEACHERS / TEACHERS["amp through a cabinet (crunch)"], "teacher"))
     wet = delayed(play(net, dry), 37)
     found = find_onset(dry, wet, 2400, PARAMS.latency_threshold)

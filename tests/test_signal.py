@@ -13,7 +13,8 @@ from ampsim.data.demo import virtual_amp
 from ampsim.data.latency import measure, settle_latency
 from ampsim.data.signal import SWEEP_LEVELS_DB, locate_signal, marker_section, reamp_signal_layout, sweep_section
 from conftest import PROJECT, SHARED_TEACHERS, shared_or_skip, write_capture
-from test_latency import PARAMS, blip_onset, delayed, load_teacher, play
+from teachers import blip_onset, load_teacher, play
+from test_latency import PARAMS, delayed
 
 RATE = 44100  # the signal at another rate than the demo's, as a user with a 44.1 kHz session asks for it
 
@@ -82,6 +83,7 @@ def test_other_signals_are_not_taken_for_it(pair):
 
 def test_markers_give_the_latency_of_a_cabinet_capture(written):
     """Blips through an amp with a cabinet (a teacher), at a known delay: the markers' onset."""
+    pytest.importorskip("nam")
     net = load_teacher(shared_or_skip(SHARED_TEACHERS / "Phillipe_P_Bug333-Crunch-NoDrive-Cab-ESR0_005.nam", "teacher"))
     # the teacher runs at 48 kHz: the signal's opening at 48 kHz
     dry = np.concatenate([marker_section(48000), sweep_section(48000), np.zeros(48000)])
