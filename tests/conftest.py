@@ -18,6 +18,8 @@ PROJECT = Path(__file__).resolve().parents[1]
 SHARED_CAPTURES = PROJECT.parent / "shared" / "captures"
 SHARED_TEACHERS = PROJECT.parent / "shared" / "teachers"
 RATE = 48000
+# bench/ holds NAM's own trainer and the teachers' loader, which tests use as references
+sys.path.insert(0, str(PROJECT / "bench"))
 # boss-ds1's wet side leads its DI (its response starts 15 samples ahead), so validate refuses it as it is;
 # its capture.yaml must state the latency: the onset less the safety margin (bench/RESULTS.md).
 BOSS_DS1_LATENCY = -19

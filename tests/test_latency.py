@@ -11,7 +11,6 @@ at most 8 samples earlier.
 from __future__ import annotations
 
 import json
-import sys
 
 import numpy as np
 import pytest
@@ -21,9 +20,7 @@ from ampsim.data.alignment import find_onset
 from ampsim.data.demo import synth_di, virtual_amp
 from ampsim.data.latency import measure, settle_latency
 from conftest import PROJECT, RATE, SHARED_TEACHERS, shared_or_skip, write_capture
-
-sys.path.insert(0, str(PROJECT / "bench"))
-from teachers import blip_onset, load_teacher, play  # noqa: E402  (NAM's own loader and renderer)
+from teachers import blip_onset, load_teacher, play  # bench/teachers.py: NAM's own loader and renderer
 
 TEACHERS = {  # with and without a cabinet, clean to high gain
     "amp, no cabinet (clean)": "Phillipe_P_Bug333-Clean-ESR0_002.nam",

@@ -66,6 +66,9 @@ def test_a_capture_made_with_it_is_recognised_trimmed_and_at_another_level(writt
                                 str(tmp_path / "prepared"), "--reports", str(tmp_path / "reports"), params=params)
     assert code == 0, err
     assert "ampsim's reamp signal recognised (-300 samples, level x0.50)" in out and "by its markers" in out
+    # the replicate check on the passage it plays twice, where the signal says it is (loud sweeps at equal
+    # spacing outrank it in the DI's autocorrelation, which the check searches otherwise)
+    assert "replicate self-ESR" in out and "10.0 s passage" in out
     manifest = json.loads((tmp_path / "prepared" / "manifest.json").read_text())
     frames = {s["split"]: s["frames"] for s in manifest["segments"]}
     latency = manifest["segments"][0]["delay_samples"]

@@ -21,7 +21,7 @@ from ampsim.data.checks import Failure
 from ampsim.data.signal import locate_signal
 
 MEASURE_COLUMNS = ("onset_samples", "correlation_peak_samples", "onset_clarity", "onset_method", "swap_likely",
-                   "signal_offset_samples", "signal_gain", "validation_passage")
+                   "signal_offset_samples", "signal_gain", "signal_sections")
 SWAP_SECONDS = 3.0  # the direction test's stretch of the opening (a least-squares fit: seconds are plenty)
 SWAP_RATIO = 0.9  # one direction predicts this much better (ESR) before the test names a cause
 
@@ -53,7 +53,7 @@ def measure(dry: np.ndarray, wet: np.ndarray, sample_rate: int, params: Validate
             "onset_clarity": found.clarity, "onset_method": method, "swap_likely": swap,
             "signal_offset_samples": None if located is None else located.offset,
             "signal_gain": None if located is None else located.gain,
-            "validation_passage": None if located is None else list(located.sections["validation"])}
+            "signal_sections": None if located is None else located.sections}
 
 
 def settle_latency(rows: list[dict], params: ValidateParams) -> tuple[list[Failure], list[str]]:
@@ -121,8 +121,8 @@ def _measurement_failure(row: dict, params: ValidateParams) -> Failure | None:
     return Failure(row["capture"], where, "latency: the wet side cannot lead the DI",
                    f"an onset {-row['onset_samples']} samples before the DI (correlation peak at "
                    f"{row['correlation_peak_samples']})",
-                   f"an onset at or after the DI (at most {params.latency_max_lead_samples} samples ahead, the "
-                   "estimate's precision)", cause)
+                   f"an onset at most {params.latency_max_lead_samples - params.latency_margin_samples} samples "
+                   "before the DI (the estimate's precision)", cause)
 
 
 def _override_failures(row: dict, params: ValidateParams) -> list[Failure]:
@@ -155,6 +155,7 @@ def latency_note(row: dict, sample_rate: int) -> str:
                 f"{row['correlation_peak_samples']}" if row["onset_samples"] is not None else "not measured")
     signal = ("" if row.get("signal_offset_samples") is None else
               f"; ampsim's reamp signal recognised ({row['signal_offset_samples']:+d} samples, level x"
-              f"{row['signal_gain']:.2f}): latency from its markers, validation on its marked passage")
+              f"{row['signal_gain']:.2f}): latency from its markers, validation on its marked passage, the "
+              "replicate check on its repeated passage")
     return (f"latency {delay} samples ({1000 * delay / sample_rate:.2f} ms), compensated ({row['latency_source']}; "
             f"{measured}){signal}")

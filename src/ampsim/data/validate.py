@@ -22,7 +22,7 @@ from ampsim.data.latency import MEASURE_COLUMNS, latency_note, measure, settle_l
 from ampsim.data.captures import INPUT_FILE, LEVEL_KEYS, OUTPUT_FILE, read_levels
 from ampsim.data.checks import check_names, run_suite
 from ampsim.data.normalize import STATS_FILE
-from ampsim.data.replicate import find_repeat, self_esr
+from ampsim.data.replicate import Repeat, find_repeat, self_esr
 from ampsim.data.windows import MANIFEST_FILE
 
 REPLICATE_COLUMNS = ("replicate_self_esr", "replicate_seconds", "replicate_first_take_seconds",
@@ -34,11 +34,13 @@ def _load_side(folder: Path, filename: str) -> np.ndarray:
     return samples
 
 
-def replicate_columns(dry: np.ndarray, wet: np.ndarray, delay: int, rate: int, params: ValidateParams) -> dict:
-    """Where the DI plays a passage twice, the self-ESR of the two wet takes (None: no such passage)."""
+def replicate_columns(dry: np.ndarray, wet: np.ndarray, delay: int, rate: int, params: ValidateParams,
+                      known: Repeat | None = None) -> dict:
+    """Where the DI plays a passage twice (`known`: where ampsim's reamp signal does), the self-ESR of the two
+    wet takes (None: no such passage)."""
     dry, wet = align(dry, wet, delay)
-    repeat = find_repeat(dry, rate, params.replicate_min_seconds, params.replicate_match_esr,
-                         params.replicate_block_ms, params.min_rms_dbfs)
+    repeat = known or find_repeat(dry, rate, params.replicate_min_seconds, params.replicate_match_esr,
+                                  params.replicate_block_ms, params.min_rms_dbfs)
     if repeat is None:
         return dict.fromkeys(REPLICATE_COLUMNS)
     return {"replicate_self_esr": self_esr(wet, repeat), "replicate_seconds": repeat.length / rate,
@@ -102,7 +104,8 @@ def finish_row(row: dict, entry: dict, dry: np.ndarray, wet: np.ndarray, params:
     mismatch, aligned = abs(dry_left - wet_left), min(dry_left, wet_left)
     row.update({"delay_ms": None if delay is None else 1000 * delay / rate,
                 "length_mismatch_ms": 1000 * mismatch / rate, "aligned_seconds": max(0, aligned) / rate})
-    row.update(replicate_columns(dry[:, 0], wet[:, 0], delay, rate, params) if delay is not None
+    row.update(replicate_columns(dry[:, 0], wet[:, 0], delay, rate, params, signal_repeat(row))
+               if delay is not None
                else dict.fromkeys(REPLICATE_COLUMNS))
     return row
 
@@ -119,12 +122,22 @@ def split_ranges(frames: int, split: str, val_fraction: float,
     return {split: (0, frames)}
 
 
-def aligned_passage(row: dict) -> tuple[int, int] | None:
-    """The reamp signal's validation passage in the aligned pair (a DI shifted ahead loses its opening)."""
-    if row.get("validation_passage") is None:
+def aligned_passage(row: dict, name: str = "validation") -> tuple[int, int] | None:
+    """A section of ampsim's reamp signal in the aligned pair (a DI shifted ahead loses its opening); None
+    when the capture was not made with it."""
+    if row.get("signal_sections") is None:
         return None
-    shift = min(0, row["delay_samples"])
-    return row["validation_passage"][0] + shift, row["validation_passage"][1] + shift
+    shift = min(0, row["delay_samples"] or 0)
+    start, stop = row["signal_sections"][name]
+    return start + shift, stop + shift
+
+
+def signal_repeat(row: dict) -> Repeat | None:
+    """The passage ampsim's reamp signal plays twice, where it lies in the aligned pair."""
+    first, again = aligned_passage(row, "repeat"), aligned_passage(row, "repeat_again")
+    if first is None or first[0] < 0:
+        return None
+    return Repeat(start=first[0], lag=again[0] - first[0], length=first[1] - first[0])
 
 
 def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Path, sample_rate: int,

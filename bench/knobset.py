@@ -1,0 +1,134 @@
+"""The knob set: one amp at four gain settings learnt as one knob-conditioned model, one setting never seen.
+
+The four JCM900 channel-A teachers (../shared/teachers: gain 4, 6, 8 and 10 of one Marshall JCM900) play
+ampsim's reamp signal: four captures of one device, at `knobs: {gain: 0.4 | 0.6 | 0.8 | 1.0}`, with 0.8 held
+out whole (`split: val`). ampsim's own stages prepare and train them as `dvc repro` would (normalize,
+validate with its one-rig-one-latency rule, train with params.yaml's recipe), for a training-time budget.
+The model then plays real guitar DI it never heard (bench/panel.py's test DI) at each setting, and is scored
+at lag 0 against that setting's teacher: the held-out 0.8 is the figure that says whether the knob learnt
+the amp or only its recorded positions.
+
+    .venv/bin/python bench/knobset.py --minutes 10     # writes `knobset` into bench/results.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+import yaml
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+from panel import RATE, at_lag_zero, reamp_di, test_di  # noqa: E402  (bench/ is not a package)
+from quality import PROJECT  # noqa: E402
+from teachers import TEACHERS, load_teacher, play  # noqa: E402
+
+SETTINGS = {0.4: "Tim_R_JCM90050WDualVerbChAG4.nam", 0.6: "Tim_R_JCM90050WDualVerbCHAG6.nam",
+            0.8: "Tim_R_JCM90050WDualVerbChAG8.nam", 1.0: "Tim_R_JCM90050WDualVerbchAG10.nam"}
+HELD_OUT = 0.8
+
+
+def write_device(device: Path, di: np.ndarray, test_x: np.ndarray) -> dict[float, np.ndarray]:
+    """One capture per setting (the held-out one `split: val`); returns each setting's answer to the test DI."""
+    answers = {}
+    for gain, teacher in SETTINGS.items():
+        net = load_teacher(TEACHERS / teacher)
+        folder = device / f"gain-{gain:g}"
+        folder.mkdir(parents=True)
+        sf.write(folder / "input.wav", di, RATE, subtype="FLOAT")
+        sf.write(folder / "output.wav", play(net, di).astype(np.float32), RATE, subtype="FLOAT")
+        split = "val" if gain == HELD_OUT else "time"
+        (folder / "capture.yaml").write_text(f"device: JCM900 channel A\nsplit: {split}\nknobs: {{gain: {gain:g}}}\n")
+        answers[gain] = play(net, test_x)
+    return answers
+
+
+def budget_params(work: Path, minutes: float) -> Path:
+    """params.yaml as it is, trained for `minutes` of training time instead of a step count."""
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params["train"].update(max_minutes=minutes, max_steps=10**6)
+    path = work / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    return path
+
+
+def run_stages(params: Path, work: Path) -> None:
+    from ampsim.cli import main
+
+    stages = [["normalize", "--captures", str(work / "jcm900"), "--out", str(work / "normalized")],
+              ["validate", "--normalized", str(work / "normalized"), "--out", str(work / "prepared"),
+               "--reports", str(work / "validate")],
+              ["train", "--device", "jcm900", "--prepared", str(work / "prepared"), "--model", str(work / "model"),
+               "--reports", str(work / "train"), "--checkpoint", str(work / "checkpoint")],
+              ["evaluate", "--prepared", str(work / "prepared"), "--model", str(work / "model"),
+               "--history", str(work / "train" / "loss.csv"), "--out", str(work / "evaluate")]]
+    for stage in stages:
+        if main(["--params", str(params), *stage]) != 0:
+            raise SystemExit(f"bench/knobset.py: {stage[0]} failed")
+
+
+def test_scores(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray]) -> dict[str, float]:
+    """Test ESR at lag 0 per setting: the model at that gain against that setting's teacher."""
+    from ampsim.core.params import RenderParams, load_params, section
+    from ampsim.inference.engine import render
+    from ampsim.modelling.models import load_model
+
+    model, card = load_model(work / "model")
+    render_params = section(load_params(PROJECT / "params.yaml"), "render", RenderParams)
+    latency = json.loads((work / "validate" / "summary.json").read_text())["delay_samples"]
+    scores = {}
+    for gain, target in answers.items():
+        output = render(model, card, test_x, render_params, {"gain": gain}).reshape(-1).astype(np.float64)
+        prediction = at_lag_zero(output, latency[f"gain-{gain:g}"])
+        scores[f"{gain:g}"] = float(np.sum((target - prediction) ** 2) / np.sum(target**2))
+    return scores
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--minutes", type=float, default=10.0, help="training-time budget")
+    parser.add_argument("--seconds", type=float, help="use only the reamp signal's first SECONDS (a smoke run)")
+    parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="JSON file to merge `knobset` into")
+    args = parser.parse_args()
+
+    di, test_x = reamp_di(args.seconds), test_di()
+    with tempfile.TemporaryDirectory(prefix="ampsim-knobset-") as tmp:
+        work = Path(tmp)
+        os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"  # the project's store stays clean
+        answers = write_device(work / "jcm900", di, test_x)
+        from ampsim.modelling.backend import use_backend
+
+        use_backend(yaml.safe_load((PROJECT / "params.yaml").read_text())["train"]["backend"])
+        run_stages(budget_params(work, args.minutes), work)
+        validation = json.loads((work / "evaluate" / "metrics.json").read_text())
+        train = json.loads((work / "train" / "summary.json").read_text())
+        latency = json.loads((work / "validate" / "summary.json").read_text())["delay_samples"]
+        test = test_scores(work, test_x, answers)
+    result = {"date": dt.date.today().isoformat(), "minutes": args.minutes, "held_out_gain": HELD_OUT,
+              "steps": train["steps"], "latency_samples": latency,
+              "validation_esr": {name.removeprefix("gain-"): entry["esr"]
+                                 for name, entry in validation["captures"].items()},
+              "test_esr_lag0": test}
+    print(f"JCM900 knob set, {args.minutes:g} training minutes ({train['steps']} steps), held out: gain {HELD_OUT:g}")
+    print("  gain | latency | validation ESR | test ESR (real guitar DI, lag 0)")
+    for gain in SETTINGS:
+        key = f"{gain:g}"
+        mark = "  (held out)" if gain == HELD_OUT else ""
+        print(f"  {key:>4} | {latency[f'gain-{key}']:>7} | {result['validation_esr'][key]:>14.4f} | "
+              f"{test[key]:.4f}{mark}")
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
+    results["knobset"] = result
+    args.out.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
