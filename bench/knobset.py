@@ -28,7 +28,7 @@ import yaml
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from panel import RATE, at_lag_zero, reamp_di, test_di  # noqa: E402  (bench/ is not a package)
-from quality import PROJECT  # noqa: E402
+from quality import PROJECT, merge_results  # noqa: E402
 from teachers import TEACHERS, load_teacher, play  # noqa: E402
 
 SETTINGS = {0.4: "Tim_R_JCM90050WDualVerbChAG4.nam", 0.6: "Tim_R_JCM90050WDualVerbCHAG6.nam",
@@ -124,10 +124,7 @@ def main() -> None:
         mark = "  (held out)" if gain == HELD_OUT else ""
         print(f"  {key:>4} | {latency[f'gain-{key}']:>7} | {result['validation_esr'][key]:>14.4f} | "
               f"{test[key]:.4f}{mark}")
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results["knobset"] = result
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    merge_results(args.out, "knobset", result)
 
 
 if __name__ == "__main__":

@@ -40,7 +40,7 @@ import soundfile as sf
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from quality import PROJECT, ampsim_side, nam_side, prepare_capture, run_sides  # noqa: E402  (bench/ is not a package)
+from quality import PROJECT, ampsim_side, merge_results, nam_side, prepare_capture, run_sides  # noqa: E402  (bench/ is not a package)
 from teachers import TEACHERS, load_teacher, play  # noqa: E402
 
 SHARED = PROJECT.parent / "shared"
@@ -213,10 +213,7 @@ def main() -> None:
             panel["devices"][device] = {**facts, **side_by_side(device, prepared, test_npz, args.budgets, work)}
     panel["medians"], panel["flagged"] = summarise(panel["devices"], args.budgets)
     print(table(panel))
-    results = json.loads(args.out.read_text()) if args.out.is_file() else {}
-    results["panel"] = panel
-    args.out.write_text(json.dumps(results, indent=2) + "\n")
-    print(f"wrote {args.out}")
+    merge_results(args.out, "panel", panel)
 
 
 if __name__ == "__main__":

@@ -184,6 +184,14 @@ def side_by_side(dataset: str, budgets: list[float], work: Path, overrides: list
     return {**results, "ampsim_over_nam": ratios}
 
 
+def merge_results(path: Path, key: str, value: dict) -> None:
+    """Set `key` in the results JSON at `path`, keeping every other benchmark's figures."""
+    results = json.loads(path.read_text()) if path.is_file() else {}
+    results[key] = value
+    path.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
 def table(quality: dict) -> str:
     lines = []
     for dataset, result in quality["datasets"].items():
