@@ -45,15 +45,15 @@ class ReampSignal:
     sample_rate: int
     sections: dict[str, tuple[int, int]]  # name -> (start, stop) in samples
 
-    @property
-    def blips(self) -> np.ndarray:
-        """Sample positions of the marker blips."""
-        return np.round(np.asarray(BLIP_SECONDS) * self.sample_rate).astype(int)
+
+def blip_positions(sample_rate: int) -> np.ndarray:
+    """Where the marker blips lie in the signal, in samples."""
+    return np.round(np.asarray(BLIP_SECONDS) * sample_rate).astype(int)
 
 
 def marker_section(sample_rate: int) -> np.ndarray:
     markers = np.zeros(int(MARKER_SECONDS * sample_rate), np.float64)
-    markers[np.round(np.asarray(BLIP_SECONDS) * sample_rate).astype(int)] = BLIP_LEVEL
+    markers[blip_positions(sample_rate)] = BLIP_LEVEL
     return markers
 
 
@@ -74,7 +74,7 @@ def noise_section(sample_rate: int, rng: np.random.Generator) -> np.ndarray:
 def _note(midi: int, seconds: float, sample_rate: int, rng: np.random.Generator, muted: bool) -> np.ndarray:
     f0 = 440.0 * 2 ** ((midi - 69) / 12)
     note = _pluck(f0, seconds, sample_rate, rng)
-    if muted:  # palm mute: the string is damped at once, its high partials first
+    if muted:  # palm mute: the hand damps the string within tens of milliseconds
         t = np.arange(len(note)) / sample_rate
         note = note * np.exp(-t / 0.06)
     return note
@@ -167,7 +167,7 @@ def locate_signal(dry: np.ndarray, sample_rate: int) -> Located | None:
         return None
     layout = reamp_signal_layout(sample_rate)
     shifted = {name: (a + offset, b + offset) for name, (a, b) in layout.items()}
-    blips = np.round(np.asarray(BLIP_SECONDS) * sample_rate).astype(int) + offset
+    blips = blip_positions(sample_rate) + offset
     return Located(offset, float(np.dot(overlap, part) / np.sum(overlap**2)), shifted, blips[blips >= 0])
 
 
