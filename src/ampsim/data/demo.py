@@ -31,7 +31,7 @@ SWEEP_FRACTION = 0.15
 NOISE_FRACTION = 0.15
 
 
-def _exp_sweep(seconds: float, sample_rate: int, f_start: float, f_end: float) -> np.ndarray:
+def exp_sweep(seconds: float, sample_rate: int, f_start: float, f_end: float) -> np.ndarray:
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     rate = np.log(f_end / f_start)
     phase = 2 * np.pi * f_start * seconds / rate * (np.exp(t / seconds * rate) - 1)
@@ -39,7 +39,7 @@ def _exp_sweep(seconds: float, sample_rate: int, f_start: float, f_end: float) -
     return np.sin(phase) * fade
 
 
-def _pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
+def pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     spectrum = np.fft.rfft(rng.standard_normal(n))
     spectrum[1:] /= np.sqrt(np.arange(1, len(spectrum)))
     spectrum[0] = 0
@@ -47,7 +47,7 @@ def _pink_noise(n: int, rng: np.random.Generator) -> np.ndarray:
     return noise / np.max(np.abs(noise))
 
 
-def _pluck(f0: float, seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+def pluck(f0: float, seconds: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     """A plucked string as decaying, slightly inharmonic partials; high partials die away first."""
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     harmonic = np.arange(1, int(min(10_000.0, sample_rate / 2.5) // f0) + 1)
@@ -72,14 +72,14 @@ def synth_di(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
     sweep_len = SWEEP_FRACTION * seconds / 3
     pos = 0
     for level_db in (-30.0, -18.0, -6.0):
-        sweep = _exp_sweep(sweep_len, sample_rate, 30.0, 12_000.0) * 10 ** (level_db / 20)
+        sweep = exp_sweep(sweep_len, sample_rate, 30.0, 12_000.0) * 10 ** (level_db / 20)
         out[pos : pos + len(sweep)] = sweep
         pos += len(sweep)
 
     burst_len = int(0.25 * sample_rate)
     levels = np.linspace(-40.0, -6.0, max(1, int(NOISE_FRACTION * seconds / 0.5)))
     for level_db in levels:
-        burst = _pink_noise(burst_len, rng) * 10 ** (level_db / 20) * np.hanning(burst_len)
+        burst = pink_noise(burst_len, rng) * 10 ** (level_db / 20) * np.hanning(burst_len)
         out[pos : pos + burst_len] = burst
         pos += 2 * burst_len
 
@@ -97,7 +97,7 @@ def synth_di(seconds: float, sample_rate: int, seed: int) -> np.ndarray:
         for i, midi in enumerate(notes):
             f0 = 440.0 * 2 ** ((midi - 69) / 12)
             start = pos + int(i * strum_gap * sample_rate)
-            note = _pluck(f0, duration, sample_rate, rng)[: max(0, total - start)]
+            note = pluck(f0, duration, sample_rate, rng)[: max(0, total - start)]
             out[start : start + len(note)] += note * level / len(notes) ** 0.5
         pos += int(duration * sample_rate)
 

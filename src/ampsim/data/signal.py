@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ampsim.data.demo import _exp_sweep, _pink_noise, _pluck
+from ampsim.data.demo import exp_sweep, pink_noise, pluck
 
 SEED = 2026
 LEAD_IN_SECONDS = 0.5  # silence first: a DAW that trims a few milliseconds trims silence
@@ -61,19 +61,19 @@ def sweep_section(sample_rate: int) -> np.ndarray:
     top = min(20_000.0, 0.45 * sample_rate)
     gap = np.zeros(int(GAP_SECONDS * sample_rate))
     return np.concatenate([part for level in SWEEP_LEVELS_DB
-                           for part in (_exp_sweep(SWEEP_SECONDS, sample_rate, 20.0, top) * 10 ** (level / 20), gap)])
+                           for part in (exp_sweep(SWEEP_SECONDS, sample_rate, 20.0, top) * 10 ** (level / 20), gap)])
 
 
 def noise_section(sample_rate: int, rng: np.random.Generator) -> np.ndarray:
     burst = int(NOISE_BURST_SECONDS * sample_rate)
     gap = np.zeros(int(GAP_SECONDS * sample_rate))
     return np.concatenate([part for level in NOISE_LEVELS_DB
-                           for part in (_pink_noise(burst, rng) * 10 ** (level / 20) * np.hanning(burst), gap)])
+                           for part in (pink_noise(burst, rng) * 10 ** (level / 20) * np.hanning(burst), gap)])
 
 
 def _note(midi: int, seconds: float, sample_rate: int, rng: np.random.Generator, muted: bool) -> np.ndarray:
     f0 = 440.0 * 2 ** ((midi - 69) / 12)
-    note = _pluck(f0, seconds, sample_rate, rng)
+    note = pluck(f0, seconds, sample_rate, rng)
     if muted:  # palm mute: the hand damps the string within tens of milliseconds
         t = np.arange(len(note)) / sample_rate
         note = note * np.exp(-t / 0.06)
