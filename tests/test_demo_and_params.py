@@ -4,7 +4,7 @@ import soundfile as sf
 import yaml
 
 from ampsim.core.errors import AmpsimError, CaptureError
-from ampsim.core.params import NormalizeParams, load_params, section
+from ampsim.core.params import NormalizeParams, device_params, load_params, section
 from ampsim.data.captures import check_capture_name
 from ampsim.data.demo import synth_di, virtual_amp
 from conftest import PROJECT
@@ -64,6 +64,32 @@ def test_params_section_names_missing_and_unknown_keys(tmp_path):
         section(broken, "normalize", NormalizeParams, "params.yaml")
     assert "missing `normalize.clip_level`" in caught.value.message
     assert "unknown `normalize.clip_levle`" in caught.value.message
+
+
+def test_a_device_recipe_overrides_its_training_sections_key_by_key():
+    params = load_params(PROJECT / "params.yaml")
+    assert params["recipes"]["demo"] == {} and device_params(params, "demo") == {k: v for k, v in params.items()
+                                                                              if k != "recipes"}
+    params["recipes"]["ds1"] = {"train": {"architecture": "wavenet"}, "wavenet": {"layers": "lite"}}
+    ds1 = device_params(params, "ds1")
+    assert ds1["train"] == {**params["train"], "architecture": "wavenet"}
+    assert ds1["wavenet"] == {**params["wavenet"], "layers": "lite"} and ds1["lstm"] == params["lstm"]
+    assert ds1["recipes"] == {"ds1": params["recipes"]["ds1"]}  # what its run records: its own entry only
+    assert device_params(params, "other")["train"] == params["train"]  # no entry: the shared defaults
+
+
+@pytest.mark.parametrize("recipe, says", [
+    ({"render": {"workers": 1}}, "a device's recipe sets only train, lstm2018, lstm, wavenet"),
+    ({"lstm": {"hiden_size": 32}}, "`recipes.ds1.lstm` sets unknown `hiden_size`"),
+    ({"lstm": 32}, "`recipes.ds1.lstm` is not a mapping"),
+    ("wavenet", "`recipes.ds1` is not a mapping"),
+])
+def test_a_wrong_device_recipe_names_the_key_and_the_fix(recipe, says):
+    params = load_params(PROJECT / "params.yaml")
+    params["recipes"]["ds1"] = recipe
+    with pytest.raises(AmpsimError) as caught:
+        device_params(params, "ds1")
+    assert says in caught.value.message and caught.value.fix and "params.yaml" in str(caught.value)
 
 
 @pytest.mark.parametrize("name", ["..", "a/../b", "a/b", "../escape", "with space", ".hidden", "a..b"])

@@ -129,6 +129,21 @@ def test_a_changed_param_reruns_only_what_it_feeds(retuned):
     assert "registered ds1 v2" in retuned.stdout  # re-measured warm-up: a new version, no retraining
 
 
+def test_a_device_recipe_puts_only_that_device_out_of_date(retuned, studio):
+    params_file = studio / "params.yaml"
+    text = params_file.read_text()
+    assert yaml.safe_load(text)["recipes"] == {"demo": {}, "ds1": {}}  # `ampsim add` gave ds1 its entry
+    params = yaml.safe_load(text)
+    params["recipes"]["ds1"] = {"train": {"architecture": "wavenet"}, "wavenet": {"layers": "nano"}}
+    try:
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        status = run_tool(studio, "dvc", "status").stdout
+    finally:
+        params_file.write_text(text)
+    assert "train@ds1" in status and "modified:           recipes.ds1" in status
+    assert "@demo" not in status
+
+
 def test_push_then_pull_in_a_fresh_clone_is_up_to_date_and_renders(pulled, boss_ds1, studio):
     clone, pushed, pull, status, repro = pulled
     assert "pushed" in pushed.stdout
@@ -162,3 +177,35 @@ def test_second_repro_while_one_runs_is_refused_by_dvcs_lock(project_copy):
     assert not (project_copy / "data" / "normalized" / "demo").exists()
     # and once the first one is done, a repro goes through
     assert run_tool(project_copy, "dvc", "repro", "normalize@demo").returncode == 0
+
+
+@pytest.fixture(scope="module")
+def raced(pulled, studio):
+    """`ampsim race ds1` between two small recipes, after the push-and-pull walk (it commits first)."""
+    params = yaml.safe_load((studio / "params.yaml").read_text())
+    params["race"] = {"minutes": 0.05, "candidates": {"lstm8": {}, "lstm4": {"lstm": {"hidden_size": 4}}}}
+    (studio / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit(studio, "race settings")
+    race = run_tool(studio, "ampsim", "race", "ds1")
+    return race, run_tool(studio, "dvc", "status"), yaml.safe_load((studio / "params.yaml").read_text())
+
+
+def test_a_race_registers_every_candidate_and_applies_the_winner(raced, studio):
+    race, status, params = raced
+    rows = {line.split()[0]: line for line in race.stdout.splitlines() if line.startswith(("lstm8 ", "lstm4 "))}
+    assert set(rows) == {"lstm8", "lstm4"}
+    winner = next(name for name, line in rows.items() if line.endswith("<- winner"))
+    assert min(rows, key=lambda name: float(rows[name].split()[1])) == winner  # the lowest validation ESR
+    entry = params["recipes"]["ds1"]  # the winner's entry, applied
+    assert entry["train"]["max_minutes"] == 0.05 and entry.get("lstm", {}).get("hidden_size") == (
+        4 if winner == "lstm4" else None)
+    assert params["recipes"]["demo"] == {}  # no other device's recipe changed
+    assert "Data and pipelines are up to date" in status.stdout  # the winner's lock and outputs came with it
+    card = json.loads((studio / "models" / "ds1" / "release" / "card.json").read_text())
+    client = MlflowClient(f"sqlite:///{studio / 'mlflow.db'}")
+    versions = {v.version: v.run_id for v in client.search_model_versions("name = 'ds1'")}
+    assert len(versions) == 4  # v1 added, v2 re-measured warm-up, then one per candidate
+    announced = race.stdout.split("registered ds1 v")[1].split(";")[0]
+    assert versions[announced] == card["mlflow_run_id"]  # the model in the workspace is the winner's version
+    assert f"`ampsim promote ds1 {announced}`" in race.stdout
+    assert client.get_run(card["mlflow_run_id"]).data.params["recipes.ds1.train.max_minutes"] == "0.05"

@@ -4,6 +4,7 @@ DVC (not git) and listed as a device; bad input is refused before anything is wr
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,6 +12,8 @@ import soundfile as sf
 import yaml
 
 from conftest import PROJECT, tool_env, write_capture
+
+from ampsim.data.intake import params_with_device
 
 
 @pytest.fixture
@@ -50,7 +53,8 @@ def test_a_flac_pair_with_any_names_becomes_a_dvc_tracked_device(project, tmp_pa
         project / "data" / "captures" / ".gitignore").read_text()
     params = (project / "params.yaml").read_text()
     assert yaml.safe_load(params)["devices"] == ["demo", "ds1"]
-    assert "# one model each" in params  # the file's comments are kept
+    assert yaml.safe_load(params)["recipes"] == {"demo": {}, "ds1": {}}  # the train stage depends on its entry
+    assert "# one model each" in params and "# per device" in params  # the file's comments are kept
     assert "dvc repro" in out
     # the pipeline reads it: normalize decodes the FLAC pair
     code, _, err = ampsim_cli("normalize", "--captures", str(device), "--out", str(tmp_path / "normalized"))
@@ -102,3 +106,18 @@ def test_bad_input_is_refused_before_anything_is_written(project, tmp_path, pair
     assert code == 1 and expected in err, err
     assert not (project / "data").exists()
     assert yaml.safe_load((project / "params.yaml").read_text())["devices"] == ["demo"]
+
+
+@pytest.mark.parametrize("text", [
+    "devices: [demo]\nrecipes: {demo: {}}\n",
+    "devices: [demo]\nrecipes:\n  demo: {}    # shared\n  # a comment\n  jcm:\n    lstm: {hidden_size: 24}\n\naudio: {}\n",
+    "devices: [demo]\n",
+    "devices: [demo]\nrecipes:\n",
+])
+def test_params_gain_a_recipe_entry_whatever_the_layout(text):
+    edited = params_with_device(text, "ds1", Path("params.yaml"))
+    loaded = yaml.safe_load(edited)
+    assert loaded["devices"] == ["demo", "ds1"] and loaded["recipes"]["ds1"] == {}
+    before = yaml.safe_load(text)
+    assert {k: v for k, v in loaded["recipes"].items() if k != "ds1"} == (before.get("recipes") or {})
+    assert params_with_device(edited, "ds1", Path("params.yaml")) is None  # listed, with its entry: unchanged

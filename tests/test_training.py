@@ -90,6 +90,28 @@ def _mlflow_run(uri: str, run_id: str):
     return client, client.get_run(run_id)
 
 
+def test_a_device_trains_with_its_own_recipe(tmp_path, boss_prepared, isolated_mlflow):
+    import yaml
+
+    params = yaml.safe_load(tiny_params(PROJECT / "params.yaml", tmp_path / "shared.yaml").read_text())
+    params["recipes"] = {"ds1": {"train": {"max_steps": 2}, "lstm": {"hidden_size": 4}}, "other": {}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    trained = {}
+    for device in ("ds1", "other"):
+        assert main(["--params", str(tmp_path / "params.yaml"), "train", "--device", device, "--prepared",
+                     str(boss_prepared), "--model", str(tmp_path / device / "model"), "--reports",
+                     str(tmp_path / device / "reports"), "--checkpoint", str(tmp_path / device / "ckpt"),
+                     "--quiet"]) == 0
+        trained[device] = json.loads((tmp_path / device / "reports" / "summary.json").read_text())
+    # LSTM(H) -> Dense(1): 4H(H + 2) + H + 1 weights; ds1 has its own H and steps, the other the shared ones
+    assert (trained["ds1"]["steps"], trained["ds1"]["parameters"]) == (2, 4 * 4 * 6 + 5)
+    assert (trained["other"]["steps"], trained["other"]["parameters"]) == (3, 4 * 8 * 10 + 9)
+    card = json.loads((tmp_path / "ds1" / "model" / "card.json").read_text())
+    _, run = _mlflow_run(isolated_mlflow, card["mlflow_run_id"])
+    assert run.data.params["lstm.hidden_size"] == "4" and run.data.params["recipes.ds1.lstm.hidden_size"] == "4"
+    assert not any(name.startswith("recipes.other") for name in run.data.params)
+
+
 @pytest.mark.parametrize("architecture", ["lstm", "lstm2018"])
 def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, boss_prepared, isolated_mlflow,
                                                           architecture):

@@ -126,6 +126,17 @@ def test_wavenet_refuses_aidax_a_gated_nam_and_inconsistent_arrays():
         wavenet.arrays_of(broken)
 
 
+def test_layers_may_name_one_of_nams_presets():
+    params = section(load_params(PROJECT / "params.yaml"), "wavenet", WavenetParams)
+    for name in wavenet.PRESETS:
+        arrays = wavenet.arrays_of(WavenetParams(**{**params.__dict__, "layers": name}))
+        assert wavenet.size_of(arrays) == name and [a["head_bias"] for a in arrays] == [False, True]
+    assert wavenet.arrays_of(WavenetParams(**{**params.__dict__, "layers": "standard"})) == _standard()  # params.yaml's list
+    with pytest.raises(AmpsimError, match="`huge` is not one of NAM's presets") as caught:
+        wavenet.arrays_of(WavenetParams(**{**params.__dict__, "layers": "huge"}))
+    assert "standard, lite, feather, nano" in caught.value.fix
+
+
 def test_a_tiny_wavenet_trains_through_ampsim_train_and_loads_in_safe_mode(tmp_path, boss_prepared):
     params = tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
                          train={"architecture": "wavenet", "max_steps": 2, "max_minutes": 0},

@@ -128,10 +128,10 @@ def _reopen_run(params: dict, source: str, run_id: str | None):
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from ampsim.core.params import TrainParams, section
+    from ampsim.core.params import TrainParams, device_params, section
     from ampsim.modelling.backend import use_backend
 
-    params = _params(args)
+    params = device_params(_params(args), args.device, args.params)
     use_backend(section(params, "train", TrainParams, args.params).backend)
     from ampsim.modelling.training import train
 
@@ -145,21 +145,20 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from ampsim.core.params import EvaluateParams, RenderParams, section
+    from ampsim.core.params import EvaluateParams, Lstm2018Params, RenderParams, section
     from ampsim.data.windows import load_split, samples
     from ampsim.inference.evaluation import PLOTS_DIR, evaluate, flat_metrics
     from ampsim.modelling.models import load_model
-    from ampsim.modelling.training import recipe
 
     params = _params(args)
-    config = _train_config(params, args.params)
+    metric_2018 = section(params, "lstm2018", Lstm2018Params, args.params)  # the 2018 metric's windows, for every model
     model, card = load_model(Path(args.model))
     segments = load_split(Path(args.prepared), "val")
     result = evaluate(model, card, segments, section(params, "evaluate", EvaluateParams, args.params),
                       section(params, "render", RenderParams, args.params),
-                      samples(config.lstm2018.window_ms, card.sample_rate),
-                      samples(config.lstm2018.tail_ms, card.sample_rate),
-                      Path(args.history), recipe(config).loss_name, Path(args.out))
+                      samples(metric_2018.window_ms, card.sample_rate),
+                      samples(metric_2018.tail_ms, card.sample_rate),
+                      Path(args.history), card.loss_name or "training loss", Path(args.out))
     tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
     if tracker is not None:
         tracker.log_metrics(flat_metrics(result))
@@ -221,6 +220,42 @@ def cmd_promote(args: argparse.Namespace) -> None:
                                   render_fn=lambda model, card, x, knobs: render(model, card, x, render_params, knobs))
     print(decision.message())
     print(f"models:/{args.name}@{alias} -> v{decision.version}; recorded in {Path(args.models) / 'promoted.json'}")
+
+
+def cmd_race(args: argparse.Namespace) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from ampsim.core.params import RaceParams, device_params, section
+    from ampsim.core.tracking import project_root, tracking_uri
+    from ampsim.deployment.orchestration import registered_version
+    from ampsim.deployment.race import apply_winner, race_recipe, run_race, table, winner
+
+    params = _params(args)
+    settings = section(params, "race", RaceParams, args.params)
+    if args.device not in (params.get("devices") or []):
+        raise AmpsimError(f"device '{args.device}' is not in `devices`", path=args.params,
+                          fix="add its captures with `ampsim add` first")
+    unknown = sorted(set(args.candidate or []) - set(settings.candidates))
+    if unknown:
+        raise AmpsimError(f"no race candidate named {', '.join(unknown)}", path=args.params,
+                          fix=f"use names under `race.candidates`: {', '.join(settings.candidates)}")
+    candidates = {name: recipe for name, recipe in settings.candidates.items()
+                  if not args.candidate or name in args.candidate}
+    own, minutes = (params.get("recipes") or {}).get(args.device), args.minutes or settings.minutes
+    for recipe in candidates.values():  # a mistyped key stops here, not minutes into the race
+        device_params({**params, "recipes": {args.device: race_recipe(own, recipe, minutes)}}, args.device, args.params)
+    project = project_root()
+    entries = run_race(project, args.device, own, candidates, minutes)
+    print(table(entries))
+    best = winner(entries)
+    _, version = registered_version(MlflowClient(tracking_uri(project)), best.run_id)
+    if args.no_apply:
+        print(f"winner {best.candidate} (not applied): `dvc exp apply {best.experiment}` brings it into the workspace")
+    else:
+        apply_winner(project, best)
+        print(f"applied {best.candidate}: params.yaml `recipes.{args.device}`, dvc.lock and the model are its own now; "
+              f"commit them (`git add params.yaml dvc.lock reports/{args.device} && git commit`)")
+    print(f"registered {args.device} v{version}; `ampsim promote {args.device} {version}` puts it through the gate")
 
 
 def cmd_ui(args: argparse.Namespace) -> None:
@@ -513,6 +548,17 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--prepared", help="validation data for re-scoring (default: data/prepared/NAME, the device's)")
     pr.add_argument("--models", default="models", help="folder of promoted.json (default: %(default)s)")
     pr.set_defaults(func=cmd_promote)
+
+    ra = sub.add_parser("race", help="race training recipes for one device as DVC experiments; apply the winner",
+                        description="Each candidate of params.yaml `race.candidates` (or those named) trains the device "
+                                    "for `race.minutes` as one `dvc exp run` of its stages, over the device's own "
+                                    "`recipes` entry; each is evaluated and registered. The lowest validation ESR wins "
+                                    "and is applied to the workspace (`dvc exp apply`). Run from the project root.")
+    ra.add_argument("device", help="a device listed in params.yaml `devices`")
+    ra.add_argument("--candidate", action="append", help="race only this candidate (repeatable)")
+    ra.add_argument("--minutes", type=float, help="training minutes each (default: params race.minutes)")
+    ra.add_argument("--no-apply", action="store_true", help="leave the workspace as the last candidate left it")
+    ra.set_defaults(func=cmd_race)
 
     ui = sub.add_parser("ui", help="the MLflow UI on this project's runs (prints the address to open)",
                         description="Start `mlflow ui` on the project's store (MLFLOW_TRACKING_URI, else mlflow.db) and "

@@ -103,7 +103,7 @@ class LstmParams:
 
 @dataclass(frozen=True)
 class WavenetParams:
-    layers: list[dict[str, Any]]  # layer arrays: channels, head_size, kernel_size, dilations, head_bias each
+    layers: list[dict[str, Any]] | str  # layer arrays (channels, head_size, kernel_size, dilations, head_bias each), or a NAM preset name
     activation: str  # NAM's name: Tanh | ReLU | Sigmoid | Hardtanh
     gated: bool  # activation(first half) x sigmoid(second half) of a conv twice as wide (no .nam export)
     head_scale: float  # the output is head_scale x the last head rechannel
@@ -153,6 +153,12 @@ class ExportParams:
 
 
 @dataclass(frozen=True)
+class RaceParams:
+    minutes: float  # training minutes each candidate gets
+    candidates: dict[str, dict[str, Any]]  # name -> settings of train / an architecture section, as in `recipes`
+
+
+@dataclass(frozen=True)
 class MlflowParams:
     experiment: str
     render_alias: str  # the alias users render with (`models:/NAME@render`)
@@ -167,6 +173,38 @@ def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
     if not isinstance(params, dict):
         raise AmpsimError("params file is not a YAML mapping", path=path, fix="restore params.yaml from git")
     return params
+
+
+RECIPE_SECTIONS = ("train", "lstm2018", "lstm", "wavenet")  # what `recipes.<device>` may set
+
+
+def device_params(params: dict[str, Any], device: str | None, source: Path | str = "params.yaml") -> dict[str, Any]:
+    """`params` with the device's entry of `recipes:` laid over the training sections it names, key by key:
+    the settings that device trains with (and of `recipes`, its entry only, as a run records it). No device,
+    or no entry: the shared defaults."""
+    recipe = (params.get("recipes") or {}).get(device) if device is not None else None
+    merged = {key: value for key, value in params.items() if key != "recipes"}
+    if not recipe:
+        return merged
+    where = f"recipes.{device}"
+    if not isinstance(recipe, dict):
+        raise AmpsimError(f"`{where}` is not a mapping", path=source,
+                          fix=f"write e.g. `{device}: {{train: {{architecture: wavenet}}}}`, or `{device}: {{}}`")
+    merged["recipes"] = {device: recipe}
+    for name, overrides in recipe.items():
+        if name not in RECIPE_SECTIONS:
+            raise AmpsimError(f"`{where}.{name}`: a device's recipe sets only {', '.join(RECIPE_SECTIONS)}",
+                              path=source, fix=f"move `{name}` out of `{where}`")
+        base = params.get(name)
+        if not isinstance(overrides, dict) or not isinstance(base, dict):
+            raise AmpsimError(f"`{where}.{name}` is not a mapping of `{name}:` keys", path=source,
+                              fix=f"write e.g. `{name}: {{{next(iter(base or {'key': 0}))}: ...}}`")
+        unknown = sorted(set(overrides) - set(base))
+        if unknown:
+            raise AmpsimError(f"`{where}.{name}` sets unknown " + ", ".join(f"`{key}`" for key in unknown),
+                              path=source, fix=f"use the keys of the `{name}:` section: {sorted(base)}")
+        merged[name] = {**base, **overrides}
+    return merged
 
 
 def section(params: dict[str, Any], name: str, cls: type[T], source: Path | str = "params.yaml") -> T:

@@ -136,14 +136,48 @@ def describe(source_meta: dict, device: str, knobs: dict[str, float], dry: Path,
 
 
 def params_with_device(text: str, device: str, params_file: Path) -> str | None:
-    """params.yaml's text with `device` appended to its `devices` list, comments and layout kept; None when
-    it is listed already. Worked out before anything is copied, so a file it cannot edit stops the add."""
+    """params.yaml's text with `device` appended to its `devices` list and given an empty entry in `recipes`
+    (the train stage depends on it), comments and layout kept; None when both are there already. Worked out
+    before anything is copied, so a file it cannot edit stops the add."""
     try:
-        listed = (yaml.safe_load(text) or {}).get("devices") or []
+        loaded = yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         raise AmpsimError(f"not valid YAML ({exc})", path=params_file, fix="correct the YAML syntax") from exc
-    if device in listed:
-        return None
+    listed = loaded.get("devices") or []
+    edited = text if device in listed else _with_listed_device(text, listed, device, params_file)
+    if device not in (loaded.get("recipes") or {}):
+        edited = _with_recipe_entry(edited, device, params_file)
+    return None if edited == text else edited
+
+
+def _with_recipe_entry(text: str, device: str, params_file: Path) -> str:
+    """`device: {}` added to the `recipes` mapping (block or flow style), or a new `recipes:` section."""
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if re.match(r"^recipes:", line)), None)
+    if start is None:
+        edited = text.rstrip("\n") + f"\n\nrecipes:\n  {device}: {{}}\n"
+    elif re.match(r"^recipes:\s*(\{|null|~)", lines[start]):  # flow style, or empty
+        recipes = {**(yaml.safe_load(text).get("recipes") or {}), device: {}}
+        lines[start] = "recipes: " + yaml.safe_dump(recipes, default_flow_style=True, sort_keys=False).strip() + "\n"
+        edited = "".join(lines)
+    else:  # block style: after the section's last entry line, at the entries' indentation
+        last, indents = start, []
+        for index in range(start + 1, len(lines)):
+            if re.match(r"^\S", lines[index]):
+                break
+            entry = re.match(r"^(\s+)[^\s#]", lines[index])
+            if entry:
+                last = index
+                indents.append(entry.group(1))
+        lines.insert(last + 1, f"{indents[0] if indents else '  '}{device}: {{}}\n")
+        edited = "".join(lines)
+    if device not in (yaml.safe_load(edited).get("recipes") or {}):
+        raise AmpsimError("could not add the device to params.yaml's `recipes`", path=params_file,
+                          fix=f"write `recipes: {{{device}: {{}}}}` by hand")
+    return edited
+
+
+def _with_listed_device(text: str, listed: list, device: str, params_file: Path) -> str:
     lines = text.splitlines(keepends=True)
     start = next((i for i, line in enumerate(lines) if re.match(r"^devices:", line)), None)
     if start is None:

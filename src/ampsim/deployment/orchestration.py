@@ -48,7 +48,7 @@ class ExperimentResult:
     log: str
 
 
-def _tool_env() -> dict[str, str]:
+def tool_env() -> dict[str, str]:
     """This environment, with this interpreter's scripts (dvc, ampsim) first on PATH for DVC's stages."""
     env = dict(os.environ)
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
@@ -59,20 +59,20 @@ def _tool_env() -> dict[str, str]:
 def pipeline_changed(project: Path) -> bool:
     """Whether `dvc repro` would do anything (a capture, a param or the code changed)."""
     result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project, capture_output=True, text=True,
-                            env=_tool_env())
+                            env=tool_env())
     if result.returncode != 0:
         raise TransientFailure(f"`dvc status` failed: {result.stderr.strip()[-400:]}", path=project)
     return bool(json.loads(result.stdout or "{}"))
 
 
-def run_experiment(project: Path, overrides: dict[str, Any], device: str) -> ExperimentResult:
-    """`dvc exp run -S key=value ... register@<device>` in `project`: the device's stages only; the results
-    stay in the workspace (models/<device>/, reports/<device>/). Raises PipelineFailed or TransientFailure
-    with DVC's own words when it fails."""
+def run_experiment(project: Path, overrides: dict[str, Any], device: str, name: str | None = None) -> ExperimentResult:
+    """`dvc exp run [-n NAME] -S key=value ... register@<device>` in `project`: the device's stages only; the
+    results stay in the workspace (models/<device>/, reports/<device>/). Raises PipelineFailed or
+    TransientFailure with DVC's own words when it fails."""
     project = Path(project)
-    command = ["dvc", "exp", "run", *[f"--set-param={key}={value}" for key, value in overrides.items()],
-               f"register@{device}"]
-    result = subprocess.run([sys.executable, "-m", *command], cwd=project, capture_output=True, text=True, env=_tool_env())
+    command = ["dvc", "exp", "run", *(["--name", name] if name else []),
+               *[f"--set-param={key}={value}" for key, value in overrides.items()], f"register@{device}"]
+    result = subprocess.run([sys.executable, "-m", *command], cwd=project, capture_output=True, text=True, env=tool_env())
     log = result.stdout + result.stderr
     if result.returncode != 0:
         tail = "\n".join(log.strip().splitlines()[-15:])

@@ -98,6 +98,7 @@ class ModelCard:
     knobs: list[str] = field(default_factory=list)
     device: str | None = None  # the folder under data/captures/ it models, and its registered name
     latency_samples: dict[str, int] = field(default_factory=dict)  # per capture: the latency compensated in training
+    loss_name: str | None = None  # the loss it was trained on (e.g. `esr_dc`), as its loss curve is labelled
 
 
 def save_model(model: keras.Model, card: ModelCard, folder: Path) -> None:

@@ -337,7 +337,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
     card = ModelCard(architecture=architecture_name, sample_rate=config.sample_rate,
                      input_size=1 + len(job.knobs), window_samples=plan.window, tail_samples=plan.scored,
                      captures=job.captures, mlflow_run_id=state["run_id"], knobs=job.knobs,
-                     latency_samples=job.latency_samples)
+                     latency_samples=job.latency_samples, loss_name=plan.loss_name)
     save_model(inference, card, model_dir)
     summary = {
         "architecture": architecture_name,

@@ -156,9 +156,19 @@ class NamWaveNet(keras.layers.Layer):
         return np.concatenate([part.ravel() for part in parts] + [np.array([self.head_scale])])
 
 
+def preset_arrays(name: str) -> list[dict]:
+    if name not in PRESETS:
+        raise AmpsimError(f"wavenet.layers `{name}` is not one of NAM's presets", path="params.yaml",
+                          fix=f"use one of {', '.join(PRESETS)}, or list the layer arrays")
+    last = len(PRESETS[name]) - 1
+    return [{"channels": channels, "head_size": head, "kernel_size": 3, "dilations": list(dilations),
+             "head_bias": index == last} for index, (channels, head, dilations) in enumerate(PRESETS[name])]
+
+
 def arrays_of(p) -> list[dict]:
-    """The layer arrays of params.yaml's `wavenet:` section, checked as NAM chains them."""
-    arrays = p.layers
+    """The layer arrays of params.yaml's `wavenet:` section (a list, or one of NAM's preset names), checked
+    as NAM chains them."""
+    arrays = preset_arrays(p.layers) if isinstance(p.layers, str) else p.layers
     if not arrays:
         raise AmpsimError("wavenet.layers lists no layer array", path="params.yaml",
                           fix="restore NAM's standard preset from git")
