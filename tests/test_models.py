@@ -108,3 +108,17 @@ def test_lstm2018_model_streams_too():
     first, *states = twin.predict([audio[:, :250], *states], verbose=0)
     second, *_ = twin.predict([audio[:, 250:], *states], verbose=0)
     np.testing.assert_allclose(np.concatenate([first, second], axis=1), whole, atol=1e-6)
+
+
+@pytest.mark.parametrize("broken", ["model", "card"])
+def test_a_corrupt_model_file_names_the_file_and_the_fix(tmp_path, broken):
+    from ampsim.core.errors import AmpsimError
+    from ampsim.modelling.models import ModelCard, load_model, save_model
+
+    save_model(lstm_model(4, 1, False), ModelCard("lstm", 48000, 1, 1024, 768, ["a"], None), tmp_path / "model")
+    damaged = tmp_path / "model" / ("model.keras" if broken == "model" else "card.json")
+    damaged.write_text("garbage\n")
+    with pytest.raises(AmpsimError) as caught:
+        load_model(tmp_path / "model")
+    assert caught.value.path == damaged and "dvc checkout" in caught.value.fix
+    assert f"not a readable {'Keras model' if broken == 'model' else 'model card'}" in caught.value.message

@@ -202,7 +202,7 @@ def test_sliding_window_is_only_for_the_2018_model_and_old_cards_fall_back_clear
     save_model(lstm_model(8, 1, False), old, tmp_path / "old")
     code, _, err = ampsim_cli("render", str(tmp_path / "di.wav"), str(tmp_path / "o.wav"), "--model", str(tmp_path / "old"),
                               "--method", "fast")
-    assert code == 1 and "--method exact" in err
+    assert code == 1 and "--method exact" in err and "render the released model (`--model DEVICE`" in err
     code, _, err = ampsim_cli("render", str(tmp_path / "di.wav"), str(tmp_path / "o.wav"), "--model", str(tmp_path / "old"),
                               "--method", "exact", "--quiet")
     assert code == 0, err

@@ -25,6 +25,7 @@ OUTPUT_FILE = f"{OUTPUT_STEM}.wav"
 META_FILE = "capture.yaml"
 SPLITS = ("time", "train", "val")  # time: split by time within the capture; train/val: the whole capture
 
+MAX_NAME_LENGTH = 100  # file systems allow 255 bytes a folder name; stage outputs add suffixes to it
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _META_KEYS = {"device", "notes", "split", "channels", "knobs", "input_level_dbu", "output_level_dbu",
               "latency_samples"}
@@ -34,6 +35,10 @@ LEVEL_KEYS = ("input_level_dbu", "output_level_dbu")
 
 def check_capture_name(name: str, where: Path | str | None = None) -> str:
     """A capture name becomes a folder name in every stage's output, so it must stay inside that folder."""
+    if len(name) > MAX_NAME_LENGTH:
+        raise CaptureError(f"name '{name[:40]}...' is {len(name)} characters long; a name becomes a folder and "
+                           f"a registered model's name, so it may have at most {MAX_NAME_LENGTH}", path=where,
+                           fix="choose a shorter name, e.g. 'marshall-jcm800_crunch'")
     if not _NAME.match(name) or ".." in name:
         raise CaptureError(
             f"capture name {name!r} is not allowed (it must not contain '..', '/' or spaces, nor start with '.')",

@@ -211,8 +211,10 @@ def fast_plan(card: ModelCard, params: RenderParams) -> BlockPlan:
     each block's warm-up adds at most 1 / render.blocks_per_context to the work (a model that needs 2 s of
     warm-up renders 8 s blocks, not 0.5 s ones that would cost 5x the audio)."""
     if card.context_samples is None:
-        raise AmpsimError("this model has no measured warm-up context for fast rendering",
-                          fix="retrain it with this version of ampsim, or render with --method exact")
+        raise AmpsimError("this model has no measured warm-up context for fast rendering (the register stage "
+                          "measures it: a model straight from training has none)",
+                          fix="render the released model (`--model DEVICE`, or models/DEVICE/release), or "
+                              "render with --method exact")
     block = max(samples(params.block_ms, card.sample_rate), card.context_samples * params.blocks_per_context)
     return BlockPlan(block=block, context=card.context_samples, blocks=params.blocks_per_batch)
 

@@ -124,7 +124,15 @@ def load_model(path: Path) -> tuple[keras.Model, ModelCard]:
     from ampsim.modelling.architectures import registered
 
     registered()  # imports every architecture, so that their custom layers are registered for safe mode
-    model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
-    fields = json.loads(card_file.read_text())
+    try:
+        model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
+    except (ValueError, OSError, KeyError, TypeError) as exc:  # Keras' words for a truncated or foreign file
+        raise AmpsimError(f"not a readable Keras model ({str(exc).splitlines()[0][:200]})", path=model_file,
+                          fix="restore it: `dvc checkout` (a model in DVC), or retrain it with `dvc repro`") from exc
+    try:
+        fields = json.loads(card_file.read_text())
+    except json.JSONDecodeError as exc:
+        raise AmpsimError(f"not a readable model card ({exc})", path=card_file,
+                          fix="restore it: `dvc checkout` (a model in DVC), or retrain it with `dvc repro`") from exc
     fields["architecture"] = LEGACY_ARCHITECTURES.get(fields["architecture"], fields["architecture"])
     return model, ModelCard(**fields)
