@@ -57,13 +57,19 @@ def run_race(project: Path, device: str, own: dict[str, Any], candidates: dict[s
     if not candidates:
         raise AmpsimError("the race has no candidates", path="params.yaml", fix="list some under `race.candidates`")
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    # `dvc exp run -S` merges a mapping into the entry it finds (and refuses new keys without `++`): every
+    # candidate starts from the files as they were, so none inherits the last one's settings.
+    start = {name: (Path(project) / name).read_text() for name in ("params.yaml", "dvc.lock")
+             if (Path(project) / name).is_file()}
     entries = []
     for candidate, settings in candidates.items():
+        for name, text in start.items():
+            (Path(project) / name).write_text(text)
         recipe = race_recipe(own, settings, minutes)
         experiment = f"{device}-{candidate}-{stamp}"
         log(f"race {device}: {candidate} for {minutes:g} min ({experiment})")
         flow = yaml.safe_dump(recipe, default_flow_style=True, sort_keys=False, width=10**6).strip()
-        result = run(project, {f"recipes.{device}": flow}, device, name=experiment)
+        result = run(project, {f"++recipes.{device}": flow}, device, name=experiment)
         trained = json.loads((Path(project) / "reports" / device / "train" / "summary.json").read_text())
         entries.append(Entry(candidate, experiment, recipe, result.run_id, float(result.metrics["esr"]),
                              int(trained["steps"])))
