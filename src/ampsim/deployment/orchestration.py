@@ -66,12 +66,14 @@ def pipeline_changed(project: Path) -> bool:
 
 
 def run_experiment(project: Path, overrides: dict[str, Any], device: str, name: str | None = None) -> ExperimentResult:
-    """`dvc exp run [-n NAME] -S key=value ... register@<device>` in `project`: the device's stages only; the
+    """`dvc exp run [-n NAME] -S key=value ... render@<device> register@<device>` in `project`: the device's
+    stages only, all of them (render is not upstream of register), so the experiment's dvc.lock is whole; the
     results stay in the workspace (models/<device>/, reports/<device>/). Raises PipelineFailed or
     TransientFailure with DVC's own words when it fails."""
     project = Path(project)
     command = ["dvc", "exp", "run", *(["--name", name] if name else []),
-               *[f"--set-param={key}={value}" for key, value in overrides.items()], f"register@{device}"]
+               *[f"--set-param={key}={value}" for key, value in overrides.items()], f"render@{device}",
+               f"register@{device}"]
     result = subprocess.run([sys.executable, "-m", *command], cwd=project, capture_output=True, text=True, env=tool_env())
     log = result.stdout + result.stderr
     if result.returncode != 0:
