@@ -203,7 +203,7 @@ def test_a_race_registers_every_candidate_and_applies_the_winner(raced, studio):
     assert "Data and pipelines are up to date" in status.stdout  # the winner's lock and outputs came with it
     card = json.loads((studio / "models" / "ds1" / "release" / "card.json").read_text())
     client = MlflowClient(f"sqlite:///{studio / 'mlflow.db'}")
-    versions = {v.version: v.run_id for v in client.search_model_versions("name = 'ds1'")}
+    versions = {str(v.version): v.run_id for v in client.search_model_versions("name = 'ds1'")}
     assert len(versions) == 4  # v1 added, v2 re-measured warm-up, then one per candidate
     announced = race.stdout.split("registered ds1 v")[1].split(";")[0]
     assert versions[announced] == card["mlflow_run_id"]  # the model in the workspace is the winner's version
