@@ -87,7 +87,8 @@ def test_retry_is_decided_by_the_stage_exit_code_that_dvc_reports(tmp_path, code
     from conftest import tool_env
 
     env = {**tool_env(), "DVC_SITE_CACHE_DIR": str(tmp_path / "site-cache")}
-    (tmp_path / "dvc.yaml").write_text(f"stages:\n  register:\n    foreach: [amp]\n    do:\n      cmd: exit {code}\n")
+    (tmp_path / "dvc.yaml").write_text("stages:\n  render:\n    foreach: [amp]\n    do:\n      cmd: exit 0\n"
+                                       f"  register:\n    foreach: [amp]\n    do:\n      cmd: exit {code}\n")
     for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
                     ["git", "commit", "-qm", "one stage"]):
         subprocess.run(command, cwd=tmp_path, env=env, check=True)
