@@ -22,12 +22,16 @@ export PATH := $(BIN):$(PATH)
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: requirements.lock pyproject.toml
+# neural-amp-modeler's files come in without its dependencies (no PyTorch): `.nam` loudness and gain are
+# defined on its reference input, models/_resources/loudness_input.wav (MIT), so a default install writes them
+# as NAM computes them. Importing it needs `make test`'s extras; ampsim only reads the file.
+$(VENV)/.installed: requirements.lock requirements-verify.lock pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "ampsim needs Python 3.11: set PYTHON=/path/to/python3.11"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
 	$(BIN)/uv pip sync --quiet --python $(BIN)/python requirements.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps -e .
+	$(BIN)/uv pip install --quiet --python $(BIN)/python --no-deps $$(grep '^neural-amp-modeler==' requirements-verify.lock)
 	touch $@
 
 # The main job: the DVC pipeline, one model per device in params.yaml `devices` (the generated demo included).

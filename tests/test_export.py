@@ -218,6 +218,48 @@ def test_nam_metadata_is_complete_and_each_value_matches_nams_definition(nam_mod
     assert meta["ampsim"] == {"size": "custom", "knobs": {}, "captures": ["test-amp"]}
 
 
+def test_a_default_install_writes_nams_loudness_and_gain_without_pytorch(nam_models, tmp_path, params_file):
+    """`make setup` installs neural-amp-modeler's files but not PyTorch: export must find NAM's reference input
+    without importing NAM, and write the values NAM's own loader computes (within 0.1 dB)."""
+    import subprocess
+    import sys
+
+    model = _trained_like(lstm_model(8, 1, False), seed=21)
+    save_model(model, _card("lstm"), tmp_path / "trained")
+    blocked = ("import sys\n"
+               "class NoTorch:\n"
+               "    def find_spec(self, name, path=None, target=None):\n"
+               "        if name.split('.')[0] in ('torch', 'nam'):\n"
+               "            raise ModuleNotFoundError(f'no module named {name!r} (blocked: a default install)')\n"
+               "sys.meta_path.insert(0, NoTorch())\n"
+               "from ampsim.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))")
+    result = subprocess.run([sys.executable, "-c", blocked, "--params", str(params_file), "export",
+                             str(tmp_path / "trained"), "--format", "nam", "-o", str(tmp_path / "model.nam"),
+                             "--prepared", str(tmp_path / "none")], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "loudness and gain are left out" not in result.stderr
+    document = json.loads((tmp_path / "model.nam").read_text())
+    net = nam_models.init_from_nam(document)
+    assert document["metadata"]["loudness"] == pytest.approx(net._metadata_loudness(), abs=0.1)
+    assert document["metadata"]["gain"] == pytest.approx(float(net._metadata_gain()), abs=0.01)
+
+
+def test_without_neural_amp_modeler_loudness_is_left_out_with_a_note(monkeypatch, capsys):
+    import importlib.metadata
+    from pathlib import Path
+
+    from ampsim.deployment.plugin_metadata import loudness_input_path
+
+    def not_installed(name):
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", not_installed)
+    assert loudness_input_path("nam") is None
+    assert "`make setup` installs its files" in capsys.readouterr().err
+    assert loudness_input_path(None) is None and loudness_input_path("ref.wav") == Path("ref.wav")
+
+
 def test_a_baked_knob_setting_renders_in_nams_loader_as_ampsim_render_does(nam_models, tmp_path, ampsim_cli):
     model, card = _conditioned(["gain"], seed=12)
     save_model(model, card, tmp_path / "trained")

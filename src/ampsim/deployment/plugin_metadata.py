@@ -1,7 +1,7 @@
 """What a model file tells the plugins and the tone-sharing sites besides its weights.
 
 - `loudness` and `gain`, as NAM defines them: NAM plays its fixed reference input (`loudness_input.wav`,
-  1 s at 48 kHz, shipped with neural-amp-modeler) through the model from the model's initial state;
+  1 s at 48 kHz, shipped with neural-amp-modeler, whose files `make setup` installs without PyTorch) through the model from the model's initial state;
   `loudness` is the output's RMS in dB. `gain` (0-1, how much the model compresses) plays the reference at
   the 11 input scales 0, 0.1, ..., 1 and compares the sum of the 11 output RMS values with the two extremes:
   a linear model (RMS proportional to the scale, sum = half of 11 x the RMS at scale 1: gain 0) and full
@@ -39,29 +39,35 @@ LEVEL_KEYS = ("input_level_dbu", "output_level_dbu")
 # --- loudness and gain -------------------------------------------------------------------------------
 
 NAM_PACKAGE = "nam"  # export.loudness_input: the reference input of the installed neural-amp-modeler
+NAM_DISTRIBUTION = "neural-amp-modeler"
+NAM_LOUDNESS_INPUT = "nam/models/_resources/loudness_input.wav"
 
 
 def loudness_input_path(setting: str | None) -> Path | None:
-    """Where NAM's reference input is: `nam` finds the file in the installed neural-amp-modeler package
-    (None, with a note, where it is not installed); any other text is a path; None leaves loudness out."""
+    """Where NAM's reference input is: `nam` finds the file among the installed neural-amp-modeler's files,
+    read from its package metadata so that NAM (and PyTorch) are never imported; None, with a note, where it is
+    not installed. Any other text is a path; None leaves loudness out."""
     if setting != NAM_PACKAGE:
         return None if setting is None else Path(setting)
-    import importlib.util
+    import importlib.metadata
 
-    spec = importlib.util.find_spec("nam")
-    if spec is None or spec.origin is None:
+    try:
+        path = Path(importlib.metadata.distribution(NAM_DISTRIBUTION).locate_file(NAM_LOUDNESS_INPUT))
+    except importlib.metadata.PackageNotFoundError:
+        path = None
+    if path is None or not path.is_file():
         print("ampsim export: note: loudness and gain are left out: neural-amp-modeler, whose reference input "
-              "defines them, is not installed (`make test` installs it; or point export.loudness_input at its "
-              "loudness_input.wav)", file=sys.stderr)
+              "defines them, is not installed (`make setup` installs its files; or point export.loudness_input at "
+              "its loudness_input.wav)", file=sys.stderr)
         return None
-    return Path(spec.origin).parent / "models" / "_resources" / "loudness_input.wav"
+    return path
 
 
 def read_loudness_input(path: str | Path) -> np.ndarray:
     """NAM's reference input for `loudness` (its file, wherever the user keeps it)."""
     path = Path(path)
     fix = ("point export.loudness_input in params.yaml at NAM's reference input, the file "
-           "nam/models/_resources/loudness_input.wav that `pip install neural-amp-modeler` installs (`make test` "
+           "nam/models/_resources/loudness_input.wav that `pip install neural-amp-modeler` installs (`make setup` "
            "puts it under .venv/lib/python3.11/site-packages/), or set it to null to leave loudness and gain out")
     if not path.is_file():
         raise AmpsimError("NAM's loudness reference input not found", path=path, fix=fix)
