@@ -1,7 +1,7 @@
-"""What every recurrent model shares, in `keras` and `keras.ops` only (TensorFlow, JAX or PyTorch): the
-layer that carries its state between training updates, the streaming twin that takes and returns every
-layer's (h, c) state (so a file rendered block by block equals the file rendered whole), and the saved
-model with its card. Each architecture's own network is in `ampsim.modelling.architectures`.
+"""The saved model with its card, and the streaming twin of a recurrent model that takes and returns every
+layer's (h, c) state (so a file rendered block by block equals the file rendered whole), in `keras` and
+`keras.ops` only (TensorFlow, JAX or PyTorch). Each architecture's own network is in
+`ampsim.modelling.architectures`; the training twin that carries its state is `carried_lstm`.
 """
 
 from __future__ import annotations
@@ -15,34 +15,7 @@ import keras
 
 from ampsim.core.audio import atomic_dir
 from ampsim.core.errors import AmpsimError
-
-
-class CarriedLSTM(keras.layers.LSTM):
-    """An LSTM whose state carries from one call to the next (truncated back-propagation through time).
-    Keras' own `stateful=True` keeps the state in untracked variables, which the JAX backend's compiled
-    train and predict steps never update; here they are tracked non-trainable weights, so every backend
-    carries them."""
-
-    def _create_state_variables(self, batch_size):
-        self.states = [self.add_weight(shape=(batch_size, self.units), initializer="zeros", trainable=False,
-                                       name=name) for name in ("carried_h", "carried_c")]
-
-
-def reset_carried_state(model: keras.Model) -> None:
-    for layer in model.layers:
-        if isinstance(layer, CarriedLSTM):
-            layer.reset_state()
-
-
-def copy_weights(source: keras.Model, target: keras.Model) -> None:
-    """The trained weights of `source` into `target`, layer by layer (a carried state is not a weight)."""
-    for to in target.layers:
-        if to.weights:
-            frm = source.get_layer(to.name)
-            if isinstance(frm, CarriedLSTM):
-                to.cell.set_weights(frm.cell.get_weights())
-            else:
-                to.set_weights(frm.get_weights())
+from ampsim.modelling.architectures import registered
 
 
 def streaming_twin(model: keras.Model) -> keras.Model:
@@ -74,7 +47,6 @@ def streaming_twin(model: keras.Model) -> keras.Model:
 # --- the saved model: Keras file plus a card that says how to feed it ---------------------------------
 
 MODEL_FILE = "model.keras"
-LEGACY_ARCHITECTURES = {"seed": "lstm2018"}  # cards written before the 2018 model was renamed
 CARD_FILE = "card.json"
 
 
@@ -121,8 +93,6 @@ def load_model(path: Path) -> tuple[keras.Model, ModelCard]:
             raise AmpsimError("model not found", path=name,
                               fix="train one with `dvc repro train`, or point at a folder that has "
                                   f"{MODEL_FILE} and {CARD_FILE} (or a .keras file with its .card.json)")
-    from ampsim.modelling.architectures import registered
-
     registered()  # imports every architecture, so that their custom layers are registered for safe mode
     try:
         model = keras.saving.load_model(model_file, compile=False, safe_mode=True)
@@ -134,5 +104,4 @@ def load_model(path: Path) -> tuple[keras.Model, ModelCard]:
     except json.JSONDecodeError as exc:
         raise AmpsimError(f"not a readable model card ({exc})", path=card_file,
                           fix="restore it: `dvc checkout` (a model in DVC), or retrain it with `dvc repro`") from exc
-    fields["architecture"] = LEGACY_ARCHITECTURES.get(fields["architecture"], fields["architecture"])
     return model, ModelCard(**fields)

@@ -26,7 +26,8 @@ from ampsim.core.knobs import knob_names
 from ampsim.core.params import Lstm2018Params, LstmParams, TrainParams, WavenetParams
 from ampsim.data.windows import Pool, fixed_windows, load_split, random_windows
 from ampsim.modelling.architectures import Recipe, architecture
-from ampsim.modelling.models import ModelCard, copy_weights, reset_carried_state, save_model
+from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state
+from ampsim.modelling.models import ModelCard, save_model
 
 STATE_FILE = "state.json"
 LAST_WEIGHTS = "last.weights.h5"

@@ -24,7 +24,6 @@ import keras
 import numpy as np
 
 from ampsim.core.errors import AmpsimError
-from ampsim.modelling.models import LEGACY_ARCHITECTURES
 
 
 @dataclass(frozen=True)
@@ -69,7 +68,6 @@ def registered() -> dict[str, ModuleType]:
 def architecture(name: str) -> ModuleType:
     """The module of the architecture `name` (train.architecture, or a model card's)."""
     modules = registered()
-    name = LEGACY_ARCHITECTURES.get(name, name)
     if name not in modules:
         raise AmpsimError(f"unknown architecture `{name}`", path="params.yaml",
                           fix=f"set train.architecture to one of {', '.join(modules)}")

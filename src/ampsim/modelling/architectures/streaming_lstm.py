@@ -16,7 +16,7 @@ from ampsim.core.errors import AmpsimError
 from ampsim.data.windows import samples
 from ampsim.modelling.architectures import NamPayload, Recipe, lstm_layers, nam_layer, nam_lstm_payload
 from ampsim.modelling.losses import esr_dc_loss, warmed_mse, with_mrstft
-from ampsim.modelling.models import CarriedLSTM
+from ampsim.modelling.carried_lstm import CarriedLSTM
 
 AIDAX_HIDDEN_SIZES = (8, 12, 16, 20, 24, 32, 40, 64, 80)  # the LSTM sizes AIDA-X's RTNeural build loads
 
@@ -31,7 +31,7 @@ EVALUATION_METHOD = "exact"
 def lstm_model(hidden_size: int, num_layers: int, input_skip: bool, input_size: int = 1,
           carried_batch: int | None = None) -> keras.Model:
     """The streaming LSTM for whole-file rendering (zero initial state); with `carried_batch`, its training
-    twin of that fixed batch size, whose state carries across calls until `models.reset_carried_state`."""
+    twin of that fixed batch size, whose state carries across calls until `carried_lstm.reset_carried_state`."""
     shape = {"batch_shape": (carried_batch, None, input_size)} if carried_batch else {"shape": (None, input_size)}
     audio = keras.Input(**shape, name="audio")
     x = audio

@@ -1,0 +1,35 @@
+"""The training twin of a recurrent model: an LSTM whose state carries from one update to the next
+(truncated back-propagation through time), in `keras` and `keras.ops` only, and the move of its weights into
+the plain model that is saved and rendered."""
+
+from __future__ import annotations
+
+import keras
+
+
+class CarriedLSTM(keras.layers.LSTM):
+    """An LSTM whose state carries from one call to the next (truncated back-propagation through time).
+    Keras' own `stateful=True` keeps the state in untracked variables, which the JAX backend's compiled
+    train and predict steps never update; here they are tracked non-trainable weights, so every backend
+    carries them."""
+
+    def _create_state_variables(self, batch_size):
+        self.states = [self.add_weight(shape=(batch_size, self.units), initializer="zeros", trainable=False,
+                                       name=name) for name in ("carried_h", "carried_c")]
+
+
+def reset_carried_state(model: keras.Model) -> None:
+    for layer in model.layers:
+        if isinstance(layer, CarriedLSTM):
+            layer.reset_state()
+
+
+def copy_weights(source: keras.Model, target: keras.Model) -> None:
+    """The trained weights of `source` into `target`, layer by layer (a carried state is not a weight)."""
+    for to in target.layers:
+        if to.weights:
+            frm = source.get_layer(to.name)
+            if isinstance(frm, CarriedLSTM):
+                to.cell.set_weights(frm.cell.get_weights())
+            else:
+                to.set_weights(frm.get_weights())
