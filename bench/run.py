@@ -80,7 +80,7 @@ def quality_vs_time(prepared: Path, work: Path, params: dict, marks: list[float]
     params = json.loads(json.dumps(params))
     params["train"]["max_minutes"] = max(marks)
     params["train"]["max_steps"] = 10**6
-    params["lstm"]["patience"] = 10**6  # the curve, not early stopping
+    params["fit"]["patience"] = 10**6  # the curve, not early stopping
     config = _train_config(params, "params.yaml")
     render_params = section(params, "render", RenderParams)
     val = load_split(prepared, "val")
@@ -190,7 +190,7 @@ def main() -> int:
         print(f"bench: the real capture is missing: {BOSS}", file=sys.stderr)
         return 1
 
-    from ampsim.core.params import LstmParams, RenderParams, load_params, section
+    from ampsim.core.params import FitParams, LstmParams, RenderParams, load_params, section
     from ampsim.data.windows import load_split
     from ampsim.inference.warmup import context_candidates, measure_context, with_warmup
     from ampsim.modelling.architectures.lstm2018 import lstm2018_model
@@ -201,6 +201,7 @@ def main() -> int:
     params = load_params(PROJECT / "params.yaml")
     render_params = section(params, "render", RenderParams)
     lstm = section(params, "lstm", LstmParams)
+    fit = section(params, "fit", FitParams)
     results: dict = {"machine": machine()}
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="ampsim-bench-") as tmp:
@@ -245,7 +246,7 @@ def main() -> int:
         throughput = {}
         for name, model, batch, window, loss, macs in (
                 ("lstm", lstm_model(lstm.hidden_size, lstm.num_layers, lstm.input_skip), lstm.batch_size,
-                 lstm.segment_samples, esr_dc_loss(lstm.warmup_samples, lstm.pre_emphasis, lstm.dc_weight), lstm_mac),
+                 lstm.segment_samples, esr_dc_loss(lstm.warmup_samples, fit.pre_emphasis, fit.dc_weight), lstm_mac),
                 ("lstm2018", lstm2018_model(64), 16, 5280, tail_mse(480), seed_mac)):
             rate = train_throughput(model, batch, window, loss, args.repeats)
             bound = gflops * 1e9 / (2 * 3 * macs)  # forward + backward ~ 3x the forward multiply-adds

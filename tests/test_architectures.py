@@ -73,10 +73,11 @@ def test_an_mrstft_term_needs_updates_as_long_as_its_longest_fft(name, section, 
     from ampsim.cli import _train_config
 
     params = load_params(PROJECT / "params.yaml")
-    params[name].update({"mrstft_weight": 0.1, section: short})
-    with pytest.raises(AmpsimError, match=rf"{name}.mrstft_weight needs .*2048.*{name}.{section} is {short}"):
+    params["fit"]["mrstft_weight"] = 0.1
+    params[name][section] = short
+    with pytest.raises(AmpsimError, match=rf"fit.mrstft_weight needs .*2048.*{name}.{section} is {short}"):
         architecture(name).recipe(_train_config(params, "params.yaml"))
     params[name][section] = long
     assert architecture(name).recipe(_train_config(params, "params.yaml")).loss_name == "esr_dc+mrstft"
-    params[name]["mrstft_weight"] = 0.0
+    params["fit"]["mrstft_weight"] = 0.0
     assert architecture(name).recipe(_train_config(params, "params.yaml")).loss_name == "esr_dc"

@@ -79,7 +79,7 @@ def test_a_device_recipe_overrides_its_training_sections_key_by_key():
 
 
 @pytest.mark.parametrize("recipe, says", [
-    ({"render": {"workers": 1}}, "a device's recipe sets only train, lstm2018, lstm, wavenet"),
+    ({"render": {"workers": 1}}, "a device's recipe sets only train, fit, lstm2018, lstm, wavenet"),
     ({"lstm": {"hiden_size": 32}}, "`recipes.ds1.lstm` sets unknown `hiden_size`"),
     ({"lstm": 32}, "`recipes.ds1.lstm` is not a mapping"),
     ("wavenet", "`recipes.ds1` is not a mapping"),

@@ -21,8 +21,8 @@ from conftest import PROJECT, tiny_params  # noqa: E402
 # The same training for all three models, enough for them to sound like the amp: about 3 minutes each on a
 # 2-core CPU (measured: conditioned 0.286 at the unseen setting, neighbours 0.470 and 0.336).
 TRAINING = {"train": {"max_steps": 40, "max_minutes": 0},
-            "lstm": {"hidden_size": 8, "batch_size": 32, "batches_per_step": 40, "val_segments": 32,
-                     "learning_rate": 0.01}}
+            "lstm": {"hidden_size": 8, "batch_size": 32, "batches_per_step": 40, "val_segments": 32},
+            "fit": {"learning_rate": 0.01}}
 
 
 def _prepare(root, params, captures: dict[str, str], demo_set) -> os.PathLike:

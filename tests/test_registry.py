@@ -96,9 +96,9 @@ def test_register_promote_through_the_gate_and_render_from_the_registry_over_htt
     monkeypatch.chdir(tmp_path)  # promoted.json goes to ./models
     good_dir, good = _train_and_register(tmp_path, boss_prepared, "good", capsys,
                                          train={"max_steps": 8, "max_minutes": 0},
-                                         lstm={"batches_per_step": 4, "learning_rate": 0.01})
+                                         lstm={"batches_per_step": 4}, fit={"learning_rate": 0.01})
     _, bad = _train_and_register(tmp_path, boss_prepared, "bad", capsys,
-                                 train={"max_steps": 1, "max_minutes": 0}, lstm={"learning_rate": 1e-9})
+                                 train={"max_steps": 1, "max_minutes": 0}, fit={"learning_rate": 1e-9})
     assert (good, bad) == ("1", "2")
     client = MlflowClient(mlflow_server)
     tags = client.get_model_version(MODEL_NAME, good).tags

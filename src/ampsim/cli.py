@@ -97,11 +97,12 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _train_config(params: dict, source: str):
-    from ampsim.core.params import AudioParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
+    from ampsim.core.params import AudioParams, FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
     from ampsim.modelling.training import TrainConfig
 
     return TrainConfig(sample_rate=section(params, "audio", AudioParams, source).sample_rate,
                        train=section(params, "train", TrainParams, source),
+                       fit=section(params, "fit", FitParams, source),
                        lstm2018=section(params, "lstm2018", Lstm2018Params, source),
                        lstm=section(params, "lstm", LstmParams, source),
                        wavenet=section(params, "wavenet", WavenetParams, source))

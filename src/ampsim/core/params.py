@@ -70,6 +70,19 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class FitParams:
+    """The optimiser and the loss of the streaming LSTM and the WaveNet (the 2018 model keeps its own)."""
+
+    learning_rate: float  # Adam's, at the start
+    final_learning_rate: float  # cosine decay to this over the training (its time budget, else max_steps)
+    patience: int  # steps without a better validation loss before stopping
+    loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
+    pre_emphasis: float  # first-order pre-emphasis coefficient of the ESR; 0 = plain ESR
+    dc_weight: float
+    mrstft_weight: float  # + this x a multi-resolution STFT distance (0 = off); needs updates >= 2048 samples
+
+
+@dataclass(frozen=True)
 class Lstm2018Params:
     units: int
     window_ms: float  # crop length (110 ms = 5280 samples at 48 kHz)
@@ -91,13 +104,6 @@ class LstmParams:
     tbptt_samples: int  # an update every this many samples of a segment, the state carried across updates
     batch_size: int  # segments side by side
     batches_per_step: int  # segment batches between validations
-    learning_rate: float
-    final_learning_rate: float  # cosine decay to this over the training (its time budget, else max_steps)
-    patience: int
-    loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
-    pre_emphasis: float
-    dc_weight: float
-    mrstft_weight: float  # + this x a multi-resolution STFT distance (0 = off); needs updates >= 2048 samples
     val_segments: int
 
 
@@ -110,13 +116,6 @@ class WavenetParams:
     output_samples: int  # scored samples per training window, after receptive field - 1 of lead-in
     batch_size: int
     batches_per_step: int
-    learning_rate: float
-    final_learning_rate: float  # cosine decay to this over the training (its time budget, else max_steps)
-    patience: int
-    loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
-    pre_emphasis: float
-    dc_weight: float
-    mrstft_weight: float  # + this x a multi-resolution STFT distance (0 = off)
     val_windows: int  # fixed validation windows (evenly spaced over the validation audio)
 
 
@@ -175,7 +174,7 @@ def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
     return params
 
 
-RECIPE_SECTIONS = ("train", "lstm2018", "lstm", "wavenet")  # what `recipes.<device>` may set
+RECIPE_SECTIONS = ("train", "fit", "lstm2018", "lstm", "wavenet")  # what `recipes.<device>` may set
 
 
 def device_params(params: dict[str, Any], device: str | None, source: Path | str = "params.yaml") -> dict[str, Any]:

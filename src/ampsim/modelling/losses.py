@@ -80,7 +80,7 @@ def with_mrstft(base, warmup: int, weight: float, name: str, scored_samples: int
         return base
     longest_fft = max(fft for fft, _, _ in MRSTFT_RESOLUTIONS)
     if scored_samples < longest_fft:
-        weight_setting = f"{length_setting.split('.')[0]}.mrstft_weight"
+        weight_setting = "fit.mrstft_weight"
         raise AmpsimError(f"{weight_setting} needs updates that score at least {longest_fft} samples (its longest "
                           f"FFT); {length_setting} is {scored_samples}", path="params.yaml",
                           fix=f"set {length_setting} >= {longest_fft}, or {weight_setting}: 0")
@@ -90,3 +90,12 @@ def with_mrstft(base, warmup: int, weight: float, name: str, scored_samples: int
 
     loss.__name__ = f"{name}+mrstft"
     return loss
+
+
+def fit_loss(fit, warmup: int, scored_samples: int, length_setting: str):
+    """The loss params.yaml `fit` asks for (its `loss`, plus its MR-STFT term), on windows whose first `warmup`
+    samples only settle the model; `scored_samples` per update, set by `length_setting`."""
+    bases = {"esr_dc": lambda: esr_dc_loss(warmup, fit.pre_emphasis, fit.dc_weight), "mse": lambda: warmed_mse(warmup)}
+    if fit.loss not in bases:
+        raise AmpsimError(f"unknown fit.loss `{fit.loss}`", path="params.yaml", fix=f"use one of {sorted(bases)}")
+    return with_mrstft(bases[fit.loss](), warmup, fit.mrstft_weight, fit.loss, scored_samples, length_setting)

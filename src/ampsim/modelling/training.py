@@ -23,7 +23,7 @@ import numpy as np
 from ampsim.core.audio import atomic_dir, write_text
 from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_names
-from ampsim.core.params import Lstm2018Params, LstmParams, TrainParams, WavenetParams
+from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams
 from ampsim.data.windows import Pool, fixed_windows, load_split, random_windows
 from ampsim.modelling.architectures import Recipe, architecture
 from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state
@@ -40,6 +40,7 @@ HISTORY_COLUMNS = ("step", "train_loss", "val_loss", "minutes")
 class TrainConfig:
     sample_rate: int
     train: TrainParams
+    fit: FitParams
     lstm2018: Lstm2018Params
     lstm: LstmParams
     wavenet: WavenetParams

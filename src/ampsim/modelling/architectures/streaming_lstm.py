@@ -15,7 +15,7 @@ import numpy as np
 from ampsim.core.errors import AmpsimError
 from ampsim.data.windows import samples
 from ampsim.modelling.architectures import NamPayload, Recipe, lstm_layers, nam_layer, nam_lstm_payload
-from ampsim.modelling.losses import esr_dc_loss, warmed_mse, with_mrstft
+from ampsim.modelling.losses import fit_loss
 from ampsim.modelling.carried_lstm import CarriedLSTM
 
 AIDAX_HIDDEN_SIZES = (8, 12, 16, 20, 24, 32, 40, 64, 80)  # the LSTM sizes AIDA-X's RTNeural build loads
@@ -59,20 +59,13 @@ def recipe(config) -> Recipe:
         raise AmpsimError(f"lstm.tbptt_samples {p.tbptt_samples} must be between 1 and the segment after its "
                           f"warm-up ({p.segment_samples - p.warmup_samples})", path="params.yaml",
                           fix="e.g. 200 (an update every 200 samples)")
-    bases = {"esr_dc": lambda warmup: esr_dc_loss(warmup, p.pre_emphasis, p.dc_weight), "mse": warmed_mse}
-    if p.loss not in bases:
-        raise AmpsimError(f"unknown lstm.loss `{p.loss}`", path="params.yaml", fix=f"use one of {sorted(bases)}")
-
-    def loss(warmup):
-        return with_mrstft(bases[p.loss](warmup), warmup, p.mrstft_weight, p.loss, p.tbptt_samples,
-                           "lstm.tbptt_samples")
-
+    fit = config.fit
     updates = (p.segment_samples - p.warmup_samples) // p.tbptt_samples
-    segment_loss = loss(p.warmup_samples)
+    segment_loss = fit_loss(fit, p.warmup_samples, p.tbptt_samples, "lstm.tbptt_samples")
     return Recipe(p.warmup_samples + updates * p.tbptt_samples, updates * p.tbptt_samples, p.batch_size,
-                  p.batches_per_step, p.learning_rate, p.final_learning_rate, p.patience, p.val_segments,
+                  p.batches_per_step, fit.learning_rate, fit.final_learning_rate, fit.patience, p.val_segments,
                   segment_loss, segment_loss.__name__, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
-                  chunk_loss=loss(0))
+                  chunk_loss=fit_loss(fit, 0, p.tbptt_samples, "lstm.tbptt_samples"))
 
 
 def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -> int:

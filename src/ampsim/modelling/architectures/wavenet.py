@@ -28,7 +28,7 @@ from keras import ops
 
 from ampsim.core.errors import AmpsimError
 from ampsim.modelling.architectures import NamPayload, Recipe
-from ampsim.modelling.losses import esr_dc_loss, warmed_mse, with_mrstft
+from ampsim.modelling.losses import fit_loss
 
 NAME = "wavenet"
 DESCRIPTION = "NAM's WaveNet: layer arrays of dilated causal convolutions"
@@ -223,12 +223,10 @@ def recipe(config) -> Recipe:
     # ny = 8192): long enough that the R - 1 samples of lead-in cost at most ~1/3 of the work, short enough
     # that a batch of 16 fits a CPU's cache-friendly sizes and gives many updates per minute.
     warmup = field - 1
-    losses = {"esr_dc": lambda: esr_dc_loss(warmup, p.pre_emphasis, p.dc_weight), "mse": lambda: warmed_mse(warmup)}
-    if p.loss not in losses:
-        raise AmpsimError(f"unknown wavenet.loss `{p.loss}`", path="params.yaml", fix=f"use one of {sorted(losses)}")
-    loss = with_mrstft(losses[p.loss](), warmup, p.mrstft_weight, p.loss, p.output_samples, "wavenet.output_samples")
-    return Recipe(warmup + p.output_samples, p.output_samples, p.batch_size, p.batches_per_step, p.learning_rate,
-                  p.final_learning_rate, p.patience, p.val_windows, loss, loss.__name__)
+    fit = config.fit
+    loss = fit_loss(fit, warmup, p.output_samples, "wavenet.output_samples")
+    return Recipe(warmup + p.output_samples, p.output_samples, p.batch_size, p.batches_per_step, fit.learning_rate,
+                  fit.final_learning_rate, fit.patience, p.val_windows, loss, loss.__name__)
 
 
 def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -> int:
