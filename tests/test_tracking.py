@@ -103,6 +103,7 @@ def test_run_name_and_tags_outside_and_inside_a_dvc_experiment(uri, repo, monkey
         "amp", "lstm", "workspace")
     assert tags["stage"] == "train"
     assert run.data.params == {"train.steps": "1"}
+    assert tags["ampsim.cpu"].endswith(f" x {os.cpu_count()}") and len(tags["ampsim.cpu"]) > len(" x 1")
 
     monkeypatch.setenv("DVC_EXP_NAME", "pithy-gnat")
     monkeypatch.setenv("DVC_EXP_BASELINE_REV", "abc123")

@@ -61,6 +61,23 @@ def tracking_uri(root: Path) -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or f"sqlite:///{Path(root).resolve() / STORE_FILE}"
 
 
+def cpu_description() -> str:
+    """The processor a run trained on, e.g. "AMD EPYC 7B13 x 2": the same seeded run gives the same weights on
+    the same processor and core count, but other x86 CPUs round differently (their vector units, the
+    compiled kernels' choices), so two machines' figures differ slightly and the run says which it was."""
+    import platform
+
+    name = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:  # not Linux
+        pass
+    return f"{name} x {os.cpu_count()}"
+
+
 def flatten(params: dict[str, Any], prefix: str = "") -> dict[str, str]:
     """params.yaml as MLflow params: nested keys joined with dots, values as text."""
     flat: dict[str, str] = {}
@@ -285,13 +302,13 @@ class Tracker:
         """Start the training run of `device`, named device/architecture/DVC experiment ("workspace" outside
         `dvc exp run`): params flattened as in `start`, `tags`, MLflow's source tags for the checkout at `root`
         (default: the working directory, which under `dvc exp run --temp` is DVC's copy), ampsim.device /
-        ampsim.architecture / ampsim.dvc_experiment, and the capture set `data_path` (relative to `root`)
+        ampsim.architecture / ampsim.dvc_experiment / ampsim.cpu, and the capture set `data_path` (relative to `root`)
         as a training dataset input named `device` whose digest is DVC's hash of it. Returns the run id."""
         root = Path(root or Path.cwd()).resolve()
         experiment = dvc_experiment()
         run_tags = {**git_source(root).tags(), "mlflow.user": getpass.getuser(), **tags,
                     "ampsim.device": device, "ampsim.architecture": architecture,
-                    "ampsim.dvc_experiment": experiment}
+                    "ampsim.dvc_experiment": experiment, "ampsim.cpu": cpu_description()}
         if os.environ.get(DVC_EXP_BASELINE_REV):
             run_tags["ampsim.dvc_baseline_rev"] = os.environ[DVC_EXP_BASELINE_REV]
         run_id = self.start(training_run_name(device, architecture, experiment), params, run_tags)
