@@ -89,6 +89,18 @@ def shared_or_skip(path: Path, what: str) -> Path:
 
 
 @pytest.fixture(scope="session")
+def nam_models():
+    """NAM's own reader (neural-amp-modeler on PyTorch), which exports and imports are checked against."""
+    try:
+        import nam.models
+    except ImportError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"neural-amp-modeler is not installed ({exc}); `make test` installs it")
+        pytest.skip(f"neural-amp-modeler not installed ({exc}); run `make test`")
+    return nam.models
+
+
+@pytest.fixture(scope="session")
 def boss_ds1() -> Path:
     return shared_or_skip(SHARED_CAPTURES / "boss-ds1" / "input.wav", "real capture").parent
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 
 import numpy as np
 import pytest
@@ -40,17 +39,6 @@ def _guitar_like(seconds: float, seed: int) -> np.ndarray:
     t = np.arange(int(seconds * RATE)) / RATE
     notes = np.sin(2 * np.pi * 110 * t) * np.exp(-3 * (t % 0.25)) + 0.3 * np.sin(2 * np.pi * 331 * t)
     return (0.4 * notes + 0.01 * rng.standard_normal(len(t))).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def nam_models():
-    try:
-        import nam.models  # the real reader; needs PyTorch
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"neural-amp-modeler is not installed ({exc}); `make test` installs it")
-        pytest.skip(f"neural-amp-modeler not installed ({exc}); run `make test`")
-    return nam.models
 
 
 def _through_nam(nam_models, document: dict, x: np.ndarray) -> np.ndarray:

@@ -206,6 +206,32 @@ def cmd_add(args: argparse.Namespace) -> None:
           f"{added.dvc_file or added.folder} && git commit` and `dvc push`")
 
 
+def cmd_import(args: argparse.Namespace) -> None:
+    from ampsim.core.params import EvaluateParams, Lstm2018Params, RenderParams, section
+    from ampsim.data.captures import check_capture_name
+    from ampsim.deployment.nam_import import default_folder, import_nam
+
+    params = _params(args)
+    device = check_capture_name(args.device)
+    out = Path(args.out) if args.out else default_folder(device, Path(args.model))
+    prepared = Path(args.prepared) if args.prepared else Path("data") / "prepared" / device
+    metric_2018 = section(params, "lstm2018", Lstm2018Params, args.params)
+    result = import_nam(args.model, device, out, prepared, section(params, "evaluate", EvaluateParams, args.params),
+                        section(params, "render", RenderParams, args.params),
+                        (metric_2018.window_ms, metric_2018.tail_ms),
+                        tracker=None if args.no_mlflow else _tracker(params, args.params))
+    card = result.card
+    print(f"imported {args.model}: {card.architecture} at {card.sample_rate} Hz, written to {result.folder}")
+    if result.scores is not None:
+        print(f"validation ESR on {device}'s captures {result.scores['esr']:.4f} (pre-emphasis "
+              f"{result.scores['esr_pre_emphasis']:.4f})")
+    else:
+        print(result.note)
+    if result.version is not None:
+        gate = f" (promote it: ampsim promote {device} {result.version})" if result.scores is not None else ""
+        print(f"registered {device} v{result.version}, tagged imported{gate}")
+
+
 def cmd_promote(args: argparse.Namespace) -> None:
     from ampsim.core.params import MlflowParams, RenderParams, section
     from ampsim.core.tracking import project_root, tracking_uri
@@ -536,6 +562,20 @@ def build_parser() -> argparse.ArgumentParser:
                     help="prepared data of the model's captures: their levels, latency and data checks go into the "
                          "file (default: data/prepared/DEVICE, the model's device)")
     xp.set_defaults(func=cmd_export)
+
+    im = sub.add_parser("import", help="bring a NAM model (.nam: LSTM or WaveNet, 0.5.x-0.7.x) in as a version of a device",
+                        description="Read a .nam file (checked whole before anything is built), score it on the "
+                                    "device's prepared captures where it has any (so it can enter the promotion "
+                                    "gate beside your own training), and register it in MLflow as a new version "
+                                    "of the device, tagged imported, with the file's metadata. It renders and "
+                                    "exports like any model (`--model models/DEVICE/imported/NAME` or "
+                                    "`models:/DEVICE/VERSION`).")
+    im.add_argument("model", help="the .nam file")
+    im.add_argument("--device", required=True, help="the device it models (its registered model's name)")
+    im.add_argument("--prepared", help="validation data to score on (default: data/prepared/DEVICE, the device's)")
+    im.add_argument("--out", help="model folder to write (default: models/DEVICE/imported/FILE-NAME)")
+    im.add_argument("--no-mlflow", action="store_true", help="do not register it in MLflow")
+    im.set_defaults(func=cmd_import)
 
     pr = sub.add_parser("promote", help="point a registry alias (default `render`) at a model version, if it is better",
                         description="Promote NAME VERSION to an alias if its validation ESR beats the current "

@@ -70,11 +70,9 @@ def read_history(path: Path) -> dict[str, np.ndarray]:
     return {key: np.array([float(r[key]) for r in rows]) for key in (rows[0].keys() if rows else [])}
 
 
-def evaluate(model: keras.Model, card: ModelCard, segments: list[Segment], params: EvaluateParams,
-             render_params: RenderParams, window_2018: int, tail_2018: int, history_csv: Path, loss_name: str,
-             out_dir: Path) -> dict[str, Any]:
-    """Render every validation segment, score it, draw the figures; write metrics.json and plots/ into
-    `out_dir` (replaced atomically) and return the metrics."""
+def score(model: keras.Model, card: ModelCard, segments: list[Segment], params: EvaluateParams,
+          render_params: RenderParams, window_2018: int, tail_2018: int) -> tuple[dict[str, Any], dict]:
+    """Render every validation segment and score it: the metrics, and the renderings by capture."""
     predictions = {s.capture: render(model, card, s.x, render_params, s.knobs) for s in segments}
     target_all = np.concatenate([s.y for s in segments])
     prediction_all = np.concatenate([predictions[s.capture] for s in segments])
@@ -90,6 +88,15 @@ def evaluate(model: keras.Model, card: ModelCard, segments: list[Segment], param
     if held_out:
         result["esr_held_out"] = metrics.esr(np.concatenate([s.y for s in held_out]),
                                              np.concatenate([predictions[s.capture] for s in held_out]))
+    return result, predictions
+
+
+def evaluate(model: keras.Model, card: ModelCard, segments: list[Segment], params: EvaluateParams,
+             render_params: RenderParams, window_2018: int, tail_2018: int, history_csv: Path, loss_name: str,
+             out_dir: Path) -> dict[str, Any]:
+    """Render every validation segment, score it, draw the figures; write metrics.json and plots/ into
+    `out_dir` (replaced atomically) and return the metrics."""
+    result, predictions = score(model, card, segments, params, render_params, window_2018, tail_2018)
     with atomic_dir(Path(out_dir) / PLOTS_DIR) as scratch:
         span = max(int(params.overlay_ms * card.sample_rate / 1000), 2)
         overlays = {}

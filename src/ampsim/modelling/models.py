@@ -71,6 +71,7 @@ class ModelCard:
     device: str | None = None  # the folder under data/captures/ it models, and its registered name
     latency_samples: dict[str, int] = field(default_factory=dict)  # per capture: the latency compensated in training
     loss_name: str | None = None  # the loss it was trained on (e.g. `esr_dc`), as its loss curve is labelled
+    imported_from: str | None = None  # `ampsim import`: the .nam file it was read from (no ampsim training)
 
 
 def save_model(model: keras.Model, card: ModelCard, folder: Path) -> None:

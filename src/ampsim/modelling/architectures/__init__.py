@@ -10,7 +10,10 @@ A module provides:
 - shortest_context(window_samples, tail_samples, sample_rate) -> int: the least warm-up `fast` rendering tries;
 - nam(model, state) -> NamPayload: its .nam `architecture`, `config` and weights (`state`: a recurrent
   model's settled state, [h_1, c_1, ...]; empty for a stateless one);
-- bake_knobs(model, knob_values) -> keras.Model: a knob setting folded into a plain one-input model.
+- bake_knobs(model, knob_values) -> keras.Model: a knob setting folded into a plain one-input model;
+- optionally, to read NAM's files of one architecture (`ampsim import`): NAM_ARCHITECTURE (its name in the
+  file), nam_weight_count(config) -> int (from the config alone, checked before anything is allocated) and
+  from_nam(config, weights) -> NamImport.
 A model that renders exactly by blocks (a causal convolution) has a layer with a `receptive_field`.
 """
 
@@ -45,6 +48,36 @@ class Recipe:
     tbptt: int | None = None
     warmup: int = 0
     chunk_loss: Callable | None = None
+
+
+@dataclass(frozen=True)
+class NamImport:
+    """A model read from a .nam file, and the window a model card records for it (rendering's context)."""
+
+    model: keras.Model
+    window_samples: int
+    tail_samples: int
+
+
+def nam_reader(name: str) -> ModuleType:
+    """The architecture module that reads NAM's `name` (a .nam file's `architecture`)."""
+    readers = {module.NAM_ARCHITECTURE: module for module in registered().values() if hasattr(module, "from_nam")}
+    if name not in readers:
+        raise AmpsimError(f"a NAM `{name}` model cannot be imported: ampsim reads NAM's {' and '.join(readers)}",
+                          fix="export the model as one of those from NAM's trainer, or train it with ampsim")
+    return readers[name]
+
+
+def nam_config_error(message: str, fix: str = "import a file NAM's trainer wrote (see README: importing)"):
+    return AmpsimError(f"unsupported .nam config: {message}", fix=fix)
+
+
+def bounded(config: dict, key: str, low: int, high: int, where: str = "config") -> int:
+    """An integer setting of an untrusted file, checked before any allocation it would size."""
+    value = config.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise nam_config_error(f"{where}.{key} is {value!r}; ampsim reads {low}..{high}")
+    return value
 
 
 @dataclass(frozen=True)
@@ -83,6 +116,30 @@ def lstm_layers(model: keras.Model) -> list[keras.layers.LSTM]:
 def nam_lstm_payload(hidden_size: int, num_layers: int, weights: list[np.ndarray]) -> NamPayload:
     """NAM's LSTM (one input): an LSTM is none of NAM's named sizes (those are its WaveNet presets)."""
     return NamPayload("LSTM", {"input_size": 1, "hidden_size": int(hidden_size), "num_layers": num_layers}, weights)
+
+
+def nam_lstm_weight_count(input_size: int, hidden_size: int, num_layers: int) -> int:
+    """NAM's LSTM: per layer the 4H x (I+H) matrix, the bias (4H) and the initial h and c (H each); the head."""
+    first = 4 * hidden_size * (input_size + hidden_size) + 6 * hidden_size
+    deeper = 4 * hidden_size * (2 * hidden_size) + 6 * hidden_size
+    return first + (num_layers - 1) * deeper + hidden_size + 1
+
+
+def nam_lstm_layers(weights: np.ndarray, input_size: int, hidden_size: int, num_layers: int):
+    """The inverse of `nam_layer` over a whole file: per layer (kernel, recurrent, bias) in Keras' layout,
+    then the head's (kernel H x 1, bias 1). The stored initial state is where the model settles on silence
+    (NAM writes it so, as ampsim does), which rendering reaches by itself."""
+    layers, offset, inputs = [], 0, input_size
+    for _ in range(num_layers):
+        rows, columns = 4 * hidden_size, inputs + hidden_size
+        matrix = weights[offset : offset + rows * columns].reshape(rows, columns)
+        offset += rows * columns
+        bias = weights[offset : offset + rows]
+        offset += rows + 2 * hidden_size
+        layers.append((matrix[:, :inputs].T, matrix[:, inputs:].T, bias))
+        inputs = hidden_size
+    head = (weights[offset : offset + hidden_size].reshape(hidden_size, 1), weights[offset + hidden_size :])
+    return layers, head
 
 
 def nam_layer(kernel: np.ndarray, recurrent: np.ndarray, bias: np.ndarray, h: np.ndarray,

@@ -14,7 +14,8 @@ import numpy as np
 
 from ampsim.core.errors import AmpsimError
 from ampsim.data.windows import samples
-from ampsim.modelling.architectures import NamPayload, Recipe, lstm_layers, nam_layer, nam_lstm_payload
+from ampsim.modelling.architectures import (NamImport, NamPayload, Recipe, bounded, lstm_layers, nam_config_error,
+                                            nam_layer, nam_lstm_layers, nam_lstm_payload, nam_lstm_weight_count)
 from ampsim.modelling.losses import fit_loss
 from ampsim.modelling.carried_lstm import CarriedLSTM
 
@@ -26,6 +27,8 @@ PARAMS = "lstm"
 FORMATS = ("nam", "aidax", "keras")
 RENDER_METHODS = ("fast", "exact")
 EVALUATION_METHOD = "exact"
+NAM_ARCHITECTURE = "LSTM"
+MAX_NAM_HIDDEN_SIZE, MAX_NAM_LAYERS = 1024, 16  # far beyond any real-time plugin's; an imported file is untrusted
 
 
 def lstm_model(hidden_size: int, num_layers: int, input_skip: bool, input_size: int = 1,
@@ -89,6 +92,31 @@ def nam(model: keras.Model, state: list[np.ndarray]) -> NamPayload:
              for index, layer in enumerate(layers)]
     head_kernel, head_bias = model.get_layer("head").get_weights()
     return nam_lstm_payload(sizes.pop(), len(layers), parts + [head_kernel.ravel(), head_bias])
+
+
+def _nam_sizes(config: dict) -> tuple[int, int]:
+    unknown = sorted(set(config) - {"input_size", "hidden_size", "num_layers"})
+    if unknown:
+        raise nam_config_error(f"this LSTM sets {', '.join(unknown)}, which ampsim's LSTM does not have")
+    if bounded(config, "input_size", 1, 64) != 1:
+        raise nam_config_error(f"this LSTM takes {config['input_size']} inputs; ampsim imports one-input "
+                               "(audio only) models")
+    return bounded(config, "hidden_size", 1, MAX_NAM_HIDDEN_SIZE), bounded(config, "num_layers", 1, MAX_NAM_LAYERS)
+
+
+def nam_weight_count(config: dict) -> int:
+    return nam_lstm_weight_count(1, *_nam_sizes(config))
+
+
+def from_nam(config: dict, weights: np.ndarray) -> NamImport:
+    """NAM's LSTM as ampsim's streaming LSTM (no input skip), its weights as the file has them."""
+    hidden_size, num_layers = _nam_sizes(config)
+    model = lstm_model(hidden_size, num_layers, False)
+    layers, head = nam_lstm_layers(weights, 1, hidden_size, num_layers)
+    for layer, values in zip(lstm_layers(model), layers):
+        layer.set_weights([np.asarray(v, np.float32) for v in values])
+    model.get_layer("head").set_weights([np.asarray(v, np.float32) for v in head])
+    return NamImport(model, 0, 0)
 
 
 def aidax_layers(model: keras.Model) -> list[dict]:

@@ -27,7 +27,7 @@ import numpy as np
 from keras import ops
 
 from ampsim.core.errors import AmpsimError
-from ampsim.modelling.architectures import NamPayload, Recipe
+from ampsim.modelling.architectures import NamImport, NamPayload, Recipe, bounded, nam_config_error
 from ampsim.modelling.losses import fit_loss
 
 NAME = "wavenet"
@@ -36,6 +36,7 @@ PARAMS = "wavenet"
 FORMATS = ("nam", "keras")
 RENDER_METHODS = ("fast", "exact")
 EVALUATION_METHOD = "exact"
+NAM_ARCHITECTURE = "WaveNet"
 
 ACTIVATIONS = {"Tanh": ops.tanh, "ReLU": ops.relu, "Sigmoid": ops.sigmoid,
                "Hardtanh": lambda x: ops.clip(x, -1.0, 1.0)}  # NAM's names; all of them in NAM's 0.5.x core
@@ -286,3 +287,141 @@ def bake_knobs(model: keras.Model, knob_values: np.ndarray) -> keras.Model:
         if id(variable) not in done:
             variable.assign(keras.ops.convert_to_numpy(source))
     return baked
+
+
+# --- reading NAM's files: the 0.5.x form (head_size, head_bias, gated) and NAM 0.13's (head objects, lists) ---
+
+# An imported file is untrusted: sizes far beyond any real model's are refused before anything is allocated.
+MAX_NAM_ARRAYS, MAX_NAM_LAYERS, MAX_NAM_CHANNELS, MAX_NAM_KERNEL, MAX_NAM_DILATION = 16, 64, 512, 64, 65536
+# NAM 0.13's layer options that ampsim's WaveNet has only in their plain setting (the one its trainer writes).
+_PLAIN_OPTIONS = {"groups_input": 1, "groups_input_mixin": 1, "slimmable": None}
+_FILM_KEYS = ("conv_pre_film", "conv_post_film", "input_mixin_pre_film", "input_mixin_post_film",
+              "activation_pre_film", "activation_post_film", "layer1x1_post_film", "head1x1_post_film")
+_ARRAY_FILE_KEYS = {"input_size", "condition_size", "head_size", "channels", "kernel_size", "kernel_sizes",
+                    "dilations", "activation", "gated", "head_bias", "head", "bottleneck", "head1x1", "layer1x1",
+                    "gating_mode", "secondary_activation", *_PLAIN_OPTIONS, *_FILM_KEYS}
+
+
+def _one(values: list, what: str, where: str):
+    if not values or any(v != values[0] for v in values):
+        raise nam_config_error(f"{where} has different {what} per layer ({values}); ampsim's WaveNet has one")
+    return values[0]
+
+
+def _activation_name(value, where: str) -> str:
+    name = value.get("type") if isinstance(value, dict) and set(value) == {"type"} else value
+    if name not in ACTIVATIONS:
+        raise nam_config_error(f"{where}.activation is {value!r}; ampsim's WaveNet has {', '.join(ACTIVATIONS)}")
+    return name
+
+
+def _array_from_file(layer: dict, where: str, input_size: int) -> tuple[dict, str]:
+    """One layer array of the file as ampsim's (channels, head_size, kernel_size, dilations, head_bias) and
+    its activation; anything ampsim cannot compute exactly is refused, naming it."""
+    if not isinstance(layer, dict):
+        raise nam_config_error(f"{where} is not a layer array")
+    unknown = sorted(set(layer) - _ARRAY_FILE_KEYS)
+    if unknown:
+        raise nam_config_error(f"{where} sets {', '.join(unknown)}, which ampsim's WaveNet does not have")
+    channels = bounded(layer, "channels", 1, MAX_NAM_CHANNELS, where)
+    if bounded(layer, "input_size", 1, MAX_NAM_CHANNELS, where) != input_size:
+        raise nam_config_error(f"{where}.input_size is {layer['input_size']}; it must be {input_size}")
+    if bounded(layer, "condition_size", 1, 64, where) != 1:
+        raise nam_config_error(f"{where} is conditioned on {layer['condition_size']} inputs; ampsim imports "
+                               "one-input (audio only) models")
+    dilations = layer.get("dilations")
+    if not isinstance(dilations, list) or not 1 <= len(dilations) <= MAX_NAM_LAYERS:
+        raise nam_config_error(f"{where}.dilations must list 1..{MAX_NAM_LAYERS} layers")
+    if any(isinstance(d, bool) or not isinstance(d, int) or not 1 <= d <= MAX_NAM_DILATION for d in dilations):
+        raise nam_config_error(f"{where}.dilations are {dilations}; ampsim reads whole numbers 1..{MAX_NAM_DILATION}")
+    kernels = layer["kernel_sizes"] if "kernel_sizes" in layer else [layer.get("kernel_size")] * len(dilations)
+    kernel = _one(list(kernels), "kernel sizes", where)
+    bounded({"kernel_size": kernel}, "kernel_size", 1, MAX_NAM_KERNEL, where)
+    activations = layer.get("activation")
+    activations = activations if isinstance(activations, list) else [activations]
+    activation = _one([_activation_name(a, where) for a in activations], "activations", where)
+    gating = layer.get("gating_mode", ["none"])
+    if layer.get("gated", False) or any(mode != "none" for mode in (gating if isinstance(gating, list) else [gating])):
+        raise nam_config_error(f"{where} is gated; ampsim imports NAM's plain (ungated) WaveNet")
+    if any(v is not None for v in layer.get("secondary_activation") or []):
+        raise nam_config_error(f"{where} has a secondary activation, which ampsim's WaveNet does not have")
+    head = layer.get("head")
+    if isinstance(head, dict):
+        if head.get("kernel_size", 1) != 1:
+            raise nam_config_error(f"{where}.head has kernel {head.get('kernel_size')}; ampsim's head is a 1x1")
+        head_size, head_bias = bounded(head, "out_channels", 1, MAX_NAM_CHANNELS, f"{where}.head"), head.get("bias")
+    else:
+        head_size, head_bias = bounded(layer, "head_size", 1, MAX_NAM_CHANNELS, where), layer.get("head_bias")
+    plain = {**_PLAIN_OPTIONS, "bottleneck": channels}
+    if any(layer.get(key, value) != value for key, value in plain.items()) or \
+            (layer.get("head1x1") or {}).get("active", False) or not (layer.get("layer1x1") or {}).get("active", True) \
+            or any((layer.get(key) or {}).get("active", False) for key in _FILM_KEYS) \
+            or (layer.get("layer1x1") or {}).get("groups", 1) != 1:
+        raise nam_config_error(f"{where} uses NAM's bottleneck, grouped, head-1x1, FiLM or slimmable options, "
+                               "which ampsim's WaveNet does not have")
+    array = {"channels": channels, "head_size": head_size, "kernel_size": kernel, "dilations": list(dilations),
+             "head_bias": bool(head_bias)}
+    return array, activation
+
+
+def _arrays_from_file(config: dict) -> tuple[list[dict], str]:
+    unknown = sorted(set(config) - {"layers", "head", "head_scale"})
+    if unknown or config.get("head") is not None:
+        raise nam_config_error(f"this WaveNet sets {', '.join(unknown) or 'a post-head'}, which ampsim's WaveNet "
+                               "does not have")
+    layers = config.get("layers")
+    if not isinstance(layers, list) or not 1 <= len(layers) <= MAX_NAM_ARRAYS:
+        raise nam_config_error(f"config.layers must list 1..{MAX_NAM_ARRAYS} layer arrays")
+    arrays, activations, size = [], [], 1
+    for index, layer in enumerate(layers):
+        array, activation = _array_from_file(layer, f"config.layers[{index}]", size)
+        arrays.append(array)
+        activations.append(activation)
+        size = array["channels"]
+    for index, array in enumerate(arrays):
+        following = arrays[index + 1]["channels"] if index + 1 < len(arrays) else 1
+        if array["head_size"] != following:
+            raise nam_config_error(f"config.layers[{index}]'s head has {array['head_size']} channels; the next "
+                                   f"head sum needs {following}")
+    if not isinstance(config.get("head_scale"), (int, float)):
+        raise nam_config_error("config.head_scale is not a number")
+    return arrays, _one(activations, "activations", "config.layers")
+
+
+def nam_weight_count(config: dict) -> int:
+    """Every weight in NAM's order (rechannel, per layer conv + bias + mixin + 1x1 + bias, head, its bias),
+    then head_scale: counted from the config alone."""
+    arrays, _ = _arrays_from_file(config)
+    count, size = 1, 1
+    for array in arrays:
+        channels, k = array["channels"], array["kernel_size"]
+        count += size * channels + channels * array["head_size"] + (array["head_size"] if array["head_bias"] else 0)
+        count += len(array["dilations"]) * (k * channels * channels + channels + channels + channels * channels
+                                             + channels)
+        size = channels
+    return count
+
+
+def from_nam(config: dict, weights: np.ndarray) -> NamImport:
+    """NAM's WaveNet with the file's weights in place. head_scale: the config's, unless the weights' last
+    value (NAM's copy of it) differs by more than float32 rounding, as NAM's own loader decides."""
+    arrays, activation = _arrays_from_file(config)
+    head_scale = float(config["head_scale"])
+    if abs(float(weights[-1]) - head_scale) > 1e-5:
+        head_scale = float(weights[-1])
+    model = wavenet_model(arrays, activation, False, head_scale)
+    offset = 0
+    for variable, layout in network(model).order:
+        shape = tuple(variable.shape)
+        size = int(np.prod(shape))
+        chunk = np.asarray(weights[offset : offset + size], np.float32)
+        offset += size
+        if layout == "conv":  # NAM's (out, in, kernel) row-major
+            value = chunk.reshape(shape[2], shape[1], shape[0]).transpose(2, 1, 0)
+        elif layout == "1x1":  # NAM's (out, in)
+            value = chunk.reshape(shape[1], shape[0]).T
+        else:
+            value = chunk
+        variable.assign(value)
+    field = network(model).receptive_field
+    return NamImport(model, field, 1)
