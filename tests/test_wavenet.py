@@ -27,7 +27,6 @@ from ampsim.modelling.architectures import wavenet  # noqa: E402
 from ampsim.modelling.models import ModelCard, load_model  # noqa: E402
 
 RATE = 48000
-nam_models = test_export.nam_models  # the fixture
 _guitar_like, _through_nam = test_export._guitar_like, test_export._through_nam
 SMALL = [{"channels": 4, "head_size": 2, "kernel_size": 3, "dilations": [1, 2, 4, 8], "head_bias": False},
          {"channels": 2, "head_size": 1, "kernel_size": 3, "dilations": [1, 2, 4, 8], "head_bias": True}]
