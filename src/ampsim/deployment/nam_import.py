@@ -140,10 +140,6 @@ def default_folder(device: str, path: Path) -> Path:
     return Path("models") / device / "imported" / name
 
 
-def with_run(card: ModelCard, run_id: str | None) -> ModelCard:
-    return replace(card, mlflow_run_id=run_id)
-
-
 @dataclass(frozen=True)
 class Imported:
     card: ModelCard
@@ -192,7 +188,7 @@ def import_nam(path: str | Path, device: str, out: Path, prepared: Path | None, 
         run_id = tracker.start(f"{device}/imported/{nam.path.stem}",
                                {"nam": {"architecture": nam.architecture, "config": nam.config}},
                                {**provenance(nam), "ampsim.device": device, "ampsim.architecture": card.architecture})
-        card = with_run(card, run_id)
+        card = replace(card, mlflow_run_id=run_id)
         tracker.client.log_artifact(run_id, str(nam.path), "nam")
         if scores is not None:
             tracker.log_metrics({k: v for k, v in scores.items() if isinstance(v, (int, float))})

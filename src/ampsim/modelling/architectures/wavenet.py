@@ -156,6 +156,19 @@ class NamWaveNet(keras.layers.Layer):
             parts.append(value.transpose(2, 1, 0) if layout == "conv" else value.T if layout == "1x1" else value)
         return np.concatenate([part.ravel() for part in parts] + [np.array([self.head_scale])])
 
+    def set_nam_weights(self, weights: np.ndarray) -> None:
+        """The inverse of `nam_weights`: NAM's flat order (head_scale, last, is the caller's) into the weights."""
+        offset = 0
+        for variable, layout in self.order:
+            shape = tuple(variable.shape)
+            chunk = np.asarray(weights[offset : offset + int(np.prod(shape))], np.float32)
+            offset += chunk.size
+            if layout == "conv":  # NAM's (out, in, kernel) row-major
+                chunk = chunk.reshape(shape[2], shape[1], shape[0]).transpose(2, 1, 0)
+            elif layout == "1x1":  # NAM's (out, in)
+                chunk = chunk.reshape(shape[1], shape[0]).T
+            variable.assign(chunk)
+
 
 def preset_arrays(name: str) -> list[dict]:
     if name not in PRESETS:
@@ -410,18 +423,6 @@ def from_nam(config: dict, weights: np.ndarray) -> NamImport:
     if abs(float(weights[-1]) - head_scale) > 1e-5:
         head_scale = float(weights[-1])
     model = wavenet_model(arrays, activation, False, head_scale)
-    offset = 0
-    for variable, layout in network(model).order:
-        shape = tuple(variable.shape)
-        size = int(np.prod(shape))
-        chunk = np.asarray(weights[offset : offset + size], np.float32)
-        offset += size
-        if layout == "conv":  # NAM's (out, in, kernel) row-major
-            value = chunk.reshape(shape[2], shape[1], shape[0]).transpose(2, 1, 0)
-        elif layout == "1x1":  # NAM's (out, in)
-            value = chunk.reshape(shape[1], shape[0]).T
-        else:
-            value = chunk
-        variable.assign(value)
+    network(model).set_nam_weights(weights)
     field = network(model).receptive_field
     return NamImport(model, field, 1)
