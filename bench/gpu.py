@@ -48,7 +48,7 @@ def default_throughput(seconds: float) -> dict:
     from ampsim.core.params import load_params
     from ampsim.modelling.training import build_model, build_trainer, recipe, train_batch
 
-    config = _train_config(load_params(PROJECT / "params.yaml"), "params.yaml")
+    config = _train_config(load_params(PROJECT / "params.yaml"), "params.yaml", 48000)
     plan = recipe(config)
     trainer = build_trainer(config, plan, build_model(config))
     x = np.random.default_rng(0).standard_normal((plan.batch_size, plan.window, 1)).astype(np.float32) * 0.1

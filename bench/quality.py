@@ -108,13 +108,14 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     params = candidate_params(overrides)
     use_backend(section(params, "train", TrainParams).backend)
     from ampsim.cli import _train_config
+    from ampsim.data.windows import read_manifest
     from ampsim.inference.engine import render_exact
     from ampsim.modelling.training import train
 
     params["train"].update(max_minutes=max(budgets), max_steps=10**6)
     for name in ("fit", "lstm2018"):  # the whole budget, as NAM's side trains (the 2018 model has its own)
         params[name]["patience"] = 10**6
-    config = _train_config(params, "params.yaml")
+    config = _train_config(params, "params.yaml", read_manifest(prepared)["sample_rate"])
     render_params = section(params, "render", RenderParams)
     data = split_arrays(prepared)
     pending, rows, best = sorted(budgets), [], {}

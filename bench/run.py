@@ -73,7 +73,7 @@ def quality_vs_time(prepared: Path, work: Path, params: dict, marks: list[float]
     from ampsim.cli import _train_config
     from ampsim.core.metrics import esr
     from ampsim.core.params import RenderParams, section
-    from ampsim.data.windows import load_split
+    from ampsim.data.windows import load_split, read_manifest
     from ampsim.inference.engine import render_exact
     from ampsim.modelling.training import train
 
@@ -81,7 +81,7 @@ def quality_vs_time(prepared: Path, work: Path, params: dict, marks: list[float]
     params["train"]["max_minutes"] = max(marks)
     params["train"]["max_steps"] = 10**6
     params["fit"]["patience"] = 10**6  # the curve, not early stopping
-    config = _train_config(params, "params.yaml")
+    config = _train_config(params, "params.yaml", read_manifest(prepared)["sample_rate"])
     render_params = section(params, "render", RenderParams)
     val = load_split(prepared, "val")
     target = np.concatenate([s.y for s in val])

@@ -76,8 +76,22 @@ def test_an_mrstft_term_needs_updates_as_long_as_its_longest_fft(name, section, 
     params["fit"]["mrstft_weight"] = 0.1
     params[name][section] = short
     with pytest.raises(AmpsimError, match=rf"fit.mrstft_weight needs .*2048.*{name}.{section} is {short}"):
-        architecture(name).recipe(_train_config(params, "params.yaml"))
+        architecture(name).recipe(_train_config(params, "params.yaml", 48000))
     params[name][section] = long
-    assert architecture(name).recipe(_train_config(params, "params.yaml")).loss_name == "esr_dc+mrstft"
+    assert architecture(name).recipe(_train_config(params, "params.yaml", 48000)).loss_name == "esr_dc+mrstft"
     params["fit"]["mrstft_weight"] = 0.0
-    assert architecture(name).recipe(_train_config(params, "params.yaml")).loss_name == "esr_dc"
+    assert architecture(name).recipe(_train_config(params, "params.yaml", 48000)).loss_name == "esr_dc"
+
+
+@pytest.mark.parametrize("rate, window, tail, context", [(44100, 4851, 441, 441), (48000, 5280, 480, 480),
+                                                         (96000, 10560, 960, 960)])
+def test_what_is_set_in_time_follows_the_devices_rate(rate, window, tail, context):
+    from ampsim.cli import _train_config
+
+    config = _train_config(load_params(PROJECT / "params.yaml"), "params.yaml", rate)
+    plan = architecture("lstm2018").recipe(config)
+    assert (plan.window, plan.scored) == (window, tail)  # the 2018 model's 110 ms crops, scored on their last 10 ms
+    assert architecture("lstm").shortest_context(0, 0, rate) == context  # fast rendering's first warm-up: 10 ms
+    # what the streaming LSTM counts in samples (as NAM counts its windows) stays in samples
+    assert architecture("lstm").recipe(config).window == architecture("lstm").recipe(
+        _train_config(load_params(PROJECT / "params.yaml"), "params.yaml", 48000)).window

@@ -7,13 +7,16 @@ from __future__ import annotations
 import json
 import subprocess
 
+import numpy as np
 import pytest
 import soundfile as sf
 import yaml
 from dvc.repo import Repo
 from mlflow.tracking import MlflowClient
+from scipy import signal
 
-from conftest import BOSS_DS1_LATENCY, PROJECT, copy_project, run_tool, tool_env, write_capture
+from conftest import (BOSS_DS1_LATENCY, PROJECT, SHARED_CAPTURES, copy_project, run_tool, shared_or_skip, tool_env,
+                      write_capture)
 
 STAGES = ("normalize", "validate", "train", "evaluate", "render", "register")
 
@@ -158,14 +161,49 @@ def test_push_then_pull_in_a_fresh_clone_is_up_to_date_and_renders(pulled, boss_
 
 def test_failed_validation_fails_repro_and_records_nothing(project_copy, pair):
     dry, wet = pair
-    write_capture(project_copy / "data", "halfrate", dry, wet, dry_rate=44100, wet_rate=44100)
-    run_tool(project_copy, "ampsim", "add", "data/halfrate", "--device", "halfrate")
-    result = run_tool(project_copy, "dvc", "repro", "validate@halfrate", check=False)
+    write_capture(project_copy / "data", "noamp", dry, np.zeros_like(wet))
+    run_tool(project_copy, "ampsim", "add", "data/noamp", "--device", "noamp")
+    result = run_tool(project_copy, "dvc", "repro", "validate@noamp", check=False)
     assert result.returncode != 0
-    assert ("capture 'halfrate' (data/captures/halfrate/output.wav): output sample rate failed: measured 44100 Hz"
+    assert ("capture 'noamp' (data/captures/noamp/output.wav): output is not silent failed: measured -200 dBFS"
             in result.stderr)
-    assert not (project_copy / "data" / "prepared" / "halfrate").exists()
-    assert "validate@halfrate" in run_tool(project_copy, "dvc", "status").stdout  # not recorded as done
+    assert not (project_copy / "data" / "prepared" / "noamp").exists()
+    assert "validate@noamp" in run_tool(project_copy, "dvc", "status").stdout  # not recorded as done
+
+
+def test_captures_at_44_1_and_50_khz_train_at_their_own_rate_with_no_params_edit(project_copy, tmp_path):
+    # a real 44.1 kHz capture as it comes, and a real capture at an unusual rate (the same, resampled to 50 kHz)
+    ts9 = shared_or_skip(SHARED_CAPTURES / "ts9-guitarml" / "input.wav", "real capture").parent
+    odd = tmp_path / "ts9-50k"
+    odd.mkdir()
+    for side in ("input", "output"):
+        audio, _ = sf.read(ts9 / f"{side}.wav", dtype="float32", frames=20 * 44100)
+        sf.write(odd / f"{side}.wav", signal.resample_poly(audio, 500, 441).astype(np.float32), 50000, "FLOAT")
+    settings = {k: v for k, v in yaml.safe_load((project_copy / "params.yaml").read_text()).items()
+                if k not in ("devices", "recipes")}
+    run_tool(project_copy, "ampsim", "add", str(ts9), "--device", "ts9")
+    run_tool(project_copy, "ampsim", "add", str(odd), "--device", "ts9-50k")
+    params = yaml.safe_load((project_copy / "params.yaml").read_text())
+    assert {k: v for k, v in params.items() if k not in ("devices", "recipes")} == settings
+    assert params["devices"] == ["demo", "ts9", "ts9-50k"]
+
+    repro = run_tool(project_copy, "dvc", "repro", "register@ts9", "register@ts9-50k")
+    assert "registered ts9 v1" in repro.stdout and "registered ts9-50k v1" in repro.stdout
+    assert not ran(repro, "train@demo")
+    for device, rate in (("ts9", 44100), ("ts9-50k", 50000)):
+        card = json.loads((project_copy / "models" / device / "release" / "card.json").read_text())
+        assert card["sample_rate"] == rate
+        run_tool(project_copy, "ampsim", "export", device, "--format", "nam", "-o", f"{device}.nam")
+        assert json.loads((project_copy / f"{device}.nam").read_text())["sample_rate"] == rate
+        run_tool(project_copy, "ampsim", "export", device, "--format", "aidax", "-o", f"{device}.json")
+        assert json.loads((project_copy / f"{device}.json").read_text())["metadata"]["samplerate"] == rate
+        di = project_copy / "data" / "captures" / device / "input.wav"
+        run_tool(project_copy, "ampsim", "render", str(di), f"{device}.wav", "--model", device, "--quiet")
+        assert (sf.info(str(project_copy / f"{device}.wav")).samplerate, sf.info(str(project_copy / f"{device}.wav")).frames) \
+            == (rate, sf.info(str(di)).frames)
+    # another rate than the model's is converted only when asked
+    refused = run_tool(project_copy, "ampsim", "render", str(odd / "input.wav"), "x.wav", "--model", "ts9", check=False)
+    assert refused.returncode == 1 and "50000 Hz" in refused.stderr and "--resample" in refused.stderr
 
 
 def test_second_repro_while_one_runs_is_refused_by_dvcs_lock(project_copy):

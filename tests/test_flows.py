@@ -39,16 +39,16 @@ def test_train_flow_registers_promotes_then_fails_loudly_on_a_bad_capture_and_re
     assert str(client.get_model_version_by_alias("demo", "render").version) == "1"
     assert (project_copy / "models" / "promoted.json").is_file()
 
-    # a device recorded at the wrong rate: validation refuses it, the flow fails without retrying, nothing
-    # is registered
+    # a device whose amp side is silent (a cable left out): validation refuses it, the flow fails without
+    # retrying, nothing is registered
     dry, wet = pair
-    write_capture(project_copy.parent, "bad-rate", dry, wet, dry_rate=44100, wet_rate=44100)
-    run_tool(project_copy, "ampsim", "add", str(project_copy.parent / "bad-rate"), "--device", "bad-rate")
-    state = flows.train(project=str(project_copy), device="bad-rate", promote=True, return_state=True)
+    write_capture(project_copy.parent, "no-amp", dry, np.zeros_like(wet))
+    run_tool(project_copy, "ampsim", "add", str(project_copy.parent / "no-amp"), "--device", "no-amp")
+    state = flows.train(project=str(project_copy), device="no-amp", promote=True, return_state=True)
     assert state.is_failed()
     with pytest.raises(Exception, match="capture validation failed"):
         state.result()
-    assert "bad-rate" not in [m.name for m in client.search_registered_models()]
+    assert "no-amp" not in [m.name for m in client.search_registered_models()]
     assert len(client.search_model_versions("name = 'demo'")) == 1
 
     # the render flow: two DI files rendered with models:/demo@render at gain 0.5, then skipped, then one

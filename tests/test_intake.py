@@ -76,6 +76,13 @@ def test_knob_settings_of_one_device_go_into_setting_folders(project, tmp_path, 
     code, _, err = add(project, ampsim_cli, monkeypatch, tmp_path / "src" / "g0.3", "--device", "jcm",
                        "--knob", "gain=0.3")
     assert code == 1 and "already has the setting gain-0.3" in err and "--force" in err
+    # a device trains at its captures' one rate: a setting at another is refused, naming the one it disagrees with
+    write_capture(tmp_path / "src", "g0.5", dry, 0.5 * wet, dry_rate=44100, wet_rate=44100)
+    code, _, err = add(project, ampsim_cli, monkeypatch, tmp_path / "src" / "g0.5", "--device", "jcm",
+                       "--knob", "gain=0.5")
+    assert code == 1 and "the DI is at 44100 Hz, but the device's capture 'gain-0.3' is at 48000 Hz" in err, err
+    assert "g0.5/input.wav" in err and "Fix: export this capture at 48000 Hz" in err
+    assert sorted(p.name for p in device.iterdir()) == ["gain-0.3", "gain-0.7"]
 
 
 @pytest.mark.parametrize("case", ["rates", "lengths", "three files", "unclear names", "generated", "not audio",

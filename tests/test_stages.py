@@ -156,6 +156,11 @@ def _bad(case, tmp_path, dry, wet):
     if case == "44.1 kHz vs 48 kHz":
         write_capture(captures, "c1", dry, wet, wet_rate=44100)
         return "c1/output.wav", "validate", "output sample rate failed: measured 44100 Hz, expected 48000 Hz"
+    if case == "two rates in one device":
+        write_capture(captures, "gain-0.3", dry, wet, meta={"knobs": {"gain": 0.3}})
+        write_capture(captures, "gain-0.7", dry, wet, dry_rate=44100, wet_rate=44100, meta={"knobs": {"gain": 0.7}})
+        return ("gain-0.7/input.wav", "validate", "input sample rate failed: measured 44100 Hz, expected 48000 Hz, "
+                "the rate of capture 'gain-0.3' (input.wav)")
     if case == "lengths differ":
         write_capture(captures, "c1", dry, np.concatenate([wet, wet[: RATE // 2]]))
         return "c1/input.wav and output.wav", "validate", "lengths equal after alignment failed"
@@ -185,7 +190,7 @@ def _bad(case, tmp_path, dry, wet):
 
 @pytest.mark.parametrize("case", [
     "missing output", "missing output, FLAC input", "two input files", "not audio", "truncated header", "empty file", "stereo, no channel declared",
-    "44.1 kHz vs 48 kHz", "lengths differ", "all-zero input", "all-zero output", "NaN in float WAV", "output clipped",
+    "44.1 kHz vs 48 kHz", "two rates in one device", "lengths differ", "all-zero input", "all-zero output", "NaN in float WAV", "output clipped",
     "delay beyond bound", "name with ..",
 ])
 def test_bad_input_is_refused_clearly(ampsim_cli, tmp_path, pair, case):
@@ -215,5 +220,6 @@ def test_every_failing_capture_is_listed_in_one_run(ampsim_cli, tmp_path, pair):
     write_capture(tmp_path / "captures", "rate", dry, wet, dry_rate=44100, wet_rate=44100)
     stage, code, out, err = run_stages(ampsim_cli, tmp_path)
     assert (stage, code) == ("validate", 1)
-    assert "capture 'silent'" in err and "capture 'rate'" in err and "capture 'good'" not in err
+    assert "- capture 'silent'" in err and "- capture 'rate'" in err and "- capture 'good'" not in err
+    assert "expected 48000 Hz, the rate of capture 'good' (input.wav)" in err  # the capture it disagrees with
     assert "input sample rate" in err and "output sample rate" in err

@@ -21,11 +21,10 @@ def _params(args: argparse.Namespace) -> dict:
 
 
 def _write_demo(out: Path, gain: float, split: str, force: bool, params: dict, source: str) -> None:
-    from ampsim.core.params import AudioParams, DemoParams, section
+    from ampsim.core.params import DemoParams, section
     from ampsim.data.demo import write_demo_capture
 
-    audio, demo = section(params, "audio", AudioParams, source), section(params, "demo", DemoParams, source)
-    print(write_demo_capture(out, gain, split, force, demo, audio.sample_rate))
+    print(write_demo_capture(out, gain, split, force, section(params, "demo", DemoParams, source)))
 
 
 def cmd_demo_capture(args: argparse.Namespace) -> None:
@@ -80,13 +79,11 @@ def cmd_normalize(args: argparse.Namespace) -> None:
 
 
 def cmd_validate(args: argparse.Namespace) -> None:
-    from ampsim.core.params import AudioParams, ValidateParams, section
+    from ampsim.core.params import ValidateParams, section
     from ampsim.data.validate import validate_captures
 
-    params = _params(args)
-    audio = section(params, "audio", AudioParams, args.params)
-    summary = validate_captures(Path(args.normalized), Path(args.out), Path(args.reports), audio.sample_rate,
-                                section(params, "validate", ValidateParams, args.params))
+    summary = validate_captures(Path(args.normalized), Path(args.out), Path(args.reports),
+                                section(_params(args), "validate", ValidateParams, args.params))
     for name in summary["delay_samples"]:
         print(f"{name}: {summary['latency'][name]}")
         print(f"{name}: {summary['replicate'][name]}")
@@ -96,11 +93,12 @@ def cmd_validate(args: argparse.Namespace) -> None:
           f"report in {args.reports}/report.json, Data Docs in {args.reports}/data_docs/index.html")
 
 
-def _train_config(params: dict, source: str):
-    from ampsim.core.params import AudioParams, FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
+def _train_config(params: dict, source: str, sample_rate: int):
+    """The training settings for audio at `sample_rate` (a device's own: its prepared manifest's)."""
+    from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
     from ampsim.modelling.training import TrainConfig
 
-    return TrainConfig(sample_rate=section(params, "audio", AudioParams, source).sample_rate,
+    return TrainConfig(sample_rate=sample_rate,
                        train=section(params, "train", TrainParams, source),
                        fit=section(params, "fit", FitParams, source),
                        lstm2018=section(params, "lstm2018", Lstm2018Params, source),
@@ -134,9 +132,10 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     params = device_params(_params(args), args.device, args.params)
     use_backend(section(params, "train", TrainParams, args.params).backend)
+    from ampsim.data.windows import read_manifest
     from ampsim.modelling.training import train
 
-    config = _train_config(params, args.params)
+    config = _train_config(params, args.params, read_manifest(Path(args.prepared))["sample_rate"])
     tracker = None if args.no_mlflow else _tracker(params, args.params)
     captures = Path(args.captures) / args.device if args.device else None
     train(Path(args.prepared), Path(args.model), Path(args.reports), Path(args.checkpoint), config,

@@ -19,11 +19,6 @@ T = TypeVar("T")
 
 
 @dataclass(frozen=True)
-class AudioParams:
-    sample_rate: int
-
-
-@dataclass(frozen=True)
 class NormalizeParams:
     mode: str  # "fullscale" keeps the recorded level; "peak" applies one gain per side
     peak_target: float
@@ -52,6 +47,7 @@ class ValidateParams:
 
 @dataclass(frozen=True)
 class DemoParams:
+    sample_rate: int
     seconds: float
     seed: int
     gain: float

@@ -34,17 +34,19 @@ class Failure:
                 f"expected {self.expected}. Fix: {self.fix}")
 
 
-def _suite_spec(sample_rate: int, p: ValidateParams) -> list[tuple[str, dict, dict]]:
-    """(expectation class name, kwargs, meta) for each check."""
-    rate_fix = (f"export both files at {sample_rate} Hz (the rate in params.yaml audio.sample_rate), "
-                "or change audio.sample_rate if every capture uses another rate")
+def _suite_spec(sample_rate: int, p: ValidateParams, rate_source: str = "") -> list[tuple[str, dict, dict]]:
+    """(expectation class name, kwargs, meta) for each check. A device trains at its captures' own rate,
+    `sample_rate`, that of capture `rate_source`'s DI: every side of every capture must share it."""
+    rate_expected = f"{sample_rate} Hz, the rate of capture '{rate_source}' (input.wav)"
+    rate_fix = (f"the captures of one device share one rate: export both files at {sample_rate} Hz, "
+                "or add this capture as a device of its own (`ampsim add ... --device NAME`)")
     mono_fix = ("export it as mono, or say which channel holds the signal in capture.yaml, "
                 "e.g. `channels: {input: 0, output: 1}`")
     return [
         ("ExpectColumnValuesToBeInSet", {"column": "input_sample_rate", "value_set": [sample_rate]},
-         {"check": "input sample rate", "file": "input.wav", "expected": f"{sample_rate} Hz", "fix": rate_fix}),
+         {"check": "input sample rate", "file": "input.wav", "expected": rate_expected, "fix": rate_fix}),
         ("ExpectColumnValuesToBeInSet", {"column": "output_sample_rate", "value_set": [sample_rate]},
-         {"check": "output sample rate", "file": "output.wav", "expected": f"{sample_rate} Hz", "fix": rate_fix}),
+         {"check": "output sample rate", "file": "output.wav", "expected": rate_expected, "fix": rate_fix}),
         ("ExpectColumnValuesToBeInSet", {"column": "input_channels", "value_set": [1]},
          {"check": "input is mono", "file": "input.wav", "expected": "1 channel", "fix": mono_fix}),
         ("ExpectColumnValuesToBeInSet", {"column": "output_channels", "value_set": [1]},
@@ -96,9 +98,10 @@ def check_names(sample_rate: int, params: ValidateParams) -> list[str]:
     return [meta["check"] for _, _, meta in _suite_spec(sample_rate, params)]
 
 
-def run_suite(table: pd.DataFrame, sample_rate: int, params: ValidateParams, docs_dir: Path) -> tuple[list[Failure], dict]:
-    """Validate `table` (one row per capture); build Data Docs HTML into `docs_dir`. Returns failures and
-    the JSON-able GX result."""
+def run_suite(table: pd.DataFrame, sample_rate: int, rate_source: str, params: ValidateParams,
+              docs_dir: Path) -> tuple[list[Failure], dict]:
+    """Validate `table` (one row per capture) of a device at `sample_rate` (see `_suite_spec`); build Data Docs
+    HTML into `docs_dir`. Returns failures and the JSON-able GX result."""
     import great_expectations as gx
     from great_expectations.data_context.types.base import ProgressBarsConfig
 
@@ -110,7 +113,7 @@ def run_suite(table: pd.DataFrame, sample_rate: int, params: ValidateParams, doc
         asset = source.add_dataframe_asset("capture_stats")
         batch = asset.add_batch_definition_whole_dataframe("all_captures")
         suite = context.suites.add(gx.ExpectationSuite(name="capture_pairs"))
-        for class_name, kwargs, meta in _suite_spec(sample_rate, params):
+        for class_name, kwargs, meta in _suite_spec(sample_rate, params, rate_source):
             suite.add_expectation(getattr(gx.expectations, class_name)(**kwargs, meta=meta))
         definition = context.validation_definitions.add(
             gx.ValidationDefinition(name="capture_pairs", data=batch, suite=suite))

@@ -160,7 +160,7 @@ def demo_set_name(gain: float) -> str:
     return f"gain-{gain:g}"
 
 
-def write_demo_capture(out: Path, gain: float, split: str, force: bool, demo: DemoParams, sample_rate: int) -> str:
+def write_demo_capture(out: Path, gain: float, split: str, force: bool, demo: DemoParams) -> str:
     """Write the demo capture at `gain` into `out` (input.wav, output.wav as 16-bit PCM and a capture.yaml
     naming the knob and the split); return what was written, for the user."""
     from ampsim.core.audio import write_wav
@@ -172,6 +172,7 @@ def write_demo_capture(out: Path, gain: float, split: str, force: bool, demo: De
     if out.exists() and any(out.iterdir()) and not force:
         raise AmpsimError("folder exists and is not empty", path=out,
                           fix="choose another --out, or pass --force to regenerate the demo there")
+    sample_rate = demo.sample_rate
     di = synth_di(demo.seconds, sample_rate, demo.seed)
     wet = virtual_amp(di, sample_rate, gain, demo.latency_ms)
     write_wav(out / INPUT_FILE, di, sample_rate, subtype="PCM_16")

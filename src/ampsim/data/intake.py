@@ -21,7 +21,7 @@ import yaml
 
 from ampsim.core.errors import AmpsimError, CaptureError
 from ampsim.core.knobs import check_value
-from ampsim.data.captures import META_FILE, check_capture_name, check_latency, holds_capture
+from ampsim.data.captures import INPUT_STEM, META_FILE, check_capture_name, check_latency, holds_capture, side_file
 
 # Names that say which side a file is, when a folder's files are not called input.* / output.*.
 DRY_WORDS = ("input", "di", "dry", "in", "reamp_in", "clean")
@@ -92,7 +92,7 @@ def quick_check(dry: Path, wet: Path) -> None:
     a, b = infos[dry], infos[wet]
     if a.samplerate != b.samplerate:
         raise CaptureError(f"the DI is at {a.samplerate} Hz and the amp's recording at {b.samplerate} Hz", path=wet,
-                           fix="export both at the same rate (the rate you trained at, 48000 Hz by default)")
+                           fix="export both tracks at the rate they were recorded at (any rate: the device trains at it)")
     if abs(a.duration - b.duration) > LENGTH_TOLERANCE_SECONDS:
         raise CaptureError(f"the DI lasts {a.duration:.1f} s and the amp's recording {b.duration:.1f} s: not one "
                            "take recorded twice at once", path=wet,
@@ -121,6 +121,24 @@ def capture_folder(captures: Path, device: str, knobs: dict[str, float], setting
         raise AmpsimError(f"device '{device}' already has the setting {folder.name}", path=folder,
                           fix="pass --force to replace it, or --setting NAME to add it under another name")
     return folder
+
+
+def check_device_rate(device_dir: Path, dry: Path, replacing: Path) -> None:
+    """A device trains at its captures' own rate, so a new knob setting must share it: refused here, before
+    anything is copied (`validate` holds captures put in by hand to the same rule)."""
+    if not device_dir.is_dir() or holds_capture(device_dir):
+        return
+    rate = sf.info(str(dry)).samplerate
+    for folder in sorted(p for p in device_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        if folder == replacing or not holds_capture(folder):
+            continue
+        theirs = side_file(folder, INPUT_STEM)
+        their_rate = sf.info(str(theirs)).samplerate
+        if their_rate != rate:
+            raise CaptureError(f"the DI is at {rate} Hz, but the device's capture {folder.name!r} is at {their_rate} "
+                               f"Hz ({theirs}): the captures of one device share one rate", path=dry,
+                               fix=f"export this capture at {their_rate} Hz, or add it as a device of its own "
+                                   "(another --device)")
 
 
 def describe(source_meta: dict, device: str, knobs: dict[str, float], dry: Path, wet: Path,
@@ -234,6 +252,7 @@ def add_capture(sources: list[Path], device: str, knobs: dict[str, float], *, pr
     quick_check(dry, wet)
     captures = project / "data" / "captures"
     target = capture_folder(captures, device, knobs, setting, force)
+    check_device_rate(captures / device, dry, target)
     source_meta = {}
     if (dry.parent / META_FILE).is_file() and dry.parent == wet.parent:
         source_meta = yaml.safe_load((dry.parent / META_FILE).read_text()) or {}

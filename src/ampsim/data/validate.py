@@ -140,13 +140,21 @@ def signal_repeat(row: dict) -> Repeat | None:
     return Repeat(start=first[0], lag=again[0] - first[0], length=first[1] - first[0])
 
 
-def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Path, sample_rate: int,
-                      params: ValidateParams) -> dict:
+def device_rate(captures: dict) -> tuple[int, str]:
+    """The rate the device trains at, and the capture that sets it: its captures' own rate, which they must
+    share. Every side is held to the first capture's DI (by name), so a capture at another rate is refused
+    beside the one it disagrees with."""
+    first = min(captures)
+    return captures[first]["input"]["sample_rate"], first
+
+
+def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Path, params: ValidateParams) -> dict:
     normalized_dir, prepared_dir, reports_dir = Path(normalized_dir), Path(prepared_dir), Path(reports_dir)
     stats_path = normalized_dir / STATS_FILE
     if not stats_path.is_file():
         raise AmpsimError("normalised captures not found", path=stats_path, fix="run `dvc repro normalize` first")
     captures = json.loads(stats_path.read_text())["captures"]
+    sample_rate, rate_source = device_rate(captures)
 
     rows, pairs = [], {}
     for name, entry in captures.items():
@@ -158,14 +166,14 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
     table = pd.DataFrame(rows)
 
     with atomic_dir(reports_dir) as scratch:
-        failures, gx_result = run_suite(table, sample_rate, params, scratch / "data_docs")
+        failures, gx_result = run_suite(table, sample_rate, rate_source, params, scratch / "data_docs")
         failures = latency_failures + failures
         report = {
             "passed": not failures,
             "failures": [f.sentence() for f in failures],
             "warnings": warnings,
             "captures": table.replace({np.nan: None}).to_dict(orient="records"),
-            "latency": {row["capture"]: latency_note(row, sample_rate) for row in rows},
+            "latency": {row["capture"]: latency_note(row, row["input_sample_rate"]) for row in rows},
             "replicate": {row["capture"]: replicate_note(row) for row in rows},
             "great_expectations": gx_result,
         }
@@ -202,6 +210,7 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
 
     summary = {
         "captures": len(rows),
+        "sample_rate": sample_rate,
         "train_seconds": sum(s["seconds"] for s in manifest["segments"] if s["split"] == "train"),
         "val_seconds": sum(s["seconds"] for s in manifest["segments"] if s["split"] == "val"),
         "delay_samples": {r["capture"]: r["delay_samples"] for r in rows},
