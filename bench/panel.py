@@ -81,10 +81,13 @@ def test_di() -> np.ndarray:
 
 # --- one device: its capture, prepared by ampsim, and its test audio -----------------------------------
 
-def prepare_device(device: str, di: np.ndarray, test_x: np.ndarray, work: Path) -> tuple[Path, Path, dict]:
-    """Re-amp the DI and the test DI through the device's teacher, write the capture, and run ampsim's
-    normalize + validate on it. Returns the prepared dir, the test audio (for the workers) and the facts."""
-    net = load_teacher(TEACHERS / DEVICES[device])
+def prepare_device(device: str, di: np.ndarray, test_x: np.ndarray, work: Path,
+                   teacher: str | None = None) -> tuple[Path, Path, dict]:
+    """Re-amp the DI and the test DI through the device's teacher (`teacher`: a file in ../shared/teachers,
+    default the panel's for `device`), write the capture, and run ampsim's normalize + validate on it. Returns
+    the prepared dir, the test audio (for the workers) and the facts."""
+    teacher = teacher or DEVICES[device]
+    net = load_teacher(TEACHERS / teacher)
     wet, test_y = play(net, di), play(net, test_x)  # float64
     # One gain for both renders, so that the test target is at the level the models learnt.
     gain = min(1.0, HEADROOM / float(np.max(np.abs(wet))))
@@ -96,7 +99,7 @@ def prepare_device(device: str, di: np.ndarray, test_x: np.ndarray, work: Path) 
     latency = json.loads((work / "stages" / "validate" / "summary.json").read_text())["delay_samples"][device]
     test = work / "test.npz"
     np.savez(test, x=test_x, y=(test_y * gain).astype(np.float32), latency=latency)
-    return prepared, test, {"teacher": DEVICES[device], "latency_samples": latency, "teacher_gain": gain,
+    return prepared, test, {"teacher": teacher, "latency_samples": latency, "teacher_gain": gain,
                             "capture_seconds": len(di) / RATE}
 
 

@@ -99,9 +99,11 @@ def candidate_params(overrides: list[str]) -> dict:
     return params
 
 
-def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: list[str], test=None) -> list[dict]:
+def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: list[str], test=None,
+                start: Path | None = None) -> list[dict]:
     """`test` (optional): a callable given a function that renders any input with the model as it would ship;
-    the `test_*` figures it returns join each budget's row (bench/panel.py scores on audio of its own)."""
+    the `test_*` figures it returns join each budget's row (bench/panel.py scores on audio of its own).
+    `start`: a model folder to fine-tune from (`train.init_from`), as `ampsim init-from` keeps one."""
     from ampsim.core.params import RenderParams, TrainParams, section
     from ampsim.modelling.backend import use_backend
 
@@ -136,7 +138,7 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
                          **scores(data["val_y"], rendered["val"], data["train_y"], rendered["train"]), **tested})
             print(f"  ampsim {rows[-1]}", flush=True)
 
-    train(prepared, work / "model", work / "train", work / "ckpt", config, progress=False, on_step=score)
+    train(prepared, work / "model", work / "train", work / "ckpt", config, progress=False, on_step=score, start=start)
     return rows
 
 

@@ -247,3 +247,37 @@ def test_a_race_registers_every_candidate_and_applies_the_winner(raced, studio):
     assert versions[announced] == card["mlflow_run_id"]  # the model in the workspace is the winner's version
     assert f"`ampsim promote ds1 {announced}`" in race.stdout
     assert client.get_run(card["mlflow_run_id"]).data.params["recipes.ds1.train.max_minutes"] == "0.05"
+
+
+@pytest.fixture(scope="module")
+def finetuned(raced, studio):
+    """`ampsim init-from` on ds1 after the race: a source that does not fit, then ds1's own release, repro,
+    and the same source again once that release has changed."""
+    run_tool(studio, "git", "add", "-A")
+    run_tool(studio, "git", "commit", "-qm", "race winner", "--allow-empty")
+    refused = run_tool(studio, "ampsim", "init-from", "ds1", "demo", check=False)  # knob-conditioned -> plain
+    refused_status = run_tool(studio, "dvc", "status")
+    started = run_tool(studio, "ampsim", "init-from", "ds1", "ds1")
+    status = run_tool(studio, "dvc", "status")
+    repro = run_tool(studio, "dvc", "repro")
+    after = run_tool(studio, "dvc", "status")
+    commit(studio, "ds1 fine-tuned from its last release")
+    run_tool(studio, "ampsim", "init-from", "ds1", "ds1")  # the same setting; the release it names has changed
+    return refused, refused_status, started, status, repro, after, run_tool(studio, "dvc", "status")
+
+
+def test_init_from_fine_tunes_one_device_and_dvc_follows_the_starting_model(finetuned, studio):
+    refused, refused_status, started, status, repro, after, changed = finetuned
+    assert refused.returncode == 1 and "takes 1 knob(s), this device's model 0" in refused.stderr
+    assert "Data and pipelines are up to date" in refused_status.stdout  # nothing was written
+    assert "device ds1's released model" in started.stdout and "data/captures/ds1.dvc" in started.stdout
+    assert yaml.safe_load((studio / "params.yaml").read_text())["recipes"]["ds1"]["train"]["init_from"] == "ds1"
+    assert "train@ds1" in status.stdout and "@demo" not in status.stdout
+    assert ran(repro, "train@ds1") and not ran(repro, "train@demo")
+    assert "starting from ds1 (data/captures/ds1/.start): validation loss" in repro.stdout
+    assert "registered ds1 v5" in repro.stdout
+    assert "Data and pipelines are up to date" in after.stdout
+    summary = json.loads((studio / "reports" / "ds1" / "train" / "summary.json").read_text())
+    assert summary["init_from"] == "ds1"
+    # the starting model's content is the dependency, not only the setting that names it
+    assert "train@ds1" in changed.stdout and "@demo" not in changed.stdout

@@ -133,3 +133,20 @@ def test_params_gain_a_recipe_entry_whatever_the_layout(text):
     before = yaml.safe_load(text)
     assert {k: v for k, v in loaded["recipes"].items() if k != "ds1"} == (before.get("recipes") or {})
     assert params_with_device(edited, "ds1", Path("params.yaml")) is None  # listed, with its entry: unchanged
+
+
+@pytest.mark.parametrize("text", [
+    "devices: [demo]\nrecipes: {demo: {}}\n",
+    "devices: [demo]\nrecipes:\n  demo: {fit: {pre_emphasis: 0.85}}  # why\n                 # why, went on\n  ds1: {}\n",
+    "devices: [demo]\nrecipes:\n  demo:   # the amp\n    lstm: {hidden_size: 24}\n    # a note\n    fit:\n      patience: 3\n  ds1: {}\n",
+])
+def test_a_recipe_setting_is_set_whatever_the_layout_and_the_rest_kept(text):
+    from ampsim.data.intake import params_with_recipe_setting
+
+    edited = params_with_recipe_setting(text, "demo", "train", "init_from", "models:/amp@render", Path("params.yaml"))
+    before, after = yaml.safe_load(text), yaml.safe_load(edited)
+    assert after["recipes"]["demo"] == {**(before["recipes"]["demo"] or {}), "train": {"init_from": "models:/amp@render"}}
+    assert after["recipes"]["ds1" if "ds1" in before["recipes"] else "demo"] is not None
+    assert {k: v for k, v in after.items() if k != "recipes"} == {k: v for k, v in before.items() if k != "recipes"}
+    assert ("# why" in edited) == ("# why" in text) and ("went on" in edited) == ("went on" in text)  # comments stay
+    assert ("# the amp" in edited) == ("# the amp" in text)

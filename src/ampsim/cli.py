@@ -94,16 +94,9 @@ def cmd_validate(args: argparse.Namespace) -> None:
 
 
 def _train_config(params: dict, source: str, sample_rate: int):
-    """The training settings for audio at `sample_rate` (a device's own: its prepared manifest's)."""
-    from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
-    from ampsim.modelling.training import TrainConfig
+    from ampsim.modelling.training import train_config
 
-    return TrainConfig(sample_rate=sample_rate,
-                       train=section(params, "train", TrainParams, source),
-                       fit=section(params, "fit", FitParams, source),
-                       lstm2018=section(params, "lstm2018", Lstm2018Params, source),
-                       lstm=section(params, "lstm", LstmParams, source),
-                       wavenet=section(params, "wavenet", WavenetParams, source))
+    return train_config(params, sample_rate, source)
 
 
 def _tracker(params: dict, source: str):
@@ -134,12 +127,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     use_backend(section(params, "train", TrainParams, args.params).backend)
     from ampsim.data.windows import read_manifest
     from ampsim.modelling.training import train
+    from ampsim.modelling.warm_start import start_folder
 
     config = _train_config(params, args.params, read_manifest(Path(args.prepared))["sample_rate"])
     tracker = None if args.no_mlflow else _tracker(params, args.params)
     captures = Path(args.captures) / args.device if args.device else None
     train(Path(args.prepared), Path(args.model), Path(args.reports), Path(args.checkpoint), config,
-          tracker=tracker, all_params=params, progress=not args.quiet, device=args.device, data_path=captures)
+          tracker=tracker, all_params=params, progress=not args.quiet, device=args.device, data_path=captures,
+          start=start_folder(captures) if captures is not None else None)
     if tracker is not None:
         print(f"MLflow run {tracker.run_id} in {tracker.uri}")
 
@@ -203,6 +198,22 @@ def cmd_add(args: argparse.Namespace) -> None:
           + (f", tracked by {added.dvc_file}" if added.dvc_file else ""))
     print(f"next: `dvc repro` trains device '{added.device}' (and only it), then `git add params.yaml "
           f"{added.dvc_file or added.folder} && git commit` and `dvc push`")
+
+
+def cmd_init_from(args: argparse.Namespace) -> None:
+    from ampsim.core.params import TrainParams, device_params, section
+    from ampsim.data.captures import check_capture_name
+    from ampsim.modelling.backend import use_backend
+
+    device = check_capture_name(args.device)
+    use_backend(section(device_params(_params(args), device, args.params), "train", TrainParams, args.params).backend)
+    from ampsim.deployment.init_from import init_from
+
+    started = init_from(Path.cwd(), device, args.source, use_dvc=not args.no_dvc)
+    print(f"{device} starts from {started.resolved}; kept in {started.folder}"
+          + (f", tracked by {started.dvc_file}" if started.dvc_file else ""))
+    print(f"next: `dvc repro` fine-tunes device '{device}' (recipes.{device}.train.init_from is set), then "
+          f"`git add params.yaml {started.dvc_file or started.folder} && git commit`")
 
 
 def cmd_import(args: argparse.Namespace) -> None:
@@ -575,6 +586,18 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--out", help="model folder to write (default: models/DEVICE/imported/FILE-NAME)")
     im.add_argument("--no-mlflow", action="store_true", help="do not register it in MLflow")
     im.set_defaults(func=cmd_import)
+
+    st = sub.add_parser("init-from", help="fine-tune a device: start its training from another model's weights",
+                        description="Check SOURCE against the device's recipe (architecture, size, knobs: a plain "
+                                    "model can start a knob-conditioned one, its knob weights at zero), keep it "
+                                    "beside the device's captures (data/captures/DEVICE/.start, versioned by DVC "
+                                    "with them) and set recipes.DEVICE.train.init_from. `dvc repro` then trains "
+                                    "the device from it.")
+    st.add_argument("device", help="the device to fine-tune (in params.yaml's devices, with captures)")
+    st.add_argument("source", help="another device (its released model), models:/NAME@ALIAS or models:/NAME/VERSION, "
+                                   "a .nam file, or a .keras file")
+    st.add_argument("--no-dvc", action="store_true", help="do not `dvc add` the captures folder again")
+    st.set_defaults(func=cmd_init_from)
 
     pr = sub.add_parser("promote", help="point a registry alias (default `render`) at a model version, if it is better",
                         description="Promote NAME VERSION to an alias if its validation ESR beats the current "

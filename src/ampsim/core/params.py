@@ -63,6 +63,7 @@ class TrainParams:
     random_seed: int  # weights and crops; a resumed run continues the same random stream
     max_steps: int
     max_minutes: float  # training-time budget summed over resumed runs; 0 means no limit
+    init_from: str | None  # fine-tune: the source `ampsim init-from` fetched into the device's .start (None: random)
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import soundfile as sf
 import yaml
@@ -192,6 +193,45 @@ def _with_recipe_entry(text: str, device: str, params_file: Path) -> str:
     if device not in (yaml.safe_load(edited).get("recipes") or {}):
         raise AmpsimError("could not add the device to params.yaml's `recipes`", path=params_file,
                           fix=f"write `recipes: {{{device}: {{}}}}` by hand")
+    return edited
+
+
+def params_with_recipe_setting(text: str, device: str, section: str, key: str, value: Any, params_file: Path) -> str:
+    """params.yaml's text with `recipes.<device>.<section>.<key>` set, the rest of the file as it was. The
+    device's entry becomes one flow-style line (as `ampsim add` writes it), keeping the comment on its first
+    line; comments inside a block-style entry are not kept."""
+    recipes = yaml.safe_load(text).get("recipes") or {}
+    entry = {name: dict(settings) for name, settings in (recipes.get(device) or {}).items()}
+    entry[section] = {**entry.get(section, {}), key: value}
+    flow = yaml.safe_dump(entry, default_flow_style=True, sort_keys=False, width=10**6).strip()
+    lines = text.splitlines(keepends=True)
+    start = next((i for i, line in enumerate(lines) if re.match(r"^recipes:", line)), None)
+    if start is not None and re.match(r"^recipes:\s*\{", lines[start]):  # flow style: the whole section on one line
+        lines[start] = "recipes: " + yaml.safe_dump({**recipes, device: entry}, default_flow_style=True,
+                                                    sort_keys=False, width=10**6).strip() + "\n"
+    elif start is not None:
+        for index in range(start + 1, len(lines)):
+            if re.match(r"^\S", lines[index]):
+                break
+            header = re.match(rf"^(\s+){re.escape(device)}:\s*([^#]*?)\s*(#.*)?$", lines[index].rstrip("\n"))
+            if header:
+                end = index + 1  # a block-style entry (no value on its header): the deeper lines up to its last setting
+                for below in range(index + 1, len(lines)) if not header.group(2) else ():
+                    if not re.match(rf"^{header.group(1)}\s+\S", lines[below]):
+                        break
+                    if not lines[below].lstrip().startswith("#"):
+                        end = below + 1
+                comment = f"  {header.group(3)}" if header.group(3) else ""
+                lines[index:end] = [f"{header.group(1)}{device}: {flow}{comment}\n"]
+                break
+    edited = "".join(lines)
+    try:
+        done = (yaml.safe_load(edited).get("recipes") or {}).get(device) == entry
+    except yaml.YAMLError:
+        done = False
+    if not done:
+        raise AmpsimError(f"could not set `recipes.{device}.{section}.{key}` in params.yaml", path=params_file,
+                          fix=f"write `{device}: {flow}` under `recipes:` by hand")
     return edited
 
 

@@ -25,11 +25,12 @@ def reset_carried_state(model: keras.Model) -> None:
 
 
 def copy_weights(source: keras.Model, target: keras.Model) -> None:
-    """The trained weights of `source` into `target`, layer by layer (a carried state is not a weight)."""
+    """The weights of `source` into `target`, layer by layer, either way between a model and its training twin
+    (a carried state is not a weight)."""
     for to in target.layers:
         if to.weights:
             frm = source.get_layer(to.name)
-            if isinstance(frm, CarriedLSTM):
+            if isinstance(frm, CarriedLSTM) or isinstance(to, CarriedLSTM):
                 to.cell.set_weights(frm.cell.get_weights())
             else:
                 to.set_weights(frm.get_weights())

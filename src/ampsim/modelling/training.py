@@ -23,11 +23,12 @@ import numpy as np
 from ampsim.core.audio import atomic_dir, write_text
 from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_names
-from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams
+from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
 from ampsim.data.windows import Pool, fixed_windows, load_split, random_windows
 from ampsim.modelling.architectures import Recipe, architecture
 from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state
 from ampsim.modelling.models import ModelCard, save_model
+from ampsim.modelling.warm_start import start_from
 
 STATE_FILE = "state.json"
 LAST_WEIGHTS = "last.weights.h5"
@@ -44,6 +45,17 @@ class TrainConfig:
     lstm2018: Lstm2018Params
     lstm: LstmParams
     wavenet: WavenetParams
+
+
+def train_config(params: dict, sample_rate: int, source: Path | str = "params.yaml") -> TrainConfig:
+    """The training settings in `params` (a device's, `device_params`) for audio at `sample_rate` (the
+    device's own: its prepared manifest's)."""
+    return TrainConfig(sample_rate=sample_rate,
+                       train=section(params, "train", TrainParams, source),
+                       fit=section(params, "fit", FitParams, source),
+                       lstm2018=section(params, "lstm2018", Lstm2018Params, source),
+                       lstm=section(params, "lstm", LstmParams, source),
+                       wavenet=section(params, "wavenet", WavenetParams, source))
 
 
 def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
@@ -81,9 +93,12 @@ def train_batch(trainer: keras.Model, plan: Recipe, x: np.ndarray, y: np.ndarray
     return float(np.mean([float(loss) for loss in losses]))
 
 
-def fingerprint(config: TrainConfig, train_pool: Pool, val_pool: Pool) -> str:
-    """Identifies a training job: a checkpoint is resumed only by the same params on the same audio."""
+def fingerprint(config: TrainConfig, train_pool: Pool, val_pool: Pool, start: str | None = None) -> str:
+    """Identifies a training job: a checkpoint is resumed only by the same params on the same audio (and from
+    the same starting weights, `start` their digest)."""
     digest = hashlib.sha256(json.dumps(dataclasses.asdict(config), sort_keys=True).encode())
+    if start is not None:
+        digest.update(start.encode())
     for array in (train_pool.x, train_pool.y, train_pool.knobs, val_pool.x, val_pool.y, val_pool.knobs):
         digest.update(np.ascontiguousarray(array).tobytes())
     return digest.hexdigest()
@@ -188,8 +203,9 @@ class Job:
     latency_samples: dict[str, int]  # per capture: what validate compensated, for the model card
 
 
-def prepare_job(prepared: Path, config: TrainConfig) -> tuple[Job, str]:
-    """The job's data, model and trainer from a fresh start; and its key (see `fingerprint`)."""
+def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) -> tuple[Job, str]:
+    """The job's data, model and trainer from a fresh start (random weights, or with `train.init_from` set
+    the starting model kept in the folder `start`); and its key (see `fingerprint`)."""
     plan = recipe(config)
     train_segments, val_segments = load_split(prepared, "train"), load_split(prepared, "val")
     knobs = knob_names(s.knobs for s in train_segments + val_segments)
@@ -200,7 +216,13 @@ def prepare_job(prepared: Path, config: TrainConfig) -> tuple[Job, str]:
     val_x, val_y = fixed_windows(val_pool, plan.val_count, plan.window)
     keras.utils.set_random_seed(config.train.random_seed)
     model = build_model(config, len(knobs))
+    start_digest = None
+    if config.train.init_from:
+        start_digest = start_from(model, start if start is not None else Path("(no device folder)"),
+                                  config.train.architecture, len(knobs), "this device's recipe")
     trainer = build_trainer(config, plan, model, len(knobs))
+    if start_digest is not None and trainer is not model:
+        copy_weights(model, trainer)
     if trainer is not model:
         model.compile(loss=plan.loss)
     state = {"step": 0, "seconds": 0.0, "train_seconds": 0.0, "best_val": float("inf"), "best_step": 0,
@@ -208,7 +230,7 @@ def prepare_job(prepared: Path, config: TrainConfig) -> tuple[Job, str]:
     latency = {s.capture: s.latency_samples for s in train_segments + val_segments if s.latency_samples is not None}
     job = Job(plan, knobs, sorted({s.capture for s in train_segments}), train_pool, val_x, val_y, model, trainer,
               np.random.default_rng(config.train.random_seed), state, latency)
-    return job, fingerprint(config, train_pool, val_pool)
+    return job, fingerprint(config, train_pool, val_pool, start_digest)
 
 
 def resume_or_start(job: Job, key: str, checkpoint_dir: Path, start_run: Callable[[bool], str | None],
@@ -284,13 +306,16 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
           tracker=None, all_params: dict | None = None, progress: bool = True,
           log: Callable[[str], None] = print,
           on_step: Callable[[keras.Model, dict[str, Any]], None] | None = None,
-          device: str | None = None, data_path: Path | None = None) -> dict[str, Any]:
+          device: str | None = None, data_path: Path | None = None, start: Path | None = None) -> dict[str, Any]:
     """Train, resuming from `checkpoint_dir` when it holds this job's checkpoint; write the best model to
     `model_dir`, the loss history and summary to `reports_dir`; return the summary. `on_step(model, state)`
     is called after every step, outside the timed training (the benchmark scores the model there).
-    `device` and `data_path` (its captures) name the MLflow run and its dataset."""
+    `device` and `data_path` (its captures) name the MLflow run and its dataset; `start`: the folder of the
+    starting model `train.init_from` trains from."""
     # --- set-up: data, model, and the checkpoint or MLflow run to continue --------------------------------
-    job, key = prepare_job(prepared, config)
+    job, key = prepare_job(prepared, config, start)
+    if config.train.init_from:
+        log(f"starting from {config.train.init_from} ({start}): validation loss {validate_step(job):.4g} before training")
     plan, state, architecture_name = job.plan, job.state, config.train.architecture
 
     def start_run(resumed: bool) -> str | None:
@@ -352,6 +377,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
         "samples_per_second": round(state["step"] * plan.batches_per_step * batch_samples
                                     / max(state["train_seconds"], 1e-9)),
         "stopped": state["stopped"],
+        **({"init_from": config.train.init_from} if config.train.init_from else {}),
     }
     write_text(Path(reports_dir) / "loss.csv", _history_csv(state["history"]))
     write_text(Path(reports_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
