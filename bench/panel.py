@@ -18,7 +18,7 @@ Prints a table per device, then per budget the median over devices of each side'
 the medians, and flags devices whose test ESR at the largest budget is over 0.03. Writes `panel` into
 bench/results.json.
 
-    make bench-panel                                          # 2, 5, 10, 15 min on all six, about 2 hours
+    make bench-panel                                          # 2, 5, 10, 15 min on all six, 2 to 3.5 hours
     .venv/bin/python bench/panel.py --devices klon --budgets 0.2 --seconds 40 --out /tmp/panel.json  # smoke
 
 The four JCM900 teachers are a knob set (one amp, four gains), benchmarked separately.
