@@ -129,8 +129,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     from ampsim.modelling.training import train
     from ampsim.modelling.warm_start import start_folder
 
+    tracker = None if args.no_mlflow else _tracker(params, args.params)  # an unreachable server first: exit 75
     config = _train_config(params, args.params, read_manifest(Path(args.prepared))["sample_rate"])
-    tracker = None if args.no_mlflow else _tracker(params, args.params)
     captures = Path(args.captures) / args.device if args.device else None
     train(Path(args.prepared), Path(args.model), Path(args.reports), Path(args.checkpoint), config,
           tracker=tracker, all_params=params, progress=not args.quiet, device=args.device, data_path=captures,
