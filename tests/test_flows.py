@@ -57,9 +57,25 @@ def test_train_flow_registers_promotes_then_fails_loudly_on_a_bad_capture_and_re
     dis.mkdir()
     for index, name in enumerate(("take1.wav", "take2.flac")):
         sf.write(dis / name, (0.3 * dry[index * 48000 : (index + 1) * 48000]).astype(np.float32), 48000)
-    first = flows.render_folder(str(dis), str(out), project=str(project_copy), knobs={"gain": 0.5}, device="demo")
+    first = flows.render_folder(str(dis), str(out), project=str(project_copy), knobs={"gain": 0.5}, device="demo",
+                                dask_workers=2)
     assert len(first["rendered"]) == 2 and first["skipped"] == []
     assert sf.info(str(out / "take2.flac")).frames == 48000
+    # two Dask workers rendered what one process renders file after file
+    from ampsim.core.metrics import esr
+    from ampsim.core.params import RenderParams, load_params, section
+    from ampsim.deployment.registry import load_registered
+    from ampsim.inference.engine import renderer
+    from ampsim.inference.files import render_paths
+
+    model, card, _ = load_registered("models:/demo/1", isolated_mlflow)
+    params = section(load_params(project_copy / "params.yaml"), "render", RenderParams)
+    sequential = project_copy.parent / "sequential"
+    render_paths(renderer(model, card, params.method, params, {"gain": 0.5}), card, dis, sequential, params.method,
+                 progress=False, report=lambda line: None)
+    for name in ("take1.wav", "take2.flac"):
+        reference = sf.read(sequential / name, dtype="float64")[0]
+        assert esr(reference, sf.read(out / name, dtype="float64")[0]) < 1e-9 and np.sum(reference**2) > 0
     second = flows.render_folder(str(dis), str(out), project=str(project_copy), knobs={"gain": 0.5})
     assert second["rendered"] == [] and len(second["skipped"]) == 2
     sf.write(dis / "take1.wav", (0.5 * dry[:48000]).astype(np.float32), 48000)  # a new take under the same name
@@ -69,30 +85,88 @@ def test_train_flow_registers_promotes_then_fails_loudly_on_a_bad_capture_and_re
     assert len(brighter["rendered"]) == 2
 
 
-def test_gpu_concurrency_limit_is_created_with_one_slot(harness):
+def test_gpu_concurrency_limit_takes_its_slots_from_the_setting(harness):
     import flows
     from prefect.client.orchestration import get_client
 
-    flows.ensure_gpu_limit()
-    flows.ensure_gpu_limit()  # idempotent
-    with get_client(sync_client=True) as client:
-        assert client.read_global_concurrency_limit_by_name("gpu").limit == 1
+    for slots in (1, 1, 3):  # created, left as it is, then resized
+        flows.ensure_gpu_limit(slots)
+        with get_client(sync_client=True) as client:
+            assert client.read_global_concurrency_limit_by_name("gpu").limit == slots
 
 
-@pytest.mark.parametrize("code, kind", [(1, "PipelineFailed"), (75, "TransientFailure"), (137, "TransientFailure")])
-def test_retry_is_decided_by_the_stage_exit_code_that_dvc_reports(tmp_path, code, kind):
-    import subprocess
+def test_the_nightly_flow_retrains_exactly_the_devices_whose_captures_changed(harness, project_copy, pair,
+                                                                             monkeypatch):
+    import flows
+    import yaml
+    from mlflow.tracking import MlflowClient
+    from prefect.client.orchestration import get_client
 
-    from ampsim.deployment import orchestration
-    from conftest import tool_env
+    from ampsim.core.tracking import tracking_uri
 
-    env = {**tool_env(), "DVC_SITE_CACHE_DIR": str(tmp_path / "site-cache")}
-    (tmp_path / "dvc.yaml").write_text("stages:\n  render:\n    foreach: [amp]\n    do:\n      cmd: exit 0\n"
-                                       f"  register:\n    foreach: [amp]\n    do:\n      cmd: exit {code}\n")
-    for command in (["git", "init", "-q"], [sys.executable, "-m", "dvc", "init", "-q"], ["git", "add", "-A"],
-                    ["git", "commit", "-qm", "one stage"]):
-        subprocess.run(command, cwd=tmp_path, env=env, check=True)
-    with pytest.raises(getattr(orchestration, kind), match=f"exited with {code}"):
-        orchestration.run_experiment(tmp_path, {}, "amp")
-    assert orchestration.stage_exit_codes(f"ERROR: failed to reproduce 'fails': failed to run: exit {code}, "
-                                          f"exited with {code}") == [code]
+    monkeypatch.setenv("DVC_SITE_CACHE_DIR", str(project_copy.parent / "dvc-site-cache"))
+    # `dvc repro` and `ampsim promote` below, and the flows, all on the copy's own store (its mlflow.db)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI")
+    client = MlflowClient(tracking_uri(project_copy))
+    assert str(project_copy) in client.tracking_uri
+    dry, wet = pair
+    takes = project_copy.parent / "takes"
+
+    def add(device: str, gain: float, *flags: str) -> None:
+        write_capture(takes / f"{gain:g}", device, dry, gain * wet)
+        run_tool(project_copy, "ampsim", "add", str(takes / f"{gain:g}" / device), "--device", device, *flags)
+
+    # two small devices trained once (the demo left out: it would only slow the test down)
+    params = yaml.safe_load((project_copy / "params.yaml").read_text())
+    params["devices"], params["recipes"] = [], {}
+    params["prefect"]["gpu_slots"] = 2
+    (project_copy / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    for device, gain in (("steady", 0.9), ("night-a", 0.8)):
+        add(device, gain)
+    run_tool(project_copy, "dvc", "repro")
+    steady_lock = {k: v for k, v in yaml.safe_load((project_copy / "dvc.lock").read_text())["stages"].items()
+                   if k.endswith("@steady")}
+    assert len(steady_lock) == 6
+    versions = {d: len(client.search_model_versions(f"name = '{d}'")) for d in ("steady", "night-a", "night-b")}
+    assert versions["night-b"] == 0
+    run_tool(project_copy, "ampsim", "promote", "night-a", str(versions["night-a"]))  # the holder to beat
+
+    # a new take of one device, the first of another: one scheduled run trains those two, each as its own
+    # flow run, and leaves the third alone
+    add("night-a", 0.7, "--force")
+    add("night-b", 0.5)
+    result = flows.retrain_changed(project=str(project_copy))
+    assert sorted(result["trained"]) == ["night-a", "night-b"] and result["unchanged"] == ["steady"]
+    for device in ("night-a", "night-b"):
+        assert int(result["trained"][device]["version"]) == versions[device] + 1
+    # each through its gate: the first of its name is promoted; a retrained one only if it scores better,
+    # and a loser is kept registered, unpromoted, without failing the night
+    assert result["trained"]["night-b"]["promotion"]["promoted"] is True
+    assert result["trained"]["night-a"]["promotion"]["holder_version"] == str(versions["night-a"])
+    assert len(client.search_model_versions("name = 'steady'")) == versions["steady"]
+    assert {k: v for k, v in yaml.safe_load((project_copy / "dvc.lock").read_text())["stages"].items()
+            if k.endswith("@steady")} == steady_lock
+    with get_client(sync_client=True) as prefect_client:
+        names = [run.name for run in prefect_client.read_flow_runs()]
+        assert prefect_client.read_global_concurrency_limit_by_name("gpu").limit == 2  # prefect.gpu_slots
+    assert names.count("train-night-a") == 1 and names.count("train-night-b") == 1
+    assert "train-steady" not in names
+    # and then nothing is left to do
+    assert flows.retrain_changed(project=str(project_copy))["trained"] == {}
+
+
+def test_every_deployment_runs_a_flow_of_flows_py_with_parameters_it_takes():
+    import inspect
+
+    import flows
+    import yaml
+
+    deployments = yaml.safe_load((PROJECT / "prefect.yaml").read_text())["deployments"]
+    assert {d["name"] for d in deployments} == {"retrain-nightly", "train", "render"}
+    for deployment in deployments:
+        path, name = deployment["entrypoint"].split(":")
+        assert path == "pipeline/flows.py"
+        accepted = inspect.signature(getattr(flows, name).fn).parameters
+        assert set(deployment["parameters"]) <= set(accepted), deployment["name"]
+    nightly = next(d for d in deployments if d["name"] == "retrain-nightly")
+    assert nightly["entrypoint"].endswith(":retrain_changed") and nightly["schedules"][0]["active"]

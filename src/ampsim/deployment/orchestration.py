@@ -56,13 +56,20 @@ def tool_env() -> dict[str, str]:
     return env
 
 
-def pipeline_changed(project: Path) -> bool:
-    """Whether `dvc repro` would do anything (a capture, a param or the code changed)."""
-    result = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=project, capture_output=True, text=True,
-                            env=tool_env())
-    if result.returncode != 0:
-        raise TransientFailure(f"`dvc status` failed: {result.stderr.strip()[-400:]}", path=project)
-    return bool(json.loads(result.stdout or "{}"))
+def changed_devices(project: Path, devices: list[str]) -> list[str]:
+    """The devices whose model `dvc repro` would retrain or re-release: DVC's own status of each device's last
+    stages with everything upstream (its captures, the demo generator, params, code), one device at a time so
+    that a shared change (the code, a shared param) marks every device it reaches and nothing else."""
+    changed = []
+    for device in devices:
+        command = [sys.executable, "-m", "dvc", "status", "--json", "--with-deps", f"render@{device}",
+                   f"register@{device}"]
+        result = subprocess.run(command, cwd=project, capture_output=True, text=True, env=tool_env())
+        if result.returncode != 0:
+            raise TransientFailure(f"`dvc status` of {device} failed: {result.stderr.strip()[-400:]}", path=project)
+        if json.loads(result.stdout or "{}"):
+            changed.append(device)
+    return changed
 
 
 def run_experiment(project: Path, overrides: dict[str, Any], device: str, name: str | None = None) -> ExperimentResult:

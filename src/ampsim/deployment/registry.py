@@ -247,9 +247,10 @@ def rescorer(segments: list[Segment], render_fn: Callable, tracking_uri: str | N
 
 
 def promote_and_record(tracking: str, name: str, version: str, alias: str, *, force: bool, prepared: Path,
-                       models_dir: Path, render_fn: Callable) -> Decision:
+                       models_dir: Path, render_fn: Callable, refusal_raises: bool = True) -> Decision:
     """`promote` against the store at `tracking`, re-scoring on `prepared` when needed, then record the
-    promotion in `models_dir`/promoted.json. Refusal raises, with both figures in the message."""
+    promotion in `models_dir`/promoted.json. Refusal raises, with both figures in the message, unless
+    `refusal_raises` is off (a scheduled retraining: a new version that loses is kept, not promoted)."""
     from ampsim.data.windows import load_split
 
     client = _client(tracking)
@@ -258,6 +259,8 @@ def promote_and_record(tracking: str, name: str, version: str, alias: str, *, fo
         rescore = rescorer(load_split(Path(prepared), "val"), render_fn, tracking)
     decision = promote(client, name, version, alias, force=force, rescore=rescore)
     if not decision.promoted:
+        if not refusal_raises:
+            return decision
         raise AmpsimError(decision.message(), fix="train a better model, or pass --force to promote it anyway")
     promoted = client.get_model_version(name, decision.version)
     write_promoted(Path(models_dir), decision, promoted.run_id, promoted.tags.get("architecture"))
