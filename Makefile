@@ -18,7 +18,7 @@ export DVC_SITE_CACHE_DIR := $(CURDIR)/.dvc/tmp/site-cache
 export UV_SYSTEM_CERTS := 1
 export PATH := $(BIN):$(PATH)
 
-.PHONY: setup repro test bench bench-quality bench-panel gpu-kit demo-capture clean-outputs
+.PHONY: setup repro test browser bench bench-quality bench-panel gpu-kit demo-capture clean-outputs
 
 setup: $(VENV)/.installed
 
@@ -45,7 +45,15 @@ $(VENV)/.verify-installed: $(VENV)/.installed requirements-verify.lock
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -r requirements-verify.lock
 	touch $@
 
-test: setup $(VENV)/.verify-installed
+# The listening page's test opens reports/<device>/index.html in headless Chromium: Debian's package (the
+# machine's package manager, no browser download by a test tool). AMPSIM_SKIP_BROWSER=1 skips that test instead.
+browser:
+	@command -v chromium >/dev/null || [ "$$AMPSIM_SKIP_BROWSER" = 1 ] || { \
+		echo "installing Chromium (Debian's package) for the listening page's test"; \
+		SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+		$$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium >/dev/null; }
+
+test: setup $(VENV)/.verify-installed browser
 	python -m pytest
 
 # The CPU benchmark (about 20 minutes): prints a table, writes bench/results.json; see bench/RESULTS.md.

@@ -2,7 +2,7 @@
 bound, peak memory. Each figure is measured in the same run as what it is compared with; timings are
 medians of several runs. Prints one table and writes JSON.
 
-    make bench                       # the whole benchmark, about 20 minutes on a 2-core CPU
+    make bench                       # the whole benchmark, about 22 minutes on a 2-core CPU
     .venv/bin/python bench/run.py --quality-minutes 1 --repeats 1 --out /tmp/quick.json   # a smoke run
 
 Needs ../shared/captures/boss-ds1 (the real capture the figures are about).
@@ -208,15 +208,15 @@ def main() -> int:
         work = Path(tmp)
         prepared = prepare_boss(work / "boss", PROJECT / "params.yaml")
 
-        print("1/5 quality vs training time (default params, boss-ds1)", flush=True)
+        print("1/6 quality vs training time (default params, boss-ds1)", flush=True)
         marks = [float(m) for m in args.quality_minutes.split(",")]
         results["quality"] = quality_vs_time(prepared, work / "quality", params, marks)
 
-        print("2/5 the machine's matrix-multiply rate", flush=True)
+        print("2/6 the machine's matrix-multiply rate", flush=True)
         gflops = matmul_gflops(args.repeats)
         results["matmul_gflops"] = gflops
 
-        print("3/5 render speed", flush=True)
+        print("3/6 render speed", flush=True)
         di = sf.read(BOSS / "input.wav", dtype="float32")[0]
         default_model, default_card = load_model(work / "quality" / "model")
         default_card = with_warmup(default_model, default_card, load_split(prepared, "val"),
@@ -237,7 +237,7 @@ def main() -> int:
         results["render_seed"]["context_samples"] = context
         results["render_default"]["context_samples"] = default_card.context_samples
 
-        print("4/5 training throughput", flush=True)
+        print("4/6 training throughput", flush=True)
         from ampsim.modelling.losses import esr_dc_loss
 
         lstm_mac = lstm_macs_per_sample([(1, lstm.hidden_size)] + [(lstm.hidden_size, lstm.hidden_size)]
@@ -255,8 +255,19 @@ def main() -> int:
                                 "batch": [batch, window]}
         results["train_throughput"] = throughput
 
-        print("5/5 peak memory of rendering long files", flush=True)
+        print("5/6 peak memory of rendering long files", flush=True)
         results["render_memory"] = render_peak_memory(work / "quality" / "model", work, [1.0, 10.0], "fast")
+
+        print("6/6 one 3-minute take in a fresh process: ONNX Runtime against Keras", flush=True)
+        from startup import one_take
+
+        from ampsim.inference.runtime import verified_graph
+        from ampsim.modelling.models import save_model
+
+        release = work / "release"
+        save_model(default_model, default_card, release, runtime_graph=verified_graph(
+            default_model, default_card, di[: int(render_params.context_probe_seconds * RATE)], render_params))
+        results["startup"] = one_take(release, di, RATE, 3.0, {}, args.repeats)
     results["bench_minutes"] = (time.perf_counter() - started) / 60
     Path(args.out).write_text(json.dumps(results, indent=2, default=float) + "\n")
     print(table(results))
@@ -293,6 +304,10 @@ def table(r: dict) -> str:
         lines.append(f"  {length:>7}: {row['peak_rss_mb']:.0f} MB peak RSS ({row['audio_mb']:.0f} MB of audio as "
                      f"float32), {row['wall_seconds']:.1f} s wall")
     lines.append(f"  training process peak RSS: {r['quality']['peak_rss_mb_after_training']:.0f} MB")
+    if "startup" in r:
+        from startup import table as startup_table
+
+        lines += ["", startup_table(r["startup"])]
     return "\n".join(lines)
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 from ampsim.core.errors import AmpsimError
 
 RELEASES = Path("models")  # models/<device>/release: what the register stage leaves for rendering and export
+UI_HOST, UI_PORT = "127.0.0.1", 5000  # where `ampsim ui` serves the MLflow UI unless told otherwise
 
 
 def _params(args: argparse.Namespace) -> dict:
@@ -169,6 +170,7 @@ def cmd_register(args: argparse.Namespace) -> None:
     from ampsim.core.tracking import project_root
     from ampsim.data.windows import load_split
     from ampsim.deployment.registry import release
+    from ampsim.inference.runtime import verified_graph
     from ampsim.inference.warmup import describe, with_warmup
     from ampsim.modelling.models import load_model, save_model
 
@@ -179,8 +181,12 @@ def cmd_register(args: argparse.Namespace) -> None:
     scores = json.loads(Path(args.metrics).read_text())
     card = dataclasses.replace(with_warmup(model, card, val, train, render_params), validation_esr=scores["esr"],
                                device=args.device)
-    save_model(model, card, Path(args.out))
-    print(f"{args.device}: {describe(card, render_params)}; validation ESR {scores['esr']:.4f}; ready in {args.out}")
+    probe = val[0].x[: int(render_params.context_probe_seconds * card.sample_rate)]
+    graph = verified_graph(model, card, probe, render_params, val[0].knobs)
+    save_model(model, card, Path(args.out), runtime_graph=graph)
+    runtime = "ONNX Runtime" if graph else "Keras (no ONNX graph for this architecture)"
+    print(f"{args.device}: {describe(card, render_params)}; renders on {runtime}; validation ESR "
+          f"{scores['esr']:.4f}; ready in {args.out}")
     tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
     if tracker is not None:
         version = release(tracker, args.device, model, card, scores, val, project_root())
@@ -310,28 +316,45 @@ def cmd_ui(args: argparse.Namespace) -> None:
 
 def cmd_render_examples(args: argparse.Namespace) -> None:
     from ampsim.core.params import RenderParams, section
+    from ampsim.core.tracking import project_root, tracking_uri
     from ampsim.data.windows import load_split
     from ampsim.inference.files import render_examples
+    from ampsim.inference.listening import run_link, write_listening_page
     from ampsim.modelling.models import load_model
 
     params = _params(args)
+    render_params = section(params, "render", RenderParams, args.params)
     model, card = load_model(Path(args.model))
-    written = render_examples(model, card, load_split(Path(args.prepared), "val"),
-                              section(params, "render", RenderParams, args.params), Path(args.out))
+    segments = load_split(Path(args.prepared), "val")
+    written = render_examples(model, card, segments, render_params, Path(args.out))
     tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
+    if args.page:  # after the audio: the page is drawn from the WAVs as written
+        run = run_link(card.mlflow_run_id, tracker.experiment_id if tracker else None,
+                       tracker.uri if tracker else tracking_uri(project_root()), f"http://{UI_HOST}:{UI_PORT}")
+        page = write_listening_page(Path(args.page), Path(args.out), card, segments, render_params.passage_seconds,
+                                    run, title=f"ampsim: {args.device or card.device or 'the model'}, by ear",
+                                    summary=Path(args.summary) if args.summary else None,
+                                    metrics=Path(args.metrics) if args.metrics else None)
+        print(f"listening page: {page}")
     if tracker is not None:
         tracker.log_artifacts(Path(args.out), "audio")
     for capture, files in written.items():
         print(f"{capture}: " + ", ".join(str(path) for path in files.values()))
 
 
+def _model_path(reference: str) -> str:
+    """A device name as its release folder; anything else (a path, a registry URI) as it is."""
+    release = RELEASES / reference / "release"
+    if not reference.startswith("models:/") and not Path(reference).exists() and release.is_dir():
+        return str(release)
+    return reference
+
+
 def _load_model(reference: str):
     """A model by registry URI (models:/NAME@ALIAS), by path, or by device name (its release folder)."""
     from ampsim.modelling.models import load_model
 
-    release = RELEASES / reference / "release"
-    if not reference.startswith("models:/") and not Path(reference).exists() and release.is_dir():
-        reference = str(release)
+    reference = _model_path(reference)
     if reference.startswith("models:/"):
         from ampsim.core.tracking import project_root, tracking_uri
         from ampsim.deployment.registry import load_registered
@@ -350,10 +373,22 @@ def cmd_render(args: argparse.Namespace) -> None:
 
     params = section(_params(args), "render", RenderParams, args.params)
     knobs = dict(parse_knob(text) for text in args.knob)
-    model, card = _load_model(args.model)
-    render_paths(model, card, Path(args.input), Path(args.output), args.method or params.method, params,
-                 knobs=knobs, subtype=args.subtype, channel=args.channel, resample=args.resample, force=args.force,
-                 progress=not args.quiet)
+    method, runtime = args.method or params.method, args.runtime or params.runtime
+    released = None
+    if runtime == "onnx" and method == "fast" and Path(_model_path(args.model)).is_dir():
+        from ampsim.inference.runtime import released_runtime
+
+        released = released_runtime(Path(_model_path(args.model)), params, knobs)
+    if released is not None:
+        render_chunk, card = released
+        label = "fast on ONNX Runtime"
+    else:
+        from ampsim.inference.engine import renderer
+
+        model, card = _load_model(args.model)
+        render_chunk, label = renderer(model, card, method, params, knobs), method
+    render_paths(render_chunk, card, Path(args.input), Path(args.output), label, knobs=knobs, subtype=args.subtype,
+                 channel=args.channel, resample=args.resample, force=args.force, progress=not args.quiet)
 
 
 def cmd_export(args: argparse.Namespace) -> None:
@@ -487,10 +522,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     ex = sub.add_parser("render-examples", help="write input/target/prediction WAVs of the validation audio",
                         description="Stage 5. For every capture, the opening `render.example_seconds` of its "
-                                    "validation audio as input.wav, target.wav and prediction.wav, for listening.")
+                                    "validation audio as input.wav, target.wav and prediction.wav, for listening; "
+                                    "with --page, a static page that plays them side by side with the ESR of "
+                                    "each passage (`render.passage_seconds`), figures and the model card.")
     ex.add_argument("--prepared", required=True, help="output folder of `ampsim validate`")
     ex.add_argument("--model", required=True, help="folder written by `ampsim train`")
     ex.add_argument("--out", required=True, help="folder of example WAVs (replaced atomically)")
+    ex.add_argument("--page", help="also write the listening page here (the render stage: reports/<device>/index.html), "
+                                   "which refers to the WAVs and figures in --out by relative paths")
+    ex.add_argument("--device", help="the device's name, for the page's title")
+    ex.add_argument("--summary", help="training's summary.json: the steps, for the page's model card")
+    ex.add_argument("--metrics", help="evaluate's metrics.json: the validation ESR, for the page's model card")
     ex.add_argument("--no-mlflow", action="store_true", help="do not log to MLflow")
     ex.set_defaults(func=cmd_render_examples)
 
@@ -539,6 +581,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                   ".keras export, or models:/NAME@ALIAS from the MLflow registry")
     rd.add_argument("--method", choices=["fast", "exact", "sliding-window"],
                     help="default: params render.method; sliding-window is the 2018 model's own method")
+    rd.add_argument("--runtime", choices=["onnx", "keras"],
+                    help="default: params render.runtime; onnx renders a release's ONNX graph (fast method) "
+                         "without importing Keras")
     rd.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                     help="a knob-conditioned model's setting, 0-1, e.g. --knob gain=0.7 (one per knob)")
     rd.add_argument("--subtype", help="output subtype, e.g. PCM_24 or FLOAT (default: the input's where the output "
@@ -626,8 +671,8 @@ def build_parser() -> argparse.ArgumentParser:
     ui = sub.add_parser("ui", help="the MLflow UI on this project's runs (prints the address to open)",
                         description="Start `mlflow ui` on the project's store (MLFLOW_TRACKING_URI, else mlflow.db) and "
                                     "print the address that opens experiment `mlflow.experiment` on its training runs.")
-    ui.add_argument("--host", default="127.0.0.1", help="(default: %(default)s)")
-    ui.add_argument("--port", type=int, default=5000, help="(default: %(default)s)")
+    ui.add_argument("--host", default=UI_HOST, help="(default: %(default)s)")
+    ui.add_argument("--port", type=int, default=UI_PORT, help="(default: %(default)s)")
     ui.set_defaults(func=cmd_ui)
     return parser
 

@@ -59,7 +59,7 @@ def knob_vector(names: list[str], given: Mapping[str, float] | None, model: str 
     missing = [name for name in names if name not in given]
     if missing:
         raise AmpsimError(f"{model} is conditioned on the knobs {', '.join(names)}; no value given for "
-                          f"{missing[0]!r}", fix=f"pass every knob, e.g. " + " ".join(f"--knob {n}=0.5" for n in names))
+                          f"{missing[0]!r}", fix="pass every knob, e.g. " + " ".join(f"--knob {n}=0.5" for n in names))
     values = [check_value(name, given[name], None) for name in names]
     return np.asarray(values, np.float32)
 

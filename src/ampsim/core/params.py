@@ -127,7 +127,10 @@ class EvaluateParams:
 @dataclass(frozen=True)
 class RenderParams:
     example_seconds: float  # per capture, from the start of its validation audio
+    passage_seconds: float  # the listening page's ESR and level per passage of this length
     method: str  # fast | exact | sliding-window (lstm2018 only)
+    runtime: str  # onnx: a release's `fast` rendering on ONNX Runtime (no Keras import) | keras
+    runtime_tolerance_esr: float  # the register stage refuses an ONNX graph further than this from Keras
     block_ms: float  # fast mode: length of each block rendered side by side (at least ...)
     blocks_per_context: int  # ... this many times the model's warm-up, which each block renders first
     blocks_per_batch: int  # fast mode: blocks per predict call
@@ -137,6 +140,13 @@ class RenderParams:
     context_tolerance_esr: float  # fast-mode warm-up: the shortest whose ESR against exact is below this
     context_probe_seconds: float  # ... measured on this much of each capture's validation audio
     max_context_ms: float  # longest warm-up tried
+
+
+@dataclass(frozen=True)
+class PrefectParams:
+    gpu_slots: int  # training runs at once (the `gpu` concurrency limit)
+    dask_address: str | None  # the render flow's Dask scheduler; None: a local cluster
+    dask_workers: int  # local cluster: worker processes
 
 
 @dataclass(frozen=True)

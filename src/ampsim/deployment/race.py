@@ -87,7 +87,7 @@ def apply_winner(project: Path, entry: Entry) -> None:
                             capture_output=True, text=True, env=tool_env())
     if result.returncode != 0:
         raise AmpsimError(f"`dvc exp apply {entry.experiment}` failed: {result.stderr.strip()[-400:]}",
-                          path=project, fix=f"run it yourself; the race's experiments are in `dvc exp show`")
+                          path=project, fix="run it yourself; the race's experiments are in `dvc exp show`")
 
 
 def table(entries: list[Entry]) -> str:

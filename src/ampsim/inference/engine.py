@@ -19,7 +19,6 @@ and add the knob channels themselves, so files, chunks and warm-up history stay 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 
 import keras
 import numpy as np
@@ -27,29 +26,12 @@ import numpy as np
 from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_vector, with_knobs
 from ampsim.core.params import RenderParams
-from ampsim.data.windows import samples
+from ampsim.inference.blocks import (WINDOWS_PER_BATCH, BlockPlan, BlockRenderer, Predict, fast_plan,  # noqa: F401
+                                     sliding_window_plan, split_over_threads)
 from ampsim.modelling.architectures import architecture
 from ampsim.modelling.models import ModelCard, streaming_twin
 
 METHODS = ("fast", "exact", "sliding-window")
-WINDOWS_PER_BATCH = 256  # sliding window: 256 x 5280 x 4 bytes = 5.4 MB of input per predict batch
-
-
-@dataclass(frozen=True)
-class BlockPlan:
-    """How `fast` (and `sliding-window`) cut the audio: up to `blocks` blocks of `block` samples per batch,
-    each after `context` samples of warm-up."""
-
-    block: int
-    context: int
-    blocks: int
-    # The first block of a stream starts from the zero state, as `exact` does, instead of after `context`
-    # samples of silence (a model's state on silence is not zero). `sliding-window` keeps 2018's padding.
-    exact_start: bool = True
-
-    @property
-    def chunk(self) -> int:
-        return self.block * self.blocks
 
 
 def _compiled(model: keras.Model, jit_compile: bool) -> keras.Model:
@@ -61,68 +43,21 @@ def _compiled(model: keras.Model, jit_compile: bool) -> keras.Model:
     return view
 
 
-class BlockRenderer:
-    """Renders consecutive chunks of one stream by blocks with warm-up; remembers the last `context` input
-    samples so that a block at a chunk boundary gets the same warm-up as any other."""
+def keras_predict(model: keras.Model, jit_compile: bool, workers: int = 1) -> Predict:
+    """`model`'s predict for the block renderer. XLA runs one recurrent loop on one core: a batch split over
+    `workers` threads uses the others. Only on TensorFlow: the JAX backend's predict donates the model's
+    state buffers, so two threads cannot predict with one model at once."""
+    view = _compiled(model, jit_compile)
 
-    def __init__(self, model: keras.Model, plan: BlockPlan, jit_compile: bool, workers: int = 1,
-                 knobs: np.ndarray | None = None):
-        self.model, self.plan = _compiled(model, jit_compile), plan
-        self.knobs = np.zeros(0, np.float32) if knobs is None else np.asarray(knobs, np.float32)
-        # XLA runs one recurrent loop on one core: a batch split over `workers` threads uses the others.
-        # Only on TensorFlow: the JAX backend's predict donates the model's state buffers, so two threads
-        # cannot predict with one model at once.
-        threads = workers if keras.backend.backend() == "tensorflow" else 1
-        self.workers = max(1, min(threads, plan.blocks))
-        self.reset()
+    def predict(batch: np.ndarray) -> np.ndarray:
+        return np.asarray(view.predict_on_batch(batch))[..., 0]
 
-    def reset(self) -> None:
-        """Start a new stream (the compiled function is kept)."""
-        self.history = np.zeros(self.plan.context, np.float32)
-        self.at_start = self.plan.exact_start
-
-    @property
-    def chunk(self) -> int:
-        """Samples per call that fill exactly one batch."""
-        return self.plan.chunk
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        plan = self.plan
-        x = np.asarray(x, np.float32)
-        out = np.empty(len(x), np.float32)
-        for start in range(0, len(x), plan.chunk):
-            part = x[start : start + plan.chunk]
-            count = -(-len(part) // plan.block)
-            # Batches of `blocks` rows, or a power of two for a short last one: few shapes, few compilations.
-            rows = min(plan.blocks, 1 << (count - 1).bit_length())
-            padded = np.zeros(plan.context + rows * plan.block, np.float32)
-            padded[: plan.context] = self.history
-            padded[plan.context : plan.context + len(part)] = part
-            batch = np.lib.stride_tricks.sliding_window_view(padded, plan.context + plan.block)[:: plan.block][:rows]
-            batch = batch.copy()
-            if self.at_start:  # the opening block first, then silence: its output starts from the zero state
-                batch[0] = np.roll(batch[0], -plan.context)
-                batch[0, plan.block :] = 0.0
-            predicted = self._predict(batch)[:count]
-            tails = predicted[:, plan.context :]
-            if self.at_start:
-                tails[0] = predicted[0, : plan.block]
-                self.at_start = False
-            out[start : start + len(part)] = tails.reshape(-1)[: len(part)]
-            self.history = padded[len(part) : len(part) + plan.context].copy()
-        return out
+    return split_over_threads(predict, workers if keras.backend.backend() == "tensorflow" else 1)
 
 
-    def _predict(self, batch: np.ndarray) -> np.ndarray:
-        if self.workers == 1 or len(batch) < self.workers:
-            return np.asarray(self.model.predict_on_batch(with_knobs(batch, self.knobs)))[..., 0]
-        from concurrent.futures import ThreadPoolExecutor
-
-        parts = np.array_split(batch, self.workers)
-        with ThreadPoolExecutor(self.workers) as pool:
-            outputs = list(pool.map(lambda part: np.asarray(self.model.predict_on_batch(with_knobs(part, self.knobs))),
-                                    parts))
-        return np.concatenate(outputs)[..., 0]
+def block_renderer(model: keras.Model, plan: BlockPlan, jit_compile: bool, workers: int = 1,
+                   knobs: np.ndarray | None = None) -> BlockRenderer:
+    return BlockRenderer(keras_predict(model, jit_compile, min(workers, plan.blocks)), plan, knobs)
 
 
 class ExactRenderer:
@@ -171,7 +106,7 @@ def exact_renderer(model: keras.Model, chunk: int, jit_compile: bool, knobs: np.
     a causal convolution by blocks of `chunk` samples after R - 1 of context (it has no state)."""
     field = receptive_field(model)
     if field is not None:
-        return BlockRenderer(model, BlockPlan(chunk, field - 1, 1), jit_compile, knobs=knobs)
+        return block_renderer(model, BlockPlan(chunk, field - 1, 1), jit_compile, knobs=knobs)
     return ExactRenderer(model, chunk, jit_compile, initial_state=initial_state, knobs=knobs)
 
 
@@ -187,13 +122,9 @@ def settled_state(model: keras.Model, seconds: float, sample_rate: int) -> list[
     return [np.asarray(s) for s in state]
 
 
-def sliding_window_plan(window: int, hop: int) -> BlockPlan:
-    return BlockPlan(hop, window - hop, WINDOWS_PER_BATCH, exact_start=False)
-
-
 def render_sliding_window(model: keras.Model, x: np.ndarray, window: int, hop: int, jit_compile: bool) -> np.ndarray:
     """The 2018 method with its length bugs fixed: len(output) == len(x)."""
-    return BlockRenderer(model, sliding_window_plan(window, hop), jit_compile)(x)
+    return block_renderer(model, sliding_window_plan(window, hop), jit_compile)(x)
 
 
 def render_exact(model: keras.Model, x: np.ndarray, chunk: int, jit_compile: bool,
@@ -203,20 +134,7 @@ def render_exact(model: keras.Model, x: np.ndarray, chunk: int, jit_compile: boo
 
 def render_fast(model: keras.Model, x: np.ndarray, plan: BlockPlan, jit_compile: bool, workers: int = 1,
                 knobs: np.ndarray | None = None) -> np.ndarray:
-    return BlockRenderer(model, plan, jit_compile, workers, knobs)(x)
-
-
-def fast_plan(card: ModelCard, params: RenderParams) -> BlockPlan:
-    """The block plan for `fast` mode: the model's measured context, and blocks long enough that rendering
-    each block's warm-up adds at most 1 / render.blocks_per_context to the work (a model that needs 2 s of
-    warm-up renders 8 s blocks, not 0.5 s ones that would cost 5x the audio)."""
-    if card.context_samples is None:
-        raise AmpsimError("this model has no measured warm-up context for fast rendering (the register stage "
-                          "measures it: a model straight from training has none)",
-                          fix="render the released model (`--model DEVICE`, or models/DEVICE/release), or "
-                              "render with --method exact")
-    block = max(samples(params.block_ms, card.sample_rate), card.context_samples * params.blocks_per_context)
-    return BlockPlan(block=block, context=card.context_samples, blocks=params.blocks_per_batch)
+    return block_renderer(model, plan, jit_compile, workers, knobs)(x)
 
 
 def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderParams,
@@ -240,9 +158,9 @@ def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderPar
         elif card.context_samples is None and card.context_esr is not None:
             # measured, and no warm-up up to render.max_context_ms made blocks match one stream
             return ExactRenderer(model, params.exact_chunk_samples, params.jit_compile, knobs=vector)
-        return BlockRenderer(model, fast_plan(card, params), params.jit_compile, params.workers, vector)
-    return BlockRenderer(model, sliding_window_plan(card.window_samples, card.tail_samples), params.jit_compile,
-                         params.workers)
+        return block_renderer(model, fast_plan(card, params), params.jit_compile, params.workers, vector)
+    return block_renderer(model, sliding_window_plan(card.window_samples, card.tail_samples), params.jit_compile,
+                          params.workers)
 
 
 def render(model: keras.Model, card: ModelCard, x: np.ndarray, params: RenderParams,

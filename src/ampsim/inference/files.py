@@ -7,9 +7,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator
 
-import keras
 import numpy as np
 import soundfile as sf
 import soxr
@@ -19,14 +18,21 @@ from ampsim.core.audio import AUDIO_EXTENSIONS, atomic_dir, atomic_file, write_w
 from ampsim.core.errors import AmpsimError, CaptureError
 from ampsim.core.params import RenderParams
 from ampsim.data.windows import Segment
-from ampsim.inference.engine import BlockRenderer, ExactRenderer, render, renderer
-from ampsim.modelling.models import ModelCard
+from ampsim.inference.blocks import BlockRenderer
+from ampsim.modelling.card import ModelCard
+
+if TYPE_CHECKING:  # Keras only where a Keras model renders: a release on ONNX Runtime never imports it
+    import keras
+
+    from ampsim.inference.engine import ExactRenderer
 
 
 def render_examples(model: keras.Model, card: ModelCard, segments: list[Segment], params: RenderParams,
                     out_dir: Path) -> dict[str, dict[str, Path]]:
     """For each validation segment, its opening `params.example_seconds` as input/target/prediction WAVs for
     listening. The folder is replaced atomically."""
+    from ampsim.inference.engine import render
+
     frames = int(round(params.example_seconds * card.sample_rate))
     written: dict[str, dict[str, Path]] = {}
     with atomic_dir(out_dir) as scratch:
@@ -216,12 +222,13 @@ def audio_files(folder: Path) -> list[Path]:
                   if p.is_file() and p.suffix.lower() in AUDIO_EXTENSIONS and not p.name.startswith("."))
 
 
-def render_paths(model: keras.Model, card: ModelCard, source: Path, target: Path, method: str,
-                 params: RenderParams, *, knobs: dict[str, float] | None = None, subtype: str | None = None,
+def render_paths(render_chunk: BlockRenderer | ExactRenderer, card: ModelCard, source: Path, target: Path,
+                 method: str, *, knobs: dict[str, float] | None = None, subtype: str | None = None,
                  channel: int | None = None, resample: bool = False, force: bool = False, progress: bool = True,
                  report: Callable[[str], None] = print) -> list[FileResult]:
-    """Render a file into a file, or every audio file of a folder into a folder of the same names. A bad
-    file in a folder is reported and skipped; the others are still rendered, then the failures are raised."""
+    """Render a file into a file, or every audio file of a folder into a folder of the same names, with the
+    stream renderer `render_chunk` (reset for every file; `method` names it in the report). A bad file in a
+    folder is reported and skipped; the others are still rendered, then the failures are raised."""
     source, target = Path(source), Path(target)
     if source.is_dir():
         if target.exists() and not target.is_dir():
@@ -235,7 +242,6 @@ def render_paths(model: keras.Model, card: ModelCard, source: Path, target: Path
             raise AmpsimError("no audio files in the folder", path=source, fix="put .wav/.flac/.aiff DI files there")
     else:
         jobs = [(source, target)]
-    render_chunk = renderer(model, card, method, params, knobs)  # compiled once, reset for every file
     setting = "".join(f", {name}={value:g}" for name, value in sorted((knobs or {}).items()))
     results, failures = [], []
     for src, dst in jobs:

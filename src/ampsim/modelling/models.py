@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
@@ -16,6 +15,7 @@ import keras
 from ampsim.core.audio import atomic_dir
 from ampsim.core.errors import AmpsimError
 from ampsim.modelling.architectures import registered
+from ampsim.modelling.card import CARD_FILE, MODEL_FILE, RUNTIME_FILE, ModelCard, read_card  # noqa: F401 - re-exported
 
 
 def streaming_twin(model: keras.Model) -> keras.Model:
@@ -46,38 +46,13 @@ def streaming_twin(model: keras.Model) -> keras.Model:
 
 # --- the saved model: Keras file plus a card that says how to feed it ---------------------------------
 
-MODEL_FILE = "model.keras"
-CARD_FILE = "card.json"
-
-
-@dataclass(frozen=True)
-class ModelCard:
-    """What a renderer needs besides the weights: the architecture, the sample rate it was trained at, its
-    knobs and, for `lstm2018`, the sliding window it was trained on."""
-
-    architecture: str  # a name in ampsim.modelling.architectures: "lstm" | "lstm2018"
-    sample_rate: int
-    input_size: int
-    window_samples: int  # lstm2018: crop length (5280 at 48 kHz); lstm: training segment length
-    tail_samples: int  # lstm2018: scored tail = sliding-window hop (480 at 48 kHz); lstm: segment minus warm-up
-    captures: list[str]
-    mlflow_run_id: str | None
-    # Measured by the register stage (absent in a model straight from training):
-    context_samples: int | None = None  # warm-up that makes `fast` rendering match `exact` within tolerance
-    context_esr: float | None = None  # ESR between fast and exact with that warm-up
-    validation_esr: float | None = None  # ESR of the exact (or, for lstm2018, sliding-window) rendering
-    # A knob-conditioned model's knobs, in the order of its input channels after the audio (0-1 each):
-    knobs: list[str] = field(default_factory=list)
-    device: str | None = None  # the folder under data/captures/ it models, and its registered name
-    latency_samples: dict[str, int] = field(default_factory=dict)  # per capture: the latency compensated in training
-    loss_name: str | None = None  # the loss it was trained on (e.g. `esr_dc`), as its loss curve is labelled
-    imported_from: str | None = None  # `ampsim import`: the .nam file it was read from (no ampsim training)
-
-
-def save_model(model: keras.Model, card: ModelCard, folder: Path) -> None:
-    """Write model.keras and card.json into `folder` atomically (an interrupted save keeps the old model)."""
+def save_model(model: keras.Model, card: ModelCard, folder: Path, runtime_graph: bytes | None = None) -> None:
+    """Write model.keras and card.json, and the model's ONNX graph when given, into `folder` atomically (an
+    interrupted save keeps the old model)."""
     with atomic_dir(folder) as scratch:
         model.save(scratch / MODEL_FILE)
+        if runtime_graph is not None:
+            (scratch / RUNTIME_FILE).write_bytes(runtime_graph)
         (scratch / CARD_FILE).write_text(json.dumps(dataclasses.asdict(card), indent=2) + "\n")
 
 
@@ -100,9 +75,4 @@ def load_model(path: Path) -> tuple[keras.Model, ModelCard]:
     except (ValueError, OSError, KeyError, TypeError) as exc:  # Keras' words for a truncated or foreign file
         raise AmpsimError(f"not a readable Keras model ({str(exc).splitlines()[0][:200]})", path=model_file,
                           fix="restore it: `dvc checkout` (a model in DVC), or retrain it with `dvc repro`") from exc
-    try:
-        fields = json.loads(card_file.read_text())
-    except json.JSONDecodeError as exc:
-        raise AmpsimError(f"not a readable model card ({exc})", path=card_file,
-                          fix="restore it: `dvc checkout` (a model in DVC), or retrain it with `dvc repro`") from exc
-    return model, ModelCard(**fields)
+    return model, read_card(card_file)

@@ -13,7 +13,10 @@ A module provides:
 - bake_knobs(model, knob_values) -> keras.Model: a knob setting folded into a plain one-input model;
 - optionally, to read NAM's files of one architecture (`ampsim import`): NAM_ARCHITECTURE (its name in the
   file), nam_weight_count(config) -> int (from the config alone, checked before anything is allocated) and
-  from_nam(config, weights) -> NamImport.
+  from_nam(config, weights) -> NamImport;
+- optionally, onnx_graph(model) -> bytes: the model as an ONNX graph ([blocks, samples, 1 + knobs] ->
+  [blocks, samples, 1]) that the release carries, so that `ampsim render` runs it on ONNX Runtime without
+  importing Keras (a model without one renders on Keras).
 A model that renders exactly by blocks (a causal convolution) has a layer with a `receptive_field`.
 """
 

@@ -18,6 +18,7 @@ from ampsim.core.errors import AmpsimError
 from ampsim.data.windows import samples
 from ampsim.modelling.architectures import NamPayload, Recipe, lstm_layers, nam_layer, nam_lstm_payload
 from ampsim.modelling.losses import tail_mse
+from ampsim.modelling.onnx_graph import lstm_stack
 
 NAME = "lstm2018"
 DESCRIPTION = "LSTM(64) -> LSTM(64) -> LSTM(1), no head (the 2018 model)"
@@ -70,6 +71,11 @@ def _output_layer_as(units: int, kernel: np.ndarray, recurrent: np.ndarray,
     wide_recurrent[0, gates] = recurrent[0]
     wide_bias[gates] = bias
     return wide_kernel, wide_recurrent, wide_bias
+
+
+def onnx_graph(model: keras.Model) -> bytes:
+    """The model for ONNX Runtime (`ampsim render` of a released model): the three layers, no head."""
+    return lstm_stack([layer.get_weights() for layer in lstm_layers(model)], 1)
 
 
 def nam(model: keras.Model, state: list[np.ndarray]) -> NamPayload:

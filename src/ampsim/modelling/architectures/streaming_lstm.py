@@ -18,6 +18,7 @@ from ampsim.modelling.architectures import (NamImport, NamPayload, Recipe, bound
                                             nam_layer, nam_lstm_layers, nam_lstm_payload, nam_lstm_weight_count)
 from ampsim.modelling.losses import fit_loss
 from ampsim.modelling.carried_lstm import CarriedLSTM
+from ampsim.modelling.onnx_graph import lstm_stack
 
 AIDAX_HIDDEN_SIZES = (8, 12, 16, 20, 24, 32, 40, 64, 80)  # the LSTM sizes AIDA-X's RTNeural build loads
 
@@ -117,6 +118,13 @@ def from_nam(config: dict, weights: np.ndarray) -> NamImport:
         layer.set_weights([np.asarray(v, np.float32) for v in values])
     model.get_layer("head").set_weights([np.asarray(v, np.float32) for v in head])
     return NamImport(model, 0, 0)
+
+
+def onnx_graph(model: keras.Model) -> bytes:
+    """The model for ONNX Runtime (`ampsim render` of a released model), knob channels as inputs."""
+    head = model.get_layer("head").get_weights()
+    return lstm_stack([layer.get_weights() for layer in lstm_layers(model)], int(model.inputs[0].shape[-1]),
+                      (head[0], head[1]), has_input_skip(model))
 
 
 def aidax_layers(model: keras.Model) -> list[dict]:
