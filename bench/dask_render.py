@@ -62,7 +62,8 @@ def main() -> int:
                 float(np.sum((a - b) ** 2) / np.sum(a**2))
                 for a, b in ((sf.read(first["folder"] / f.name, dtype="float64")[0],
                               sf.read(row["folder"] / f.name, dtype="float64")[0]) for f in sorted(takes.iterdir())))
-            del row["folder"]
+        for row in rows.values():
+            del row["folder"]  # a temporary path: not a figure
     print(f"render flow on a local Dask cluster: {args.takes} takes x {args.seconds:g} s, {args.model}")
     for workers, row in rows.items():
         print(f"  {workers} worker(s): {row['wall_seconds']:6.1f} s wall, {row['x_real_time']:5.1f}x real time, "

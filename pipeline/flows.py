@@ -32,9 +32,11 @@ from ampsim.core.params import MlflowParams, PrefectParams, RenderParams, load_p
 from ampsim.core.tracking import tracking_uri  # noqa: E402
 from ampsim.deployment.orchestration import (TransientFailure, changed_devices, record_rendered,  # noqa: E402
                                              registered_version, render_plan, run_experiment)
-from ampsim.deployment.registry import load_registered, promote_and_record, promoted_uri  # noqa: E402
-from ampsim.inference.engine import render, renderer  # noqa: E402
+from ampsim.deployment.registry import (download_registered, load_registered, promote_and_record,  # noqa: E402
+                                        promoted_uri)
+from ampsim.inference.engine import render  # noqa: E402
 from ampsim.inference.files import audio_files, render_file  # noqa: E402
+from ampsim.inference.runtime import graph_runtime  # noqa: E402
 
 # Dask workers (another process, maybe another host) receive the tasks of this file by value: they need ampsim
 # installed, not this folder on their path.
@@ -135,18 +137,35 @@ def retrain_changed(project: str = ".", promote: bool = True, force: bool = Fals
 
 
 @functools.lru_cache(maxsize=2)
+def _downloaded(model_uri: str, tracking: str):
+    """A worker process fetches each model version once, whatever number of files it renders with it."""
+    return download_registered(model_uri, tracking)
+
+
+@functools.lru_cache(maxsize=2)
 def _registered(model_uri: str, tracking: str):
-    """A worker process loads each model version once, whatever number of files it renders with it."""
     return load_registered(model_uri, tracking)
+
+
+def _renderer(model_uri: str, project: str, knobs: dict[str, float] | None):
+    """The version's ONNX graph where it has one (no Keras import on the worker), as `ampsim render` does."""
+    params = section(load_params(Path(project) / "params.yaml"), "render", RenderParams)
+    if params.runtime == "onnx" and params.method == "fast":
+        folder, card, _ = _downloaded(model_uri, tracking_uri(Path(project)))
+        render_chunk = graph_runtime(folder, card, params, knobs)
+        if render_chunk is not None:
+            return render_chunk, card
+    from ampsim.inference.engine import renderer
+
+    model, card, _ = _registered(model_uri, tracking_uri(Path(project)))
+    return renderer(model, card, params.method, params, knobs), card
 
 
 @task
 def render_one(model_uri: str, project: str, source: str, target: str, knobs: dict[str, float] | None,
                key: str) -> str:
-    params = section(load_params(Path(project) / "params.yaml"), "render", RenderParams)
-    model, card, version = _registered(model_uri, tracking_uri(Path(project)))
-    result = render_file(renderer(model, card, params.method, params, knobs), card.sample_rate, Path(source),
-                         Path(target), force=True, progress=False)
+    render_chunk, card = _renderer(model_uri, project, knobs)
+    result = render_file(render_chunk, card.sample_rate, Path(source), Path(target), force=True, progress=False)
     return f"{result.target}: {result.seconds:.1f} s, {result.realtime_factor:.1f}x real time"
 
 
@@ -194,7 +213,7 @@ def render_folder(input_dir: str, output_dir: str, model: str | None = None, pro
     project = str(Path(project).resolve())
     alias = section(load_params(Path(project) / "params.yaml"), "mlflow", MlflowParams).render_alias
     model_uri = model or (f"models:/{device}@{alias}" if device else promoted_uri(Path(project) / "models", alias))
-    _, _, version = load_registered(model_uri, tracking_uri(Path(project)))
+    _, _, version = download_registered(model_uri, tracking_uri(Path(project)))
     # the same file at another knob setting is another rendering: the setting is part of the key
     key = f"{version.name}/{version.version}" + "".join(f" {k}={v:g}" for k, v in sorted((knobs or {}).items()))
     Path(output_dir).mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@ render flow renders a folder with the promoted model and skips what that version
 
 from __future__ import annotations
 
+import subprocess
 import sys
 
 import numpy as np
@@ -12,7 +13,7 @@ import soundfile as sf
 
 pytest.importorskip("keras")
 
-from conftest import PROJECT, run_tool, write_capture  # noqa: E402
+from conftest import PROJECT, run_tool, tool_env, write_capture  # noqa: E402
 
 sys.path.insert(0, str(PROJECT / "pipeline"))
 
@@ -61,21 +62,36 @@ def test_train_flow_registers_promotes_then_fails_loudly_on_a_bad_capture_and_re
                                 dask_workers=2)
     assert len(first["rendered"]) == 2 and first["skipped"] == []
     assert sf.info(str(out / "take2.flac")).frames == 48000
-    # two Dask workers rendered what one process renders file after file
+    # two Dask workers rendered what one process renders file after file, on the ONNX graph registered with
+    # the version, within the register stage's tolerance of Keras
     from ampsim.core.metrics import esr
     from ampsim.core.params import RenderParams, load_params, section
-    from ampsim.deployment.registry import load_registered
+    from ampsim.deployment.registry import download_registered, load_registered
     from ampsim.inference.engine import renderer
     from ampsim.inference.files import render_paths
+    from ampsim.inference.runtime import graph_runtime
+    from ampsim.modelling.card import RUNTIME_FILE
 
-    model, card, _ = load_registered("models:/demo/1", isolated_mlflow)
+    folder, card, _ = download_registered("models:/demo/1", isolated_mlflow)
+    assert (folder / RUNTIME_FILE).is_file()
+    model, _, _ = load_registered("models:/demo/1", isolated_mlflow)
     params = section(load_params(project_copy / "params.yaml"), "render", RenderParams)
-    sequential = project_copy.parent / "sequential"
-    render_paths(renderer(model, card, params.method, params, {"gain": 0.5}), card, dis, sequential, params.method,
-                 progress=False, report=lambda line: None)
+    on_onnx, on_keras = project_copy.parent / "on-onnx", project_copy.parent / "on-keras"
+    render_paths(graph_runtime(folder, card, params, {"gain": 0.5}), card, dis, on_onnx, "onnx", progress=False,
+                 report=lambda line: None)
+    render_paths(renderer(model, card, "fast", params, {"gain": 0.5}), card, dis, on_keras, "fast", progress=False,
+                 report=lambda line: None)
     for name in ("take1.wav", "take2.flac"):
-        reference = sf.read(sequential / name, dtype="float64")[0]
+        reference = sf.read(on_onnx / name, dtype="float64")[0]
         assert esr(reference, sf.read(out / name, dtype="float64")[0]) < 1e-9 and np.sum(reference**2) > 0
+        assert esr(sf.read(on_keras / name, dtype="float64")[0], reference) < params.runtime_tolerance_esr
+    # `ampsim render --model models:/...` renders a registered version on its graph too
+    cli = subprocess.run(["ampsim", "render", str(dis / "take1.wav"), str(project_copy.parent / "cli.wav"),
+                          "--model", "models:/demo/1", "--knob", "gain=0.5"], cwd=project_copy, capture_output=True,
+                         text=True, env={**tool_env(), "MLFLOW_TRACKING_URI": isolated_mlflow})
+    assert cli.returncode == 0 and "ONNX Runtime" in cli.stdout, cli.stderr
+    assert esr(sf.read(on_onnx / "take1.wav", dtype="float64")[0],
+               sf.read(project_copy.parent / "cli.wav", dtype="float64")[0]) < 1e-9
     second = flows.render_folder(str(dis), str(out), project=str(project_copy), knobs={"gain": 0.5})
     assert second["rendered"] == [] and len(second["skipped"]) == 2
     sf.write(dis / "take1.wav", (0.5 * dry[:48000]).astype(np.float32), 48000)  # a new take under the same name

@@ -189,7 +189,7 @@ def cmd_register(args: argparse.Namespace) -> None:
           f"{scores['esr']:.4f}; ready in {args.out}")
     tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
     if tracker is not None:
-        version = release(tracker, args.device, model, card, scores, val, project_root())
+        version = release(tracker, args.device, model, card, scores, val, project_root(), runtime_graph=graph)
         print(f"registered {args.device} v{version} in {tracker.uri} (promote it: ampsim promote {args.device} {version})")
 
 
@@ -365,6 +365,24 @@ def _load_model(reference: str):
     return load_model(Path(reference))
 
 
+def _onnx_runtime(reference: str, params, knobs: dict[str, float]):
+    """(renderer, card) on ONNX Runtime for a release folder or a registered version that has a graph, else
+    None (Keras renders it)."""
+    from ampsim.inference.runtime import graph_runtime, released_runtime
+
+    if not reference.startswith("models:/"):
+        return released_runtime(Path(reference), params, knobs) if Path(reference).is_dir() else None
+    from ampsim.core.tracking import project_root, tracking_uri
+    from ampsim.deployment.registry import download_registered
+
+    folder, card, version = download_registered(reference, tracking_uri(project_root()))
+    render_chunk = graph_runtime(folder, card, params, knobs)
+    if render_chunk is None:
+        return None
+    print(f"{reference}: version {version.version} (run {version.run_id})", file=sys.stderr)
+    return render_chunk, card
+
+
 def cmd_render(args: argparse.Namespace) -> None:
     from ampsim.core.params import RenderParams, section
     from ampsim.inference.files import render_paths
@@ -374,11 +392,7 @@ def cmd_render(args: argparse.Namespace) -> None:
     params = section(_params(args), "render", RenderParams, args.params)
     knobs = dict(parse_knob(text) for text in args.knob)
     method, runtime = args.method or params.method, args.runtime or params.runtime
-    released = None
-    if runtime == "onnx" and method == "fast" and Path(_model_path(args.model)).is_dir():
-        from ampsim.inference.runtime import released_runtime
-
-        released = released_runtime(Path(_model_path(args.model)), params, knobs)
+    released = _onnx_runtime(_model_path(args.model), params, knobs) if runtime == "onnx" and method == "fast" else None
     if released is not None:
         render_chunk, card = released
         label = "fast on ONNX Runtime"

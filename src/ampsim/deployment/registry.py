@@ -26,7 +26,7 @@ from ampsim.core import metrics
 from ampsim.core.audio import write_text
 from ampsim.core.errors import AmpsimError
 from ampsim.data.windows import Segment
-from ampsim.modelling.models import ModelCard
+from ampsim.modelling.card import ModelCard
 
 PROMOTED_FILE = "promoted.json"
 URI_PATTERN = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -214,9 +214,8 @@ def resolve_version(client, uri: str):
                               " or set MLFLOW_TRACKING_URI to the right store") from exc
 
 
-def load_registered(uri: str, tracking_uri: str | None = None):
-    """Download a registered model and load it in Keras safe mode with its card; returns (model, card, version)."""
-    import keras
+def download_registered(uri: str, tracking_uri: str | None = None):
+    """Download a registered model's files (no Keras import); returns (folder, card, version)."""
     import mlflow
     from mlflow.models import Model
 
@@ -224,14 +223,21 @@ def load_registered(uri: str, tracking_uri: str | None = None):
     version = resolve_version(client, uri)
     mlflow.set_tracking_uri(client.tracking_uri)
     local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{version.name}/{version.version}"))
-    keras_files = sorted(local.rglob("*.keras"))
-    if not keras_files:
-        raise AmpsimError(f"{uri} holds no .keras file", path=local, fix="register a model logged by ampsim")
     card_fields = Model.load(local / "MLmodel").metadata.get("ampsim_card")
     if card_fields is None:
         raise AmpsimError(f"{uri} has no ampsim model card", fix="register a model logged by ampsim train")
-    model = keras.saving.load_model(keras_files[0], compile=False, safe_mode=True)
-    return model, ModelCard(**card_fields), version
+    return local, ModelCard(**card_fields), version
+
+
+def load_registered(uri: str, tracking_uri: str | None = None):
+    """Download a registered model and load it in Keras safe mode with its card; returns (model, card, version)."""
+    import keras
+
+    local, card, version = download_registered(uri, tracking_uri)
+    keras_files = sorted(local.rglob("*.keras"))
+    if not keras_files:
+        raise AmpsimError(f"{uri} holds no .keras file", path=local, fix="register a model logged by ampsim")
+    return keras.saving.load_model(keras_files[0], compile=False, safe_mode=True), card, version
 
 
 def rescorer(segments: list[Segment], render_fn: Callable, tracking_uri: str | None = None):
@@ -279,10 +285,12 @@ def promoted_uri(models_dir: Path, alias: str) -> str:
     return f"models:/{latest}@{alias}"
 
 
-def release(tracker, device: str, model, card: ModelCard, scores: dict, segments: list[Segment], root: Path) -> str:
-    """Log the release model to its training run and register it as a version of `device`; returns the
-    version. Tagged with the scores and the validation data they were measured on, to gate promotion."""
-    tracker.log_model(model, card)
+def release(tracker, device: str, model, card: ModelCard, scores: dict, segments: list[Segment], root: Path,
+            runtime_graph: bytes | None = None) -> str:
+    """Log the release model (with its ONNX graph, where it has one) to its training run and register it as a
+    version of `device`; returns the version. Tagged with the scores and the validation data they were
+    measured on, to gate promotion."""
+    tracker.log_model(model, card, runtime_graph=runtime_graph)
     tags = {"val_esr": scores["esr"], "val_esr_pre_emphasis": scores["esr_pre_emphasis"], "val_mse": scores["mse"],
             "mse_2018": scores["mse_2018"], "val_data": validation_fingerprint(segments),
             "architecture": card.architecture, "captures": ",".join(card.captures), "device": device,

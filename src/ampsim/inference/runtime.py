@@ -44,18 +44,25 @@ def onnx_predict(graph: Path | bytes, workers: int) -> Predict:
     return split_over_threads(predict, workers)
 
 
-def released_runtime(folder: Path, params: RenderParams, knobs: dict[str, float] | None
-                     ) -> tuple[BlockRenderer, ModelCard] | None:
-    """The `fast` renderer of the release in `folder` on ONNX Runtime, with its card; None when the folder
-    has no graph or the model has no measured warm-up (then Keras renders it)."""
-    folder = Path(folder)
-    if not (folder / RUNTIME_FILE).is_file() or not (folder / CARD_FILE).is_file():
-        return None
-    card = read_card(folder / CARD_FILE)
-    if card.context_samples is None:
+def graph_runtime(folder: Path, card: ModelCard, params: RenderParams, knobs: dict[str, float] | None
+                  ) -> BlockRenderer | None:
+    """The `fast` renderer of the graph in `folder` on ONNX Runtime; None when the folder has no graph or the
+    model has no measured warm-up (then Keras renders it)."""
+    if not (Path(folder) / RUNTIME_FILE).is_file() or card.context_samples is None:
         return None
     vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
-    return BlockRenderer(onnx_predict(folder / RUNTIME_FILE, params.workers), fast_plan(card, params), vector), card
+    return BlockRenderer(onnx_predict(Path(folder) / RUNTIME_FILE, params.workers), fast_plan(card, params), vector)
+
+
+def released_runtime(folder: Path, params: RenderParams, knobs: dict[str, float] | None
+                     ) -> tuple[BlockRenderer, ModelCard] | None:
+    """`graph_runtime` of the release folder written by the register stage, with its card."""
+    folder = Path(folder)
+    if not (folder / CARD_FILE).is_file():
+        return None
+    card = read_card(folder / CARD_FILE)
+    render_chunk = graph_runtime(folder, card, params, knobs)
+    return None if render_chunk is None else (render_chunk, card)
 
 
 def verified_graph(model: keras.Model, card: ModelCard, probe: np.ndarray, params: RenderParams,
