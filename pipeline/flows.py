@@ -15,7 +15,6 @@ stage graph is dvc.yaml, the steps are `ampsim.deployment.orchestration`, `ampsi
 from __future__ import annotations
 
 import dataclasses
-import functools
 import sys
 from pathlib import Path
 from typing import Any
@@ -26,17 +25,15 @@ from prefect.concurrency.sync import concurrency
 
 from ampsim.core.quiet import quiet_backends
 
-quiet_backends()  # before the imports below bring in Keras and TensorFlow
+quiet_backends()  # before anything brings in Keras and TensorFlow (training, promotion, a model without a graph)
 
 from ampsim.core.params import MlflowParams, PrefectParams, RenderParams, load_params, section  # noqa: E402
 from ampsim.core.tracking import tracking_uri  # noqa: E402
 from ampsim.deployment.orchestration import (TransientFailure, changed_devices, record_rendered,  # noqa: E402
                                              registered_version, render_plan, run_experiment)
-from ampsim.deployment.registry import (download_registered, load_registered, promote_and_record,  # noqa: E402
-                                        promoted_uri)
-from ampsim.inference.engine import render  # noqa: E402
+from ampsim.deployment.registry import download_registered, promote_and_record, promoted_uri  # noqa: E402
 from ampsim.inference.files import audio_files, render_file  # noqa: E402
-from ampsim.inference.runtime import graph_runtime  # noqa: E402
+from ampsim.inference.runtime import version_renderer  # noqa: E402
 
 # Dask workers (another process, maybe another host) receive the tasks of this file by value: they need ampsim
 # installed, not this folder on their path.
@@ -77,6 +74,8 @@ def experiment(project: str, overrides: dict[str, Any], device: str) -> dict[str
 
 @task
 def promote_task(project: str, name: str, version: str, alias: str, force: bool) -> dict[str, Any]:
+    from ampsim.inference.engine import render
+
     params = load_params(Path(project) / "params.yaml")
     render_params = section(params, "render", RenderParams)
     decision = promote_and_record(tracking_uri(Path(project)), name, version, alias, force=force,
@@ -136,35 +135,12 @@ def retrain_changed(project: str = ".", promote: bool = True, force: bool = Fals
     return {"trained": trained, "unchanged": [device for device in devices if device not in changed]}
 
 
-@functools.lru_cache(maxsize=2)
-def _downloaded(model_uri: str, tracking: str):
-    """A worker process fetches each model version once, whatever number of files it renders with it."""
-    return download_registered(model_uri, tracking)
-
-
-@functools.lru_cache(maxsize=2)
-def _registered(model_uri: str, tracking: str):
-    return load_registered(model_uri, tracking)
-
-
-def _renderer(model_uri: str, project: str, knobs: dict[str, float] | None):
-    """The version's ONNX graph where it has one (no Keras import on the worker), as `ampsim render` does."""
-    params = section(load_params(Path(project) / "params.yaml"), "render", RenderParams)
-    if params.runtime == "onnx" and params.method == "fast":
-        folder, card, _ = _downloaded(model_uri, tracking_uri(Path(project)))
-        render_chunk = graph_runtime(folder, card, params, knobs)
-        if render_chunk is not None:
-            return render_chunk, card
-    from ampsim.inference.engine import renderer
-
-    model, card, _ = _registered(model_uri, tracking_uri(Path(project)))
-    return renderer(model, card, params.method, params, knobs), card
-
-
 @task
 def render_one(model_uri: str, project: str, source: str, target: str, knobs: dict[str, float] | None,
-               key: str) -> str:
-    render_chunk, card = _renderer(model_uri, project, knobs)
+               threads: int | None) -> str:
+    params = section(load_params(Path(project) / "params.yaml"), "render", RenderParams)
+    params = dataclasses.replace(params, workers=threads or params.workers)
+    render_chunk, card = version_renderer(model_uri, tracking_uri(Path(project)), params, knobs)
     result = render_file(render_chunk, card.sample_rate, Path(source), Path(target), force=True, progress=False)
     return f"{result.target}: {result.seconds:.1f} s, {result.realtime_factor:.1f}x real time"
 
@@ -178,16 +154,22 @@ def dask_runner(project: str, address: str | None = None, workers: int | None = 
     address = address or settings.dask_address
     if address:
         return DaskTaskRunner(address=address)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:  # this run's server, a temporary one included: without it, each
+        api_url = str(client.api_url)               # worker process would start a temporary server of its own
     return DaskTaskRunner(cluster_kwargs={"n_workers": workers or settings.dask_workers, "threads_per_worker": 1,
-                                          "processes": True, "dashboard_address": None})
+                                          "processes": True, "dashboard_address": None,
+                                          "env": {"PREFECT_API_URL": api_url}})
 
 
 @flow(name="render-files")
 def render_files(model_uri: str, project: str, sources: list[str], output_dir: str, knobs: dict[str, float] | None,
-                 key: str) -> list[str]:
+                 key: str, threads: int | None = None) -> list[str]:
     """Map the files over the flow's task runner (Dask: one file per task), recording each as it finishes."""
     targets = [str(Path(output_dir) / Path(source).name) for source in sources]
-    futures = render_one.map(unmapped(model_uri), unmapped(project), sources, targets, unmapped(knobs), unmapped(key))
+    futures = render_one.map(unmapped(model_uri), unmapped(project), sources, targets, unmapped(knobs),
+                               unmapped(threads))
     rendered, failed = [], []
     for source, future in zip(sources, futures):
         try:
@@ -205,10 +187,11 @@ def render_files(model_uri: str, project: str, sources: list[str], output_dir: s
 @flow(name="render")
 def render_folder(input_dir: str, output_dir: str, model: str | None = None, project: str = ".",
                   knobs: dict[str, float] | None = None, device: str | None = None, dask_address: str | None = None,
-                  dask_workers: int | None = None) -> dict[str, list[str]]:
+                  dask_workers: int | None = None, threads_per_file: int | None = None) -> dict[str, list[str]]:
     """Render every DI file of `input_dir` into `output_dir` with `model` (a registry URI), else the promoted
     model of `device`, else the model promoted last; at the knob settings `knobs` for a conditioned model.
-    The files are spread over a Dask cluster (`dask_address`/`dask_workers`, else params.yaml `prefect`)."""
+    The files are spread over a Dask cluster (`dask_address`/`dask_workers`, else params.yaml `prefect`), each
+    file rendered on `threads_per_file` threads (else `render.workers`): workers x threads should fit the cores."""
     logger = get_run_logger()
     project = str(Path(project).resolve())
     alias = section(load_params(Path(project) / "params.yaml"), "mlflow", MlflowParams).render_alias
@@ -223,5 +206,6 @@ def render_folder(input_dir: str, output_dir: str, model: str | None = None, pro
     if todo:
         runner = dask_runner(project, dask_address, dask_workers)
         rendered = render_files.with_options(task_runner=runner)(
-            f"models:/{version.name}/{version.version}", project, [str(s) for s in todo], output_dir, knobs, key)
+            f"models:/{version.name}/{version.version}", project, [str(s) for s in todo], output_dir, knobs, key,
+            threads_per_file)
     return {"rendered": rendered, "skipped": [str(source) for source in done]}

@@ -186,3 +186,19 @@ def test_every_deployment_runs_a_flow_of_flows_py_with_parameters_it_takes():
         assert set(deployment["parameters"]) <= set(accepted), deployment["name"]
     nightly = next(d for d in deployments if d["name"] == "retrain-nightly")
     assert nightly["entrypoint"].endswith(":retrain_changed") and nightly["schedules"][0]["active"]
+
+
+def test_the_render_task_travels_to_a_dask_worker_without_the_pipeline_folder_or_keras(tmp_path):
+    """A worker on another host has ampsim installed, not pipeline/: the task must arrive by value, and a
+    worker rendering on ONNX Runtime must not pay Keras' import."""
+    import cloudpickle
+    import flows
+
+    payload = tmp_path / "render_one.pkl"
+    payload.write_bytes(cloudpickle.dumps(flows.render_one))
+    code = ("import pickle, sys; task = pickle.load(open(sys.argv[1], 'rb')); "
+            "print(task.name, 'keras' in sys.modules, any('pipeline' in p for p in sys.path))")
+    result = subprocess.run([sys.executable, "-c", code, str(payload)], cwd=tmp_path, env=tool_env(),
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["render_one", "False", "False"]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
@@ -227,6 +228,18 @@ def download_registered(uri: str, tracking_uri: str | None = None):
     if card_fields is None:
         raise AmpsimError(f"{uri} has no ampsim model card", fix="register a model logged by ampsim train")
     return local, ModelCard(**card_fields), version
+
+
+@functools.lru_cache(maxsize=4)
+def fetched_version(version_uri: str, tracking_uri: str | None = None):
+    """`download_registered`, once per process: for a version URI (models:/NAME/N), whose files never change."""
+    return download_registered(version_uri, tracking_uri)
+
+
+@functools.lru_cache(maxsize=2)
+def loaded_version(version_uri: str, tracking_uri: str | None = None):
+    """`load_registered`, once per process, for a version URI."""
+    return load_registered(version_uri, tracking_uri)
 
 
 def load_registered(uri: str, tracking_uri: str | None = None):
