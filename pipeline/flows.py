@@ -31,9 +31,9 @@ from ampsim.core.params import MlflowParams, PrefectParams, RenderParams, load_p
 from ampsim.core.tracking import tracking_uri  # noqa: E402
 from ampsim.deployment.orchestration import (TransientFailure, changed_devices, record_rendered,  # noqa: E402
                                              registered_version, render_plan, run_experiment)
-from ampsim.deployment.registry import download_registered, promote_and_record, promoted_uri  # noqa: E402
+from ampsim.deployment.registry import (download_registered, promote_and_record, promoted_uri,  # noqa: E402
+                                        version_renderer)
 from ampsim.inference.files import audio_files, render_file  # noqa: E402
-from ampsim.inference.runtime import version_renderer  # noqa: E402
 
 # Dask workers (another process, maybe another host) receive the tasks of this file by value: they need ampsim
 # installed, not this folder on their path.

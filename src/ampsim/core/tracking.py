@@ -363,12 +363,10 @@ class Tracker:
     def log_artifacts(self, folder: Path, artifact_path: str) -> None:
         self.client.log_artifacts(self.run_id, str(folder), artifact_path)
 
-    def log_model(self, model, card, name: str = "model", runtime_graph: bytes | None = None) -> str:
-        """The Keras flavour with a (-1, -1, input_size) float32 signature, plus the release's ONNX graph
-        (`runtime_graph`) beside it, so that a registered model renders without Keras; returns the model URI."""
+    def log_model(self, model, card, name: str = "model", extra_files: dict[str, bytes] | None = None) -> str:
+        """The Keras flavour with a (-1, -1, input_size) float32 signature, plus `extra_files` (name: content)
+        beside it in the logged model (the release's ONNX graph); returns the model URI."""
         import tempfile
-
-        from ampsim.modelling.card import RUNTIME_FILE
 
         from mlflow.models import ModelSignature
         from mlflow.types.schema import Schema, TensorSpec
@@ -382,8 +380,9 @@ class Tracker:
             info = self._mlflow.keras.log_model(model, name=name, signature=signature,
                                                 pip_requirements=pip_requirements(),
                                                 metadata={"ampsim_card": dataclasses.asdict(card)})
-        if runtime_graph is not None:
-            with tempfile.TemporaryDirectory(prefix="ampsim-runtime-") as scratch:
-                (Path(scratch) / RUNTIME_FILE).write_bytes(runtime_graph)
+        if extra_files:
+            with tempfile.TemporaryDirectory(prefix="ampsim-model-files-") as scratch:
+                for file_name, content in extra_files.items():
+                    (Path(scratch) / file_name).write_bytes(content)
                 self.client.log_model_artifacts(info.model_id, scratch)
         return info.model_uri

@@ -26,8 +26,9 @@ import numpy as np
 from ampsim.core import metrics
 from ampsim.core.audio import write_text
 from ampsim.core.errors import AmpsimError
+from ampsim.core.params import RenderParams
 from ampsim.data.windows import Segment
-from ampsim.modelling.card import ModelCard
+from ampsim.modelling.card import RUNTIME_FILE, ModelCard
 
 PROMOTED_FILE = "promoted.json"
 URI_PATTERN = re.compile(r"^models:/(?P<name>[^@/]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))$")
@@ -242,6 +243,23 @@ def loaded_version(version_uri: str, tracking_uri: str | None = None):
     return load_registered(version_uri, tracking_uri)
 
 
+def version_renderer(version_uri: str, tracking_uri: str, params: RenderParams, knobs: dict[str, float] | None):
+    """(renderer, card) of a registered version as `ampsim render` makes it: its ONNX graph where it has one
+    and `params` ask for `fast` on ONNX Runtime (Keras is then never imported), else Keras. A process (a Dask
+    worker) fetches each version once, whatever number of files it renders with it."""
+    from ampsim.inference.runtime import graph_runtime
+
+    if params.runtime == "onnx" and params.method == "fast":
+        folder, card, _ = fetched_version(version_uri, tracking_uri)
+        render_chunk = graph_runtime(folder, card, params, knobs)
+        if render_chunk is not None:
+            return render_chunk, card
+    from ampsim.inference.engine import renderer
+
+    model, card, _ = loaded_version(version_uri, tracking_uri)
+    return renderer(model, card, params.method, params, knobs), card
+
+
 def load_registered(uri: str, tracking_uri: str | None = None):
     """Download a registered model and load it in Keras safe mode with its card; returns (model, card, version)."""
     import keras
@@ -303,7 +321,7 @@ def release(tracker, device: str, model, card: ModelCard, scores: dict, segments
     """Log the release model (with its ONNX graph, where it has one) to its training run and register it as a
     version of `device`; returns the version. Tagged with the scores and the validation data they were
     measured on, to gate promotion."""
-    tracker.log_model(model, card, runtime_graph=runtime_graph)
+    tracker.log_model(model, card, extra_files=None if runtime_graph is None else {RUNTIME_FILE: runtime_graph})
     tags = {"val_esr": scores["esr"], "val_esr_pre_emphasis": scores["esr_pre_emphasis"], "val_mse": scores["mse"],
             "mse_2018": scores["mse_2018"], "val_data": validation_fingerprint(segments),
             "architecture": card.architecture, "captures": ",".join(card.captures), "device": device,

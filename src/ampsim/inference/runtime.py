@@ -65,23 +65,6 @@ def released_runtime(folder: Path, params: RenderParams, knobs: dict[str, float]
     return None if render_chunk is None else (render_chunk, card)
 
 
-def version_renderer(version_uri: str, tracking_uri: str, params: RenderParams, knobs: dict[str, float] | None):
-    """(renderer, card) of a registered version as `ampsim render` makes it: its ONNX graph where it has one
-    and `params` ask for `fast` on ONNX Runtime (Keras is then never imported), else Keras. A process (a Dask
-    worker) fetches each version once, whatever number of files it renders with it."""
-    from ampsim.deployment.registry import fetched_version, loaded_version
-
-    if params.runtime == "onnx" and params.method == "fast":
-        folder, card, _ = fetched_version(version_uri, tracking_uri)
-        render_chunk = graph_runtime(folder, card, params, knobs)
-        if render_chunk is not None:
-            return render_chunk, card
-    from ampsim.inference.engine import renderer
-
-    model, card, _ = loaded_version(version_uri, tracking_uri)
-    return renderer(model, card, params.method, params, knobs), card
-
-
 def verified_graph(model: keras.Model, card: ModelCard, probe: np.ndarray, params: RenderParams,
                    knobs: dict[str, float] | None = None) -> bytes | None:
     """The model's ONNX graph, checked on `probe` against Keras' `fast` rendering with the same blocks; None
