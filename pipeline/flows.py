@@ -140,7 +140,7 @@ def render_one(model_uri: str, project: str, source: str, target: str, knobs: di
                threads: int | None) -> str:
     params = section(load_params(Path(project) / "params.yaml"), "render", RenderParams)
     params = dataclasses.replace(params, workers=threads or params.workers)
-    render_chunk, card = version_renderer(model_uri, tracking_uri(Path(project)), params, knobs)
+    render_chunk, card, _, _ = version_renderer(model_uri, tracking_uri(Path(project)), params, knobs)
     result = render_file(render_chunk, card.sample_rate, Path(source), Path(target), force=True, progress=False)
     return f"{result.target}: {result.seconds:.1f} s, {result.realtime_factor:.1f}x real time"
 

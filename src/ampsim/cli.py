@@ -365,42 +365,42 @@ def _load_model(reference: str):
     return load_model(Path(reference))
 
 
-def _onnx_runtime(reference: str, params, knobs: dict[str, float]):
-    """(renderer, card) on ONNX Runtime for a release folder or a registered version that has a graph, else
-    None (Keras renders it)."""
-    from ampsim.inference.runtime import graph_runtime, released_runtime
+def _stream_renderer(reference: str, params, knobs: dict[str, float]):
+    """(renderer, card, runtime) for a registry URI or a release folder: its ONNX graph where it has one and
+    `params` ask for `fast` on ONNX Runtime, else Keras."""
+    if reference.startswith("models:/"):
+        from ampsim.core.tracking import project_root, tracking_uri
+        from ampsim.deployment.registry import version_renderer
 
-    if not reference.startswith("models:/"):
-        return released_runtime(Path(reference), params, knobs) if Path(reference).is_dir() else None
-    from ampsim.core.tracking import project_root, tracking_uri
-    from ampsim.deployment.registry import download_registered
+        render_chunk, card, version, runtime = version_renderer(reference, tracking_uri(project_root()), params, knobs)
+        print(f"{reference}: version {version.version} (run {version.run_id})", file=sys.stderr)
+        return render_chunk, card, runtime
+    if params.runtime == "onnx" and params.method == "fast" and Path(reference).is_dir():
+        from ampsim.inference.runtime import released_runtime
 
-    folder, card, version = download_registered(reference, tracking_uri(project_root()))
-    render_chunk = graph_runtime(folder, card, params, knobs)
-    if render_chunk is None:
-        return None
-    print(f"{reference}: version {version.version} (run {version.run_id})", file=sys.stderr)
-    return render_chunk, card
+        released = released_runtime(Path(reference), params, knobs)
+        if released is not None:
+            return *released, "onnx"
+    from ampsim.inference.engine import renderer
+    from ampsim.modelling.models import load_model
+
+    model, card = load_model(Path(reference))
+    return renderer(model, card, params.method, params, knobs), card, "keras"
 
 
 def cmd_render(args: argparse.Namespace) -> None:
+    import dataclasses
+
     from ampsim.core.params import RenderParams, section
     from ampsim.inference.files import render_paths
 
     from ampsim.core.knobs import parse_knob
 
     params = section(_params(args), "render", RenderParams, args.params)
+    params = dataclasses.replace(params, method=args.method or params.method, runtime=args.runtime or params.runtime)
     knobs = dict(parse_knob(text) for text in args.knob)
-    method, runtime = args.method or params.method, args.runtime or params.runtime
-    released = _onnx_runtime(_model_path(args.model), params, knobs) if runtime == "onnx" and method == "fast" else None
-    if released is not None:
-        render_chunk, card = released
-        label = "fast on ONNX Runtime"
-    else:
-        from ampsim.inference.engine import renderer
-
-        model, card = _load_model(args.model)
-        render_chunk, label = renderer(model, card, method, params, knobs), method
+    render_chunk, card, runtime = _stream_renderer(_model_path(args.model), params, knobs)
+    label = "fast on ONNX Runtime" if runtime == "onnx" else params.method
     render_paths(render_chunk, card, Path(args.input), Path(args.output), label, knobs=knobs, subtype=args.subtype,
                  channel=args.channel, resample=args.resample, force=args.force, progress=not args.quiet)
 

@@ -244,20 +244,20 @@ def loaded_version(version_uri: str, tracking_uri: str | None = None):
 
 
 def version_renderer(version_uri: str, tracking_uri: str, params: RenderParams, knobs: dict[str, float] | None):
-    """(renderer, card) of a registered version as `ampsim render` makes it: its ONNX graph where it has one
-    and `params` ask for `fast` on ONNX Runtime (Keras is then never imported), else Keras. A process (a Dask
-    worker) fetches each version once, whatever number of files it renders with it."""
+    """(renderer, card, version, runtime) of a registered version: its ONNX graph where it has one and `params`
+    ask for `fast` on ONNX Runtime (Keras is then never imported), else Keras. A process (a Dask worker)
+    fetches each version once, whatever number of files it renders with it."""
     from ampsim.inference.runtime import graph_runtime
 
     if params.runtime == "onnx" and params.method == "fast":
-        folder, card, _ = fetched_version(version_uri, tracking_uri)
+        folder, card, version = fetched_version(version_uri, tracking_uri)
         render_chunk = graph_runtime(folder, card, params, knobs)
         if render_chunk is not None:
-            return render_chunk, card
+            return render_chunk, card, version, "onnx"
     from ampsim.inference.engine import renderer
 
-    model, card, _ = loaded_version(version_uri, tracking_uri)
-    return renderer(model, card, params.method, params, knobs), card
+    model, card, version = loaded_version(version_uri, tracking_uri)
+    return renderer(model, card, params.method, params, knobs), card, version, "keras"
 
 
 def load_registered(uri: str, tracking_uri: str | None = None):
