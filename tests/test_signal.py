@@ -11,7 +11,8 @@ import soundfile as sf
 
 from ampsim.data.demo import virtual_amp
 from ampsim.data.latency import measure, settle_latency
-from ampsim.data.signal import SWEEP_LEVELS_DB, locate_signal, marker_section, reamp_signal_layout, sweep_section
+from ampsim.data.signal import (SWEEP_LEVELS_DB, locate_signal, marker_section, reamp_signal_layout, string_note,
+                                sweep_section)
 from conftest import PROJECT, SHARED_TEACHERS, shared_or_skip, write_capture
 from teachers import blip_onset, load_teacher, play
 from test_latency import PARAMS, delayed
@@ -49,6 +50,20 @@ def test_the_signal_file_is_three_minutes_of_24_bit_with_its_sections(written, c
     sweeps = np.split(audio[slice(*layout["sweeps"])], len(SWEEP_LEVELS_DB))
     peaks = [20 * np.log10(np.max(np.abs(s))) for s in sweeps]
     np.testing.assert_allclose(np.diff(peaks), np.diff(SWEEP_LEVELS_DB), atol=0.5)
+
+
+def test_its_playing_has_a_guitar_dis_spectrum_and_attacks(written):
+    """What made models play real guitar ~2x better (bench/RESULTS.md, session 9): a real DI has ~1.1-1.4 % of
+    its energy above 2 kHz, where the earlier signal's playing had 3.5 %."""
+    _, audio, rate = written
+    playing = audio[slice(*reamp_signal_layout(RATE)["playing"])].astype(np.float64)
+    power = np.abs(np.fft.rfft(playing)) ** 2
+    above = power[np.fft.rfftfreq(len(playing), 1 / rate) > 2000].sum() / power.sum()
+    assert 0.004 < above < 0.02
+    # a note starts at its loudest: the partials start in phase, and high ones die first
+    note = string_note(196.0, 1.0, RATE, np.random.default_rng(0), muted=False)
+    first, later = (np.abs(note[slice(*span)]).max() for span in ((0, RATE // 20), (RATE // 4, RATE)))
+    assert first == 1.0 and later < 0.7
 
 
 def test_a_capture_made_with_it_is_recognised_trimmed_and_at_another_level(written, ampsim_cli, tmp_path):

@@ -7,7 +7,8 @@ About three minutes, in this order (each section's place is in `ReampSignal.sect
 2. `sweeps`: exponential sine sweeps, 20 Hz to 20 kHz (below Nyquist), at -30, -18 and -6 dBFS.
 3. `noise`: pink-noise bursts at rising levels, -40 to -6 dBFS.
 4. `playing`: guitar-like playing at DI levels: single notes, strummed chords, palm mutes, in passages from
-   soft to hard, then mixed.
+   soft to hard, then mixed. Picked strings as a pickup hears them (`string_note`), so that its spectrum,
+   levels and attacks are a real DI's: the playing is what a model learns to play real guitar from.
 5. `repeat` (and `repeat_again`): one passage played twice, for the replicate check (noise, drift,
    time-varying gear).
 6. `validation`: a passage of new playing, kept apart for validation.
