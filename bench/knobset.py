@@ -92,6 +92,18 @@ def test_scores(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray]
     return scores
 
 
+def neighbour_mix(answers: dict[float, np.ndarray]) -> dict:
+    """What the recorded neighbours allow at the held-out setting: its teacher's answer fitted by least squares
+    from the answers of the settings just below and above it (a knob that only blends them scores this)."""
+    below = max(gain for gain in answers if gain < HELD_OUT)
+    above = min(gain for gain in answers if gain > HELD_OUT)
+    pair = np.stack([answers[below], answers[above]], axis=1)
+    target = answers[HELD_OUT]
+    weights = np.linalg.lstsq(pair, target, rcond=None)[0]
+    esr = float(np.sum((target - pair @ weights) ** 2) / np.sum(target**2))
+    return {"neighbours": [below, above], "weights": weights.tolist(), "esr": esr}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training-time budget")
@@ -116,7 +128,7 @@ def main() -> None:
               "steps": train["steps"], "latency_samples": latency,
               "validation_esr": {name.removeprefix("gain-"): entry["esr"]
                                  for name, entry in validation["captures"].items()},
-              "test_esr_lag0": test}
+              "test_esr_lag0": test, "neighbour_mix": neighbour_mix(answers)}
     print(f"JCM900 knob set, {args.minutes:g} training minutes ({train['steps']} steps), held out: gain {HELD_OUT:g}")
     print("  gain | latency | validation ESR | test ESR (real guitar DI, lag 0)")
     for gain in SETTINGS:
@@ -124,6 +136,9 @@ def main() -> None:
         mark = "  (held out)" if gain == HELD_OUT else ""
         print(f"  {key:>4} | {latency[f'gain-{key}']:>7} | {result['validation_esr'][key]:>14.4f} | "
               f"{test[key]:.4f}{mark}")
+    mix = result["neighbour_mix"]
+    print(f"  the held-out setting as the best mix of gains {mix['neighbours'][0]:g} and {mix['neighbours'][1]:g}: "
+          f"ESR {mix['esr']:.4f}")
     merge_results(args.out, "knobset", result)
 
 
