@@ -214,9 +214,10 @@ def main() -> None:
             print(f"{device}: re-amping through {DEVICES[device]}", flush=True)
             prepared, test_npz, facts = prepare_device(device, di, test_x, work)
             panel["devices"][device] = {**facts, **side_by_side(device, prepared, test_npz, args.budgets, work)}
-    panel["medians"], panel["flagged"] = summarise(panel["devices"], args.budgets)
+            # Written after every device: a device takes ~33 minutes, and a stopped run keeps what it measured.
+            panel["medians"], panel["flagged"] = summarise(panel["devices"], args.budgets)
+            merge_results(args.out, "panel", panel)
     print(table(panel))
-    merge_results(args.out, "panel", panel)
 
 
 if __name__ == "__main__":

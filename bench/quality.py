@@ -190,7 +190,9 @@ def merge_results(path: Path, key: str, value: dict) -> None:
     """Set `key` in the results JSON at `path`, keeping every other benchmark's figures."""
     results = json.loads(path.read_text()) if path.is_file() else {}
     results[key] = value
-    path.write_text(json.dumps(results, indent=2) + "\n")
+    partial = path.with_name(path.name + ".partial")  # replaced in one step: a stopped run leaves no half file
+    partial.write_text(json.dumps(results, indent=2) + "\n")
+    partial.replace(path)
     print(f"wrote {path}")
 
 
