@@ -9,6 +9,11 @@ at lag 0 against that setting's teacher: the held-out 0.8 is the figure that say
 the amp or only its recorded positions.
 
     .venv/bin/python bench/knobset.py --minutes 10     # writes `knobset` into bench/results.json
+    .venv/bin/python bench/knobset.py --set lstm.knob_drive=true --key knobset_drive --out /tmp/drive.json
+
+Each setting is scored twice: rendered as `ampsim render` does (params' render.method: `fast` renders blocks,
+each after a warm-up) and as one stream from a zero state, as a plugin plays it (`stream`), which is where a
+recurrent model whose state latches shows it.
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import yaml
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from panel import RATE, at_lag_zero, reamp_di, test_di  # noqa: E402  (bench/ is not a package)
-from quality import PROJECT, merge_results  # noqa: E402
+from quality import PROJECT, candidate_params, merge_results  # noqa: E402
 from teachers import TEACHERS, load_teacher, play  # noqa: E402
 
 SETTINGS = {0.4: "Tim_R_JCM90050WDualVerbChAG4.nam", 0.6: "Tim_R_JCM90050WDualVerbCHAG6.nam",
@@ -51,9 +56,10 @@ def write_device(device: Path, di: np.ndarray, test_x: np.ndarray) -> dict[float
     return answers
 
 
-def budget_params(work: Path, minutes: float) -> Path:
-    """params.yaml as it is, trained for `minutes` of training time instead of a step count."""
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+def budget_params(work: Path, minutes: float, overrides: list[str]) -> Path:
+    """params.yaml with `overrides` (SECTION.KEY=VALUE), trained for `minutes` of training time instead of a
+    step count."""
+    params = candidate_params(overrides)
     params["train"].update(max_minutes=minutes, max_steps=10**6)
     path = work / "params.yaml"
     path.write_text(yaml.safe_dump(params, sort_keys=False))
@@ -75,20 +81,25 @@ def run_stages(params: Path, work: Path) -> None:
             raise SystemExit(f"bench/knobset.py: {stage[0]} failed")
 
 
-def test_scores(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray]) -> dict[str, float]:
-    """Test ESR at lag 0 per setting: the model at that gain against that setting's teacher."""
+def test_scores(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray]) -> dict[str, dict[str, float]]:
+    """Test ESR at lag 0 per setting: the model at that gain against that setting's teacher, rendered as
+    `ampsim render` does (`render`) and as one stream from a zero state (`stream`)."""
+    from ampsim.core.knobs import knob_vector
     from ampsim.core.params import RenderParams, load_params, section
-    from ampsim.inference.engine import render
+    from ampsim.inference.engine import render, render_exact
     from ampsim.modelling.models import load_model
 
     model, card = load_model(work / "model")
     render_params = section(load_params(PROJECT / "params.yaml"), "render", RenderParams)
     latency = json.loads((work / "validate" / "summary.json").read_text())["delay_samples"]
-    scores = {}
+    scores = {"render": {}, "stream": {}}
     for gain, target in answers.items():
-        output = render(model, card, test_x, render_params, {"gain": gain}).reshape(-1).astype(np.float64)
-        prediction = at_lag_zero(output, latency[f"gain-{gain:g}"])
-        scores[f"{gain:g}"] = float(np.sum((target - prediction) ** 2) / np.sum(target**2))
+        outputs = {"render": render(model, card, test_x, render_params, {"gain": gain}),
+                   "stream": render_exact(model, test_x, render_params.exact_chunk_samples, render_params.jit_compile,
+                                          knob_vector(card.knobs, {"gain": gain}))}
+        for way, output in outputs.items():
+            prediction = at_lag_zero(np.asarray(output, np.float64).reshape(-1), latency[f"gain-{gain:g}"])
+            scores[way][f"{gain:g}"] = float(np.sum((target - prediction) ** 2) / np.sum(target**2))
     return scores
 
 
@@ -108,7 +119,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training-time budget")
     parser.add_argument("--seconds", type=float, help="use only the reamp signal's first SECONDS (a smoke run)")
-    parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="JSON file to merge `knobset` into")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                        help="a params.yaml setting for this run (repeatable), e.g. lstm.knob_drive=true")
+    parser.add_argument("--key", default="knobset", help="the key it writes (default %(default)s)")
+    parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="JSON file to merge the result into")
     args = parser.parse_args()
 
     di, test_x = reamp_di(args.seconds), test_di()
@@ -119,27 +133,29 @@ def main() -> None:
         from ampsim.modelling.backend import use_backend
 
         use_backend(yaml.safe_load((PROJECT / "params.yaml").read_text())["train"]["backend"])
-        run_stages(budget_params(work, args.minutes), work)
+        run_stages(budget_params(work, args.minutes, args.overrides), work)
         validation = json.loads((work / "evaluate" / "metrics.json").read_text())
         train = json.loads((work / "train" / "summary.json").read_text())
         latency = json.loads((work / "validate" / "summary.json").read_text())["delay_samples"]
         test = test_scores(work, test_x, answers)
     result = {"date": dt.date.today().isoformat(), "minutes": args.minutes, "held_out_gain": HELD_OUT,
-              "steps": train["steps"], "latency_samples": latency,
+              "settings": args.overrides, "steps": train["steps"], "latency_samples": latency,
               "validation_esr": {name.removeprefix("gain-"): entry["esr"]
                                  for name, entry in validation["captures"].items()},
-              "test_esr_lag0": test, "neighbour_mix": neighbour_mix(answers)}
-    print(f"JCM900 knob set, {args.minutes:g} training minutes ({train['steps']} steps), held out: gain {HELD_OUT:g}")
-    print("  gain | latency | validation ESR | test ESR (real guitar DI, lag 0)")
+              "test_esr_lag0": test["render"], "test_esr_stream_lag0": test["stream"],
+              "neighbour_mix": neighbour_mix(answers)}
+    print(f"JCM900 knob set, {args.minutes:g} training minutes ({train['steps']} steps), held out: gain {HELD_OUT:g}"
+          + (f", {' '.join(args.overrides)}" if args.overrides else ""))
+    print("  gain | latency | validation ESR | test ESR (real guitar DI, lag 0): rendered | one stream")
     for gain in SETTINGS:
         key = f"{gain:g}"
         mark = "  (held out)" if gain == HELD_OUT else ""
         print(f"  {key:>4} | {latency[f'gain-{key}']:>7} | {result['validation_esr'][key]:>14.4f} | "
-              f"{test[key]:.4f}{mark}")
+              f"{test['render'][key]:.4f} | {test['stream'][key]:.4f}{mark}")
     mix = result["neighbour_mix"]
     print(f"  the held-out setting as the best mix of gains {mix['neighbours'][0]:g} and {mix['neighbours'][1]:g}: "
           f"ESR {mix['esr']:.4f}")
-    merge_results(args.out, "knobset", result)
+    merge_results(args.out, args.key, result)
 
 
 if __name__ == "__main__":

@@ -283,6 +283,29 @@ def test_baking_is_exact_for_two_knobs_and_checks_the_setting():
         _to_nam(model, card, {}, 0.1)
 
 
+def test_a_knob_drive_bakes_exactly_into_a_nam_file_and_aidax_refuses_it_with_the_way_out(nam_models):
+    """lstm.knob_drive: the knobs also scale the audio in, exp(knobs @ w); at one setting that is a constant gain,
+    which baking moves into the first layer's audio row, so the .nam plays the model exactly."""
+    model = _trained_like(lstm_model(8, 1, False, input_size=3, knob_drive=True), seed=21)
+    model.get_layer("knob_drive").set_weights([np.array([[2.0], [-1.0]], np.float32)])  # +-17 dB / -9 dB per unit
+    card = dataclasses.replace(_card("lstm", 3), knobs=["gain", "tone"])
+    x = _guitar_like(0.3, seed=22)
+    for setting in ({"gain": 0.9, "tone": 0.1}, {"gain": 0.1, "tone": 0.9}):
+        baked, _ = bake(model, card, setting)
+        vector = np.array([setting["gain"], setting["tone"]], np.float32)
+        reference = render_exact(model, x, 4096, True, vector)
+        assert metrics.esr(reference, render_exact(baked, x, 4096, True)) <= 1e-10
+    loud, quiet = (render_exact(model, x, 4096, True, np.array(v, np.float32)) for v in ((1.0, 0.0), (0.0, 1.0)))
+    assert not np.allclose(loud, quiet, atol=1e-3)  # the drive does change what the model plays
+    document = _to_nam(model, card, {}, 1.0, knobs={"gain": 0.9, "tone": 0.1})
+    baked, _ = bake(model, card, {"gain": 0.9, "tone": 0.1})
+    ours = ExactRenderer(baked, 8192, True, initial_state=settled_state(baked, 1.0, RATE))(x)
+    assert metrics.esr(ours, _through_nam(nam_models, document, x)) <= 1e-6 and np.sum(ours**2) > 1.0
+    with pytest.raises(AmpsimError, match="lstm.knob_drive: true.*AIDA-X") as refused:
+        to_aidax(model, card)
+    assert "--format nam --knob" in refused.value.fix
+
+
 def test_a_grid_pack_has_every_setting_loadable_with_a_readme_of_loudness(nam_models, tmp_path, nam_params, capsys):
     model, card = _conditioned(["gain"], seed=16)
     save_model(model, card, tmp_path / "trained")

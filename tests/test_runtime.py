@@ -42,6 +42,9 @@ def _card(architecture: str, knobs: list[str], context: int) -> ModelCard:
 CASES = {
     # two layers, an input skip and a knob: every part of the streaming graph
     "lstm": (lambda: lstm_model(12, 2, True, input_size=2), "lstm", ["gain"], {"gain": 0.3}),
+    # the knobs also driving the audio in (lstm.knob_drive), two of them
+    "lstm-drive": (lambda: lstm_model(8, 1, False, input_size=3, knob_drive=True), "lstm", ["gain", "tone"],
+                   {"gain": 0.7, "tone": 0.2}),
     "lstm2018": (lambda: lstm2018_model(8), "lstm2018", [], None),
 }
 

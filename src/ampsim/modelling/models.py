@@ -25,7 +25,8 @@ def streaming_twin(model: keras.Model) -> keras.Model:
     input_size = model.input_shape[-1]
     audio = keras.Input(shape=(None, input_size), name="audio")
     states_in, states_out = [], []
-    x = audio
+    # a knob drive (streaming_lstm.KnobDrive) is stateless: the same layer, shared
+    x = model.get_layer("knob_drive")(audio) if any(layer.name == "knob_drive" for layer in model.layers) else audio
     for layer in lstms:
         h = keras.Input(shape=(layer.units,), name=f"{layer.name}_h")
         c = keras.Input(shape=(layer.units,), name=f"{layer.name}_c")

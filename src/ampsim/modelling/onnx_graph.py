@@ -18,14 +18,31 @@ def _onnx_gates(matrix: np.ndarray) -> np.ndarray:
 
 
 def lstm_stack(layers: list[tuple[np.ndarray, np.ndarray, np.ndarray]], inputs: int,
-               head: tuple[np.ndarray, np.ndarray] | None = None, input_skip: bool = False) -> bytes:
+               head: tuple[np.ndarray, np.ndarray] | None = None, input_skip: bool = False,
+               knob_drive: np.ndarray | None = None) -> bytes:
     """The serialised graph of LSTM layers given as Keras weights (kernel, recurrent kernel, bias), then an
-    optional dense head (kernel [H, 1], bias [1]) and an optional input skip (the audio channel added)."""
+    optional dense head (kernel [H, 1], bias [1]) and an optional input skip (the audio channel added).
+    `knob_drive` ([knobs, 1]): the audio scaled by exp(knobs @ knob_drive) before the first layer."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes = [helper.make_node("Transpose", ["audio"], ["x0"], perm=[1, 0, 2])]  # ONNX Runtime's LSTM: time-major
-    weights = [numpy_helper.from_array(np.array([1], np.int64), "direction_axis")]
+    nodes, weights, network_in = [], [numpy_helper.from_array(np.array([1], np.int64), "direction_axis")], "audio"
+    if knob_drive is not None:
+        weights += [numpy_helper.from_array(np.array([0], np.int64), "drive_audio_start"),
+                    numpy_helper.from_array(np.array([1], np.int64), "drive_knobs_start"),
+                    numpy_helper.from_array(np.array([inputs], np.int64), "drive_knobs_end"),
+                    numpy_helper.from_array(np.array([2], np.int64), "drive_axis"),
+                    numpy_helper.from_array(np.asarray(knob_drive, np.float32), "drive_weights")]
+        nodes += [helper.make_node("Slice", ["audio", "drive_audio_start", "drive_knobs_start", "drive_axis"],
+                                   ["drive_dry"]),
+                  helper.make_node("Slice", ["audio", "drive_knobs_start", "drive_knobs_end", "drive_axis"],
+                                   ["drive_knobs"]),
+                  helper.make_node("MatMul", ["drive_knobs", "drive_weights"], ["drive_log_gain"]),
+                  helper.make_node("Exp", ["drive_log_gain"], ["drive_gain"]),
+                  helper.make_node("Mul", ["drive_dry", "drive_gain"], ["drive_driven"]),
+                  helper.make_node("Concat", ["drive_driven", "drive_knobs"], ["driven"], axis=2)]
+        network_in = "driven"
+    nodes.append(helper.make_node("Transpose", [network_in], ["x0"], perm=[1, 0, 2]))  # ONNX Runtime's LSTM: time-major
     for index, (kernel, recurrent, bias) in enumerate(layers):
         units = recurrent.shape[0]
         weights += [numpy_helper.from_array(_onnx_gates(kernel).T[None], f"W{index}"),

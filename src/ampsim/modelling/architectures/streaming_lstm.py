@@ -1,6 +1,9 @@
 """`lstm`: the streaming model, ampsim's default.
 
 LSTM(H) x L -> Dense(1), optionally y = x + f(x), taking the audio and any knob values as input channels.
+With `knob_drive`, the knobs also set how hard the audio drives the network: it is scaled by exp(knobs @ w),
+a gain in dB linear in each knob, as a gain pot's taper sets the level into the next stage (on the JCM900,
+gain 6 driven 9 dB harder plays gain 8 to ESR 0.0096 after an EQ: bench/RESULTS.md, session 10).
 Trained by truncated back-propagation through time (Wright et al. 2019): each segment's state settles on a
 warm-up, then one update every `tbptt_samples`, the state carried between updates by a training twin of
 fixed batch size. It renders as one stream (`exact`) or as blocks after a measured warm-up (`fast`), and
@@ -11,6 +14,7 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+from keras import ops
 
 from ampsim.core.errors import AmpsimError
 from ampsim.data.windows import samples
@@ -32,13 +36,27 @@ NAM_ARCHITECTURE = "LSTM"
 MAX_NAM_HIDDEN_SIZE, MAX_NAM_LAYERS = 1024, 16  # far beyond any real-time plugin's; an imported file is untrusted
 
 
+@keras.saving.register_keras_serializable(package="ampsim")
+class KnobDrive(keras.layers.Layer):
+    """(batch, time, 1 + knobs) -> the same, the audio channel scaled by exp(knobs @ drive). The drive starts
+    at zero: the knobs then enter as the plain model's bias shift alone."""
+
+    def build(self, input_shape):
+        self.drive = self.add_weight(shape=(int(input_shape[-1]) - 1, 1), initializer="zeros", name="drive")
+
+    def call(self, inputs):
+        gain = ops.exp(ops.matmul(inputs[..., 1:], self.drive))
+        return ops.concatenate([inputs[..., :1] * gain, inputs[..., 1:]], axis=-1)
+
+
 def lstm_model(hidden_size: int, num_layers: int, input_skip: bool, input_size: int = 1,
-          carried_batch: int | None = None) -> keras.Model:
+          carried_batch: int | None = None, knob_drive: bool = False) -> keras.Model:
     """The streaming LSTM for whole-file rendering (zero initial state); with `carried_batch`, its training
-    twin of that fixed batch size, whose state carries across calls until `carried_lstm.reset_carried_state`."""
+    twin of that fixed batch size, whose state carries across calls until `carried_lstm.reset_carried_state`.
+    `knob_drive` (a model with knobs): the knobs also scale the audio into the first layer."""
     shape = {"batch_shape": (carried_batch, None, input_size)} if carried_batch else {"shape": (None, input_size)}
     audio = keras.Input(**shape, name="audio")
-    x = audio
+    x = KnobDrive(name="knob_drive")(audio) if knob_drive and input_size > 1 else audio
     for i in range(num_layers):
         layer = CarriedLSTM(hidden_size, return_sequences=True, stateful=True, name=f"lstm_{i + 1}") \
             if carried_batch else keras.layers.LSTM(hidden_size, return_sequences=True, name=f"lstm_{i + 1}")
@@ -51,7 +69,8 @@ def lstm_model(hidden_size: int, num_layers: int, input_skip: bool, input_size: 
 
 def build(config, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
     p = config.lstm
-    return lstm_model(p.hidden_size, p.num_layers, p.input_skip, input_size=1 + knobs, carried_batch=carried_batch)
+    return lstm_model(p.hidden_size, p.num_layers, p.input_skip, input_size=1 + knobs, carried_batch=carried_batch,
+                      knob_drive=p.knob_drive)
 
 
 def recipe(config) -> Recipe:
@@ -78,6 +97,12 @@ def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -
 
 def has_input_skip(model: keras.Model) -> bool:
     return any(layer.name == "input_skip" for layer in model.layers)
+
+
+def knob_drive(model: keras.Model) -> np.ndarray | None:
+    """The drive weights (knobs x 1) of a model whose knobs set its input level, else None."""
+    layers = [layer for layer in model.layers if isinstance(layer, KnobDrive)]
+    return layers[0].get_weights()[0] if layers else None
 
 
 def nam(model: keras.Model, state: list[np.ndarray]) -> NamPayload:
@@ -124,12 +149,17 @@ def onnx_graph(model: keras.Model) -> bytes:
     """The model for ONNX Runtime (`ampsim render` of a released model), knob channels as inputs."""
     head = model.get_layer("head").get_weights()
     return lstm_stack([layer.get_weights() for layer in lstm_layers(model)], int(model.inputs[0].shape[-1]),
-                      (head[0], head[1]), has_input_skip(model))
+                      (head[0], head[1]), has_input_skip(model), knob_drive(model))
 
 
 def aidax_layers(model: keras.Model) -> list[dict]:
     """RTNeural's Keras JSON layers: an `lstm` [kernel I x 4H, recurrent H x 4H, bias 4H] (Keras layout) and a
     `dense` [kernel H x 1, bias 1]. AIDA-X loads one LSTM layer."""
+    if knob_drive(model) is not None:
+        raise AmpsimError("this model's knobs also set how hard the audio drives it (lstm.knob_drive: true); "
+                          "AIDA-X feeds its knobs to the LSTM as inputs only",
+                          fix="export it as .nam with a setting baked in (--format nam --knob NAME=VALUE, or "
+                              "--grid N), or retrain with lstm.knob_drive: false for AIDA-X's live knobs")
     layers = lstm_layers(model)
     if len(layers) != 1:
         raise AmpsimError(f"AIDA-X loads one LSTM layer and a dense head; this model has {len(layers)} LSTM "
@@ -149,13 +179,14 @@ def aidax_layers(model: keras.Model) -> list[dict]:
 def bake_knobs(model: keras.Model, knob_values: np.ndarray) -> keras.Model:
     """The model at one setting of its knobs as a plain one-input model. Exact: the knob channels are
     constant, so their share of the first layer's gates, knobs @ W_knobs, is a constant that moves into
-    its bias."""
-    layers = lstm_layers(model)
+    its bias, and a knob drive, a constant gain on the audio, moves into the audio's row of the kernel."""
+    layers, drive = lstm_layers(model), knob_drive(model)
+    gain = 1.0 if drive is None else np.exp(np.asarray(knob_values, np.float32) @ drive[:, 0])
     baked = lstm_model(layers[0].units, len(layers), has_input_skip(model), input_size=1)
     for index, layer in enumerate(layers):
         kernel, recurrent, bias = layer.get_weights()
         if index == 0:  # rows: the audio's weights, then one row per knob
-            kernel, bias = kernel[:1], bias + knob_values @ kernel[1:]
+            kernel, bias = kernel[:1] * gain, bias + knob_values @ kernel[1:]
         baked.get_layer(layer.name).set_weights([kernel, recurrent, bias])
     baked.get_layer("head").set_weights(model.get_layer("head").get_weights())
     return baked
