@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
@@ -17,8 +16,6 @@ from ampsim.core.params import load_params  # noqa: E402
 from ampsim.deployment.export import FORMATS  # noqa: E402
 from ampsim.inference.engine import METHODS  # noqa: E402
 from ampsim.modelling.architectures import architecture, registered  # noqa: E402
-from ampsim.modelling.architectures.streaming_lstm import lstm_model  # noqa: E402
-from ampsim.modelling.models import ModelCard, load_model, save_model  # noqa: E402
 
 
 @pytest.mark.parametrize("name", sorted(registered()))
