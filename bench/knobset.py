@@ -10,10 +10,6 @@ the amp or only its recorded positions.
 
     .venv/bin/python bench/knobset.py --minutes 10     # writes `knobset` into bench/results.json
     .venv/bin/python bench/knobset.py --set lstm.knob_drive=true --key knobset_drive --out /tmp/drive.json
-
-Each setting is scored twice: rendered as `ampsim render` does (params' render.method: `fast` renders blocks,
-each after a warm-up) and as one stream from a zero state, as a plugin plays it (`stream`), which is where a
-recurrent model whose state latches shows it.
 """
 
 from __future__ import annotations
@@ -81,25 +77,21 @@ def run_stages(params: Path, work: Path) -> None:
             raise SystemExit(f"bench/knobset.py: {stage[0]} failed")
 
 
-def test_scores(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray]) -> dict[str, dict[str, float]]:
-    """Test ESR at lag 0 per setting: the model at that gain against that setting's teacher, rendered as
-    `ampsim render` does (`render`) and as one stream from a zero state (`stream`)."""
-    from ampsim.core.knobs import knob_vector
+def test_scores(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray]) -> dict[str, float]:
+    """Test ESR at lag 0 per setting: the model at that gain against that setting's teacher (rendered as
+    evaluation renders it: a streaming LSTM as one stream from a zero state, as a plugin plays it)."""
     from ampsim.core.params import RenderParams, load_params, section
-    from ampsim.inference.engine import render, render_exact
+    from ampsim.inference.engine import render
     from ampsim.modelling.models import load_model
 
     model, card = load_model(work / "model")
     render_params = section(load_params(PROJECT / "params.yaml"), "render", RenderParams)
     latency = json.loads((work / "validate" / "summary.json").read_text())["delay_samples"]
-    scores = {"render": {}, "stream": {}}
+    scores = {}
     for gain, target in answers.items():
-        outputs = {"render": render(model, card, test_x, render_params, {"gain": gain}),
-                   "stream": render_exact(model, test_x, render_params.exact_chunk_samples, render_params.jit_compile,
-                                          knob_vector(card.knobs, {"gain": gain}))}
-        for way, output in outputs.items():
-            prediction = at_lag_zero(np.asarray(output, np.float64).reshape(-1), latency[f"gain-{gain:g}"])
-            scores[way][f"{gain:g}"] = float(np.sum((target - prediction) ** 2) / np.sum(target**2))
+        output = render(model, card, test_x, render_params, {"gain": gain}).reshape(-1).astype(np.float64)
+        prediction = at_lag_zero(output, latency[f"gain-{gain:g}"])
+        scores[f"{gain:g}"] = float(np.sum((target - prediction) ** 2) / np.sum(target**2))
     return scores
 
 
@@ -142,16 +134,16 @@ def main() -> None:
               "settings": args.overrides, "steps": train["steps"], "latency_samples": latency,
               "validation_esr": {name.removeprefix("gain-"): entry["esr"]
                                  for name, entry in validation["captures"].items()},
-              "test_esr_lag0": test["render"], "test_esr_stream_lag0": test["stream"],
+              "test_esr_lag0": test,
               "neighbour_mix": neighbour_mix(answers)}
     print(f"JCM900 knob set, {args.minutes:g} training minutes ({train['steps']} steps), held out: gain {HELD_OUT:g}"
           + (f", {' '.join(args.overrides)}" if args.overrides else ""))
-    print("  gain | latency | validation ESR | test ESR (real guitar DI, lag 0): rendered | one stream")
+    print("  gain | latency | validation ESR | test ESR (real guitar DI, lag 0)")
     for gain in SETTINGS:
         key = f"{gain:g}"
         mark = "  (held out)" if gain == HELD_OUT else ""
         print(f"  {key:>4} | {latency[f'gain-{key}']:>7} | {result['validation_esr'][key]:>14.4f} | "
-              f"{test['render'][key]:.4f} | {test['stream'][key]:.4f}{mark}")
+              f"{test[key]:.4f}{mark}")
     mix = result["neighbour_mix"]
     print(f"  the held-out setting as the best mix of gains {mix['neighbours'][0]:g} and {mix['neighbours'][1]:g}: "
           f"ESR {mix['esr']:.4f}")
