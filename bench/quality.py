@@ -112,6 +112,7 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     from ampsim.cli import _train_config
     from ampsim.data.windows import read_manifest
     from ampsim.inference.engine import render_exact
+    from ampsim.inference.latching import is_streaming, one_take
     from ampsim.modelling.training import train
 
     params["train"].update(max_minutes=max(budgets), max_steps=10**6)
@@ -132,9 +133,13 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
                                            render_params.jit_compile) for side in ("val", "train")}
             tested = test(lambda x: render_exact(model, x, render_params.exact_chunk_samples,
                                                  render_params.jit_compile)) if test else {}
+            # the capture whole as one stream against 1 s blocks: seconds where the state latched
+            whole = [np.concatenate([data["train_" + k], data["val_" + k]]) for k in ("x", "y")]
+            latched = len(one_take(model, *whole, config.sample_rate, np.zeros(0, np.float32), render_params)[2]) \
+                if is_streaming(model) else None
             model.set_weights(current)
             rows.append({"minutes": pending.pop(0), "steps": state["step"], "best_step": best["step"],
-                         "parameters": int(model.count_params()),
+                         "parameters": int(model.count_params()), "latched_seconds": latched,
                          **scores(data["val_y"], rendered["val"], data["train_y"], rendered["train"]), **tested})
             print(f"  ampsim {rows[-1]}", flush=True)
 

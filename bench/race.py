@@ -60,11 +60,12 @@ def table(race: dict) -> str:
     lines = []
     for device, entry in race["devices"].items():
         lines += [f"{device} ({entry['teacher']}): latency {entry['latency_samples']} samples",
-                  "    candidate             budget | val ESR  test ESR | steps  parameters"]
+                  "    candidate             budget | val ESR  test ESR  train ESR | latched s | steps  parameters"]
         for name, rows in entry["candidates"].items():
             for row in rows:
                 lines.append(f"    {name:<20} {row['minutes']:>4g} min | {row['val_esr']:>7.4f}  "
-                             f"{row['test_esr']:>8.4f} | {row['steps']:>5}  {row['parameters']:>10}")
+                             f"{row['test_esr']:>8.4f}  {row['train_esr']:>9.4f} | {row.get('latched_seconds')!s:>9} | "
+                             f"{row['steps']:>5}  {row['parameters']:>10}")
         best = winner(entry["candidates"])
         lines.append(f"    winner by validation: {best} (test ESR {entry['candidates'][best][-1]['test_esr']:.4f})")
     return "\n".join(lines)

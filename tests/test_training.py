@@ -140,6 +140,11 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, b
         assert np.isfinite(result[key])
     assert result["esr"] > 0 and result["captures"]["boss-ds1"]["esr"] == result["esr"]
     assert result["val_seconds"] == pytest.approx(4.217, abs=0.01)
+    if architecture == "wavenet":  # a convolution has no state to latch
+        assert "stream_esr" not in result
+    else:  # the whole capture (training part, then validation) as one stream and in blocks
+        assert np.isfinite(result["stream_esr"]) and np.isfinite(result["stream_esr_in_blocks"])
+        assert result["stream_latched_seconds"] >= 0
     for plot in ("waveform.png", "spectrograms.png", "loss.png"):
         assert (reports / "evaluate" / "plots" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -144,23 +144,31 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from ampsim.core.params import EvaluateParams, Lstm2018Params, RenderParams, section
     from ampsim.data.windows import load_split, samples
     from ampsim.inference.evaluation import PLOTS_DIR, evaluate, flat_metrics
+    from ampsim.inference.latching import stream_check
     from ampsim.modelling.models import load_model
 
     params = _params(args)
     metric_2018 = section(params, "lstm2018", Lstm2018Params, args.params)  # the 2018 metric's windows, for every model
     model, card = load_model(Path(args.model))
     segments = load_split(Path(args.prepared), "val")
+    render_params = section(params, "render", RenderParams, args.params)
+    stream = stream_check(model, card, load_split(Path(args.prepared), "train"), segments, render_params)
     result = evaluate(model, card, segments, section(params, "evaluate", EvaluateParams, args.params),
-                      section(params, "render", RenderParams, args.params),
-                      samples(metric_2018.window_ms, card.sample_rate),
+                      render_params, samples(metric_2018.window_ms, card.sample_rate),
                       samples(metric_2018.tail_ms, card.sample_rate),
-                      Path(args.history), card.loss_name or "training loss", Path(args.out))
+                      Path(args.history), card.loss_name or "training loss", Path(args.out),
+                      extra=stream.as_metrics() if stream else None)
     tracker = None if args.no_mlflow else _reopen_run(params, args.params, card.mlflow_run_id)
     if tracker is not None:
         tracker.log_metrics(flat_metrics(result))
         tracker.log_artifacts(Path(args.out) / PLOTS_DIR, "plots")
     print(f"validation ({result['val_seconds']:.1f} s): ESR {result['esr']:.4f}, ESR pre-emphasis "
           f"{result['esr_pre_emphasis']:.4f}, 2018 tail MSE {result['mse_2018']:.3g}, level {result['level_db']:+.2f} dB")
+    if stream is not None:
+        print(f"as one stream, every capture whole (as a plugin plays): ESR {stream.esr_stream:.4f}, in 1 s blocks "
+              f"{stream.esr_blocks:.4f}, {stream.latched_seconds} s latched")
+        if stream.warning():
+            print(stream.warning(), file=sys.stderr)
 
 
 def cmd_register(args: argparse.Namespace) -> None:

@@ -5,6 +5,8 @@
   between runs. The post reached 1.2e-3 on its own data.
 - `esr`: sum((y - y_hat)^2) / sum(y^2) over the whole rendered validation audio; `esr_pre_emphasis` the same
   after first-order pre-emphasis; `level_db`: prediction RMS relative to the target's.
+- `stream_esr`, `stream_esr_in_blocks`, `stream_latched_seconds` (a streaming LSTM): every capture whole as
+  one stream, as a plugin plays it, against the same in short blocks (`latching`).
 - per capture, i.e. per knob setting of a conditioned set, the same figures with the setting's knob values;
   `esr_held_out` over the captures held out whole (`split: val`): settings the model never trained on.
 """
@@ -93,10 +95,12 @@ def score(model: keras.Model, card: ModelCard, segments: list[Segment], params: 
 
 def evaluate(model: keras.Model, card: ModelCard, segments: list[Segment], params: EvaluateParams,
              render_params: RenderParams, window_2018: int, tail_2018: int, history_csv: Path, loss_name: str,
-             out_dir: Path) -> dict[str, Any]:
-    """Render every validation segment, score it, draw the figures; write metrics.json and plots/ into
-    `out_dir` (replaced atomically) and return the metrics."""
+             out_dir: Path, extra: dict[str, float] | None = None) -> dict[str, Any]:
+    """Render every validation segment, score it, draw the figures; write metrics.json (with `extra`, figures
+    measured elsewhere such as the stream check) and plots/ into `out_dir` (replaced atomically) and return
+    the metrics."""
     result, predictions = score(model, card, segments, params, render_params, window_2018, tail_2018)
+    result.update(extra or {})
     with atomic_dir(Path(out_dir) / PLOTS_DIR) as scratch:
         span = max(int(params.overlay_ms * card.sample_rate / 1000), 2)
         overlays = {}

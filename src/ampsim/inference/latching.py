@@ -1,0 +1,102 @@
+"""Does a recurrent model keep playing right as one endless stream, as a plugin plays it?
+
+A streaming LSTM trains on short segments, each from a fresh state, and validation renders its own passage
+from a zero state. Neither sees what a plugin does: one stream that never restarts. A state can latch there:
+something loud (a -6 dBFS sweep, a hard strum) drives a few cells into a corner that quieter playing never
+leads out of, and the model plays on wrong, often 20 dB too quiet, for tens of seconds, until something as
+loud knocks it back. (Measured: the 5150 at 15 training minutes scored validation ESR 0.028 and ESR 0.49 on
+its own training audio as one stream, latched from 13 s to 91 s; bench/RESULTS.md, session 10.)
+
+The check renders each capture whole (its training part, then its validation part) twice: as one stream
+from a zero state, and in 1 s blocks, each after 0.25 s of its own audio, which no latch outlives. A second
+that plays far worse as one stream than in blocks is latched.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import keras
+import numpy as np
+
+from ampsim.core import metrics
+from ampsim.core.knobs import knob_vector
+from ampsim.core.params import RenderParams
+from ampsim.data.windows import Segment
+from ampsim.inference.blocks import BlockPlan
+from ampsim.inference.engine import block_renderer, render_exact
+from ampsim.modelling.models import ModelCard
+
+BLOCK_SECONDS, LEAD_SECONDS = 1.0, 0.25
+LATCH_RATIO = 4.0  # a second this many times worse as one stream than in blocks ...
+LATCH_MIN_ESR = 0.1  # ... and at least this bad as one stream counts as latched
+
+
+@dataclass(frozen=True)
+class StreamCheck:
+    esr_stream: float  # every capture, each as one stream from a zero state
+    esr_blocks: float  # the same audio in blocks
+    latched_seconds: int
+    worst: str | None  # the capture with the most latched seconds, and where its first one is
+
+    def as_metrics(self) -> dict[str, float]:
+        return {"stream_esr": self.esr_stream, "stream_esr_in_blocks": self.esr_blocks,
+                "stream_latched_seconds": float(self.latched_seconds)}
+
+    def warning(self) -> str | None:
+        if not self.latched_seconds:
+            return None
+        return (f"WARNING: the model's state latches when it plays on: {self.latched_seconds} s of the captures "
+                f"play far worse as one stream (as a plugin plays, ESR {self.esr_stream:.4f}) than in blocks "
+                f"({self.esr_blocks:.4f}); {self.worst}. Retrain (another lstm.random_seed, or longer "
+                "lstm.segment_samples), and listen to a long take before you ship it")
+
+
+def is_streaming(model: keras.Model) -> bool:
+    return any(isinstance(layer, keras.layers.LSTM) for layer in model.layers)
+
+
+def _whole_captures(train: list[Segment], val: list[Segment]) -> list[tuple[str, Segment]]:
+    """Each capture's training part then its validation part, as one segment."""
+    parts: dict[str, list[Segment]] = {}
+    for segment in train + val:
+        parts.setdefault(segment.capture, []).append(segment)
+    return [(name, Segment(name, np.concatenate([s.x for s in pieces]), np.concatenate([s.y for s in pieces]),
+                           pieces[0].knobs)) for name, pieces in parts.items()]
+
+
+def _per_second(target: np.ndarray, prediction: np.ndarray, rate: int) -> np.ndarray:
+    seconds = len(target) // rate
+    error = ((target - prediction)[: seconds * rate] ** 2).reshape(seconds, rate).sum(axis=1)
+    energy = (target[: seconds * rate] ** 2).reshape(seconds, rate).sum(axis=1)
+    return error / np.maximum(energy, 1e-12)
+
+
+def one_take(model: keras.Model, x: np.ndarray, y: np.ndarray, rate: int, knobs: np.ndarray,
+             params: RenderParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One take as one stream and in blocks, and the seconds (indices) that latch."""
+    plan = BlockPlan(block=int(BLOCK_SECONDS * rate), context=int(LEAD_SECONDS * rate), blocks=params.blocks_per_batch)
+    stream = render_exact(model, x, params.exact_chunk_samples, params.jit_compile, knobs).reshape(-1)
+    blocks = block_renderer(model, plan, params.jit_compile, knobs=knobs)(x).reshape(-1)
+    as_stream, in_blocks = _per_second(y, stream, rate), _per_second(y, blocks, rate)
+    return stream, blocks, np.flatnonzero((as_stream > LATCH_RATIO * in_blocks) & (as_stream > LATCH_MIN_ESR))
+
+
+def stream_check(model: keras.Model, card: ModelCard, train: list[Segment], val: list[Segment],
+                 params: RenderParams) -> StreamCheck | None:
+    """The check over every capture; None for a model without a state to latch (a convolution)."""
+    if not is_streaming(model):
+        return None
+    targets, streams, blocked, latched, worst = [], [], [], 0, (0, None)
+    for name, capture in _whole_captures(train, val):
+        stream, blocks, bad = one_take(model, capture.x, capture.y, card.sample_rate,
+                                       knob_vector(card.knobs, capture.knobs), params)
+        latched += len(bad)
+        if len(bad) > worst[0]:
+            worst = (len(bad), f"{name}: {len(bad)} s latched, the first at {bad[0]} s")
+        targets.append(capture.y)
+        streams.append(stream)
+        blocked.append(blocks)
+    target = np.concatenate(targets)
+    return StreamCheck(metrics.esr(target, np.concatenate(streams)), metrics.esr(target, np.concatenate(blocked)),
+                       latched, worst[1])
