@@ -287,3 +287,40 @@ def _default_params() -> dict:
     import yaml
 
     return yaml.safe_load((PROJECT / "params.yaml").read_text())
+
+
+def test_a_shuffled_warm_up_starts_each_window_where_another_ended_and_trains(tmp_path, boss_prepared):
+    """lstm.warmup_start: shuffled. The carried state's rows are permuted between batches (a state that
+    outlives the warm-up, a latch, is then scored on other audio); a training with it runs."""
+    import keras
+
+    from ampsim.cli import _train_config
+    from ampsim.core.errors import AmpsimError
+    from ampsim.core.params import load_params
+    from ampsim.modelling.carried_lstm import CarriedLSTM, shuffle_carried_state
+    from ampsim.modelling.training import build_model, recipe
+
+    params = load_params(PROJECT / "params.yaml")
+    params["lstm"] = {**params["lstm"], "hidden_size": 4, "warmup_start": "shuffled"}
+    config = _train_config(params, "params.yaml", 48000)
+    assert recipe(config).shuffled_start
+    trainer = build_model(config, carried_batch=3)
+    trainer.predict_on_batch(np.random.default_rng(0).normal(0, 0.3, (3, 500, 1)).astype(np.float32))
+    layer = next(layer for layer in trainer.layers if isinstance(layer, CarriedLSTM))
+    before = [keras.ops.convert_to_numpy(v) for v in layer.states]
+    assert not np.allclose(before[0][0], before[0][1])
+    shuffle_carried_state(trainer, np.array([2, 0, 1]))
+    for old, variable in zip(before, layer.states):
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(variable), old[[2, 0, 1]])
+
+    params["lstm"]["warmup_start"] = "random"
+    with pytest.raises(AmpsimError, match="lstm.warmup_start is 'random'"):
+        recipe(_train_config(params, "params.yaml", 48000))
+
+    tiny = str(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml", train={"max_steps": 2, "max_minutes": 0},
+                           lstm={"warmup_start": "shuffled"}))
+    assert main(["--params", tiny, "train", "--prepared", str(boss_prepared), "--model", str(tmp_path / "model"),
+                 "--reports", str(tmp_path / "reports"), "--checkpoint", str(tmp_path / "ckpt"), "--quiet",
+                 "--no-mlflow"]) == 0
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert summary["steps"] == 2 and np.isfinite(summary["best_val_loss"])
