@@ -99,7 +99,6 @@ class LstmParams:
     knob_drive: bool  # a model with knobs: they also scale the audio into it (a gain in dB linear in each knob)
     segment_samples: int  # training segment length, warm-up included
     warmup_samples: int  # first samples of each segment that only settle the state (no update, no loss)
-    warmup_start: str  # zero | shuffled: the warm-up starts from the zero state, or from another segment's end state
     tbptt_samples: int  # an update every this many samples of a segment, the state carried across updates
     batch_size: int  # segments side by side
     batches_per_step: int  # segment batches between validations

@@ -24,15 +24,6 @@ def reset_carried_state(model: keras.Model) -> None:
             layer.reset_state()
 
 
-def shuffle_carried_state(model: keras.Model, order) -> None:
-    """Row i of the carried state becomes the state row order[i] ended in: each segment of the next batch
-    starts from where another segment's audio left the model."""
-    for layer in model.layers:
-        if isinstance(layer, CarriedLSTM):
-            for variable in layer.states:
-                variable.assign(keras.ops.take(variable, order, axis=0))
-
-
 def copy_weights(source: keras.Model, target: keras.Model) -> None:
     """The weights of `source` into `target`, layer by layer, either way between a model and its training twin
     (a carried state is not a weight)."""

@@ -26,7 +26,7 @@ from ampsim.core.knobs import knob_names
 from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
 from ampsim.data.windows import Pool, fixed_windows, load_split, random_windows
 from ampsim.modelling.architectures import Recipe, architecture
-from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state, shuffle_carried_state
+from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state
 from ampsim.modelling.models import ModelCard, save_model
 from ampsim.modelling.warm_start import start_from
 
@@ -82,14 +82,11 @@ def learning_rate(plan: Recipe, progress: float) -> float:
     return plan.final_learning_rate + 0.5 * (plan.learning_rate - plan.final_learning_rate) * (1 + np.cos(np.pi * progress))
 
 
-def train_batch(trainer: keras.Model, plan: Recipe, x: np.ndarray, y: np.ndarray, rng: np.random.Generator) -> float:
+def train_batch(trainer: keras.Model, plan: Recipe, x: np.ndarray, y: np.ndarray) -> float:
     """Train on one batch of windows; returns the mean loss of its updates."""
     if plan.tbptt is None:
         return float(trainer.train_on_batch(x, y))
-    if plan.shuffled_start:
-        shuffle_carried_state(trainer, rng.permutation(len(x)))
-    else:
-        reset_carried_state(trainer)
+    reset_carried_state(trainer)
     trainer.predict_on_batch(x[:, : plan.warmup])  # the state settles; no update
     losses = [trainer.train_on_batch(x[:, start : start + plan.tbptt], y[:, start : start + plan.tbptt])
               for start in range(plan.warmup, plan.window, plan.tbptt)]
@@ -274,7 +271,7 @@ def train_step(job: Job, config: TrainConfig, bar: Progress) -> tuple[float, flo
         progress = spent / budget if budget else state["step"] / config.train.max_steps
         job.trainer.optimizer.learning_rate.assign(learning_rate(plan, progress))
         x, y = random_windows(job.train_pool, job.rng, plan.batch_size, plan.window)
-        losses.append(train_batch(job.trainer, plan, x, y, job.rng))
+        losses.append(train_batch(job.trainer, plan, x, y))
         bar.update(state["seconds"] + time.perf_counter() - started, step=state["step"] + 1,
                    loss=f"{losses[-1]:.4g}", best_val=f"{state['best_val']:.4g}")
     train_loss = float(np.mean(losses))

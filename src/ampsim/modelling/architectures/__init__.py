@@ -51,9 +51,6 @@ class Recipe:
     tbptt: int | None = None
     warmup: int = 0
     chunk_loss: Callable | None = None
-    # The warm-up starts from the zero state, or (True) from the state another window of the previous batch
-    # ended in, so that a state which outlives the warm-up (a latch) is scored.
-    shuffled_start: bool = False
 
 
 @dataclass(frozen=True)

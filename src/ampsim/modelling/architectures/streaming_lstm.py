@@ -24,7 +24,6 @@ from ampsim.modelling.losses import fit_loss
 from ampsim.modelling.carried_lstm import CarriedLSTM
 from ampsim.modelling.onnx_graph import lstm_stack
 
-WARMUP_STARTS = ("zero", "shuffled")  # lstm.warmup_start
 AIDAX_HIDDEN_SIZES = (8, 12, 16, 20, 24, 32, 40, 64, 80)  # the LSTM sizes AIDA-X's RTNeural build loads
 
 NAME = "lstm"
@@ -83,17 +82,13 @@ def recipe(config) -> Recipe:
         raise AmpsimError(f"lstm.tbptt_samples {p.tbptt_samples} must be between 1 and the segment after its "
                           f"warm-up ({p.segment_samples - p.warmup_samples})", path="params.yaml",
                           fix="e.g. 200 (an update every 200 samples)")
-    if p.warmup_start not in WARMUP_STARTS:
-        raise AmpsimError(f"lstm.warmup_start is {p.warmup_start!r}", path="params.yaml",
-                          fix=f"set it to one of {', '.join(WARMUP_STARTS)}")
     fit = config.fit
     updates = (p.segment_samples - p.warmup_samples) // p.tbptt_samples
     segment_loss = fit_loss(fit, p.warmup_samples, p.tbptt_samples, "lstm.tbptt_samples")
     return Recipe(p.warmup_samples + updates * p.tbptt_samples, updates * p.tbptt_samples, p.batch_size,
                   p.batches_per_step, fit.learning_rate, fit.final_learning_rate, fit.patience, p.val_segments,
                   segment_loss, segment_loss.__name__, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
-                  chunk_loss=fit_loss(fit, 0, p.tbptt_samples, "lstm.tbptt_samples"),
-                  shuffled_start=p.warmup_start == "shuffled")
+                  chunk_loss=fit_loss(fit, 0, p.tbptt_samples, "lstm.tbptt_samples"))
 
 
 def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -> int:
