@@ -48,8 +48,8 @@ class StreamCheck:
             return None
         return (f"WARNING: the model's state latches when it plays on: {self.latched_seconds} s of the captures "
                 f"play far worse as one stream (as a plugin plays, ESR {self.esr_stream:.4f}) than in blocks "
-                f"({self.esr_blocks:.4f}); {self.worst}. Retrain (another lstm.random_seed, or longer "
-                "lstm.segment_samples), and listen to a long take before you ship it")
+                f"({self.esr_blocks:.4f}); {self.worst}. Retrain with another train.random_seed (whether a "
+                "state latches differs from run to run), and listen to a long take before you ship it")
 
 
 def is_streaming(model: keras.Model) -> bool:
