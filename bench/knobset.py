@@ -107,6 +107,25 @@ def neighbour_mix(answers: dict[float, np.ndarray]) -> dict:
     return {"neighbours": [below, above], "weights": weights.tolist(), "esr": esr}
 
 
+def driven_neighbour(test_x: np.ndarray, answers: dict[float, np.ndarray], taps: int = 64) -> dict:
+    """What a knob that sets the drive allows: the held-out setting's answer as the setting below it played
+    harder (the best of 0-12 dB in 3 dB steps, then its level fitted), and that through the best `taps`-tap
+    EQ (least squares). The case for `lstm.knob_drive`."""
+    below = max(gain for gain in answers if gain < HELD_OUT)
+    net, target = load_teacher(TEACHERS / SETTINGS[below]), answers[HELD_OUT]
+
+    def residual(columns: np.ndarray) -> float:
+        fit = columns @ np.linalg.lstsq(columns, target, rcond=None)[0]
+        return float(np.sum((target - fit) ** 2) / np.sum(target**2))
+
+    driven = {db: play(net, test_x * 10 ** (db / 20)) for db in (0, 3, 6, 9, 12)}
+    level_only = {db: residual(answer[:, None]) for db, answer in driven.items()}
+    best = min(level_only, key=level_only.get)
+    lagged = np.lib.stride_tricks.sliding_window_view(np.concatenate([np.zeros(taps - 1), driven[best]]), taps)
+    return {"neighbour": below, "drive_db": best, "esr_by_drive_db": level_only, "esr": level_only[best],
+            "esr_with_eq": residual(lagged[:, ::-1]), "eq_taps": taps}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--minutes", type=float, default=10.0, help="training-time budget")
@@ -115,9 +134,20 @@ def main() -> None:
                         help="a params.yaml setting for this run (repeatable), e.g. lstm.knob_drive=true")
     parser.add_argument("--key", default="knobset", help="the key it writes (default %(default)s)")
     parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="JSON file to merge the result into")
+    parser.add_argument("--teachers-only", action="store_true",
+                        help="no training: only what the teachers allow at the held-out setting (a blend of its "
+                             "neighbours, a neighbour driven harder), in a minute")
     args = parser.parse_args()
 
-    di, test_x = reamp_di(args.seconds), test_di()
+    test_x = test_di()
+    if args.teachers_only:
+        answers = {gain: play(load_teacher(TEACHERS / teacher), test_x) for gain, teacher in SETTINGS.items()}
+        result = {"date": dt.date.today().isoformat(), "held_out_gain": HELD_OUT,
+                  "neighbour_mix": neighbour_mix(answers), "driven_neighbour": driven_neighbour(test_x, answers)}
+        print_teacher_bounds(result)
+        merge_results(args.out, args.key, result)
+        return
+    di = reamp_di(args.seconds)
     with tempfile.TemporaryDirectory(prefix="ampsim-knobset-") as tmp:
         work = Path(tmp)
         os.environ["MLFLOW_TRACKING_URI"] = f"sqlite:///{work / 'mlflow.db'}"  # the project's store stays clean
@@ -135,7 +165,7 @@ def main() -> None:
               "validation_esr": {name.removeprefix("gain-"): entry["esr"]
                                  for name, entry in validation["captures"].items()},
               "test_esr_lag0": test,
-              "neighbour_mix": neighbour_mix(answers)}
+              "neighbour_mix": neighbour_mix(answers), "driven_neighbour": driven_neighbour(test_x, answers)}
     print(f"JCM900 knob set, {args.minutes:g} training minutes ({train['steps']} steps), held out: gain {HELD_OUT:g}"
           + (f", {' '.join(args.overrides)}" if args.overrides else ""))
     print("  gain | latency | validation ESR | test ESR (real guitar DI, lag 0)")
@@ -144,10 +174,16 @@ def main() -> None:
         mark = "  (held out)" if gain == HELD_OUT else ""
         print(f"  {key:>4} | {latency[f'gain-{key}']:>7} | {result['validation_esr'][key]:>14.4f} | "
               f"{test[key]:.4f}{mark}")
-    mix = result["neighbour_mix"]
+    print_teacher_bounds(result)
+    merge_results(args.out, args.key, result)
+
+
+def print_teacher_bounds(result: dict) -> None:
+    mix, driven = result["neighbour_mix"], result["driven_neighbour"]
     print(f"  the held-out setting as the best mix of gains {mix['neighbours'][0]:g} and {mix['neighbours'][1]:g}: "
           f"ESR {mix['esr']:.4f}")
-    merge_results(args.out, args.key, result)
+    print(f"  ... as gain {driven['neighbour']:g} played {driven['drive_db']:g} dB harder: ESR {driven['esr']:.4f}, "
+          f"and through the best {driven['eq_taps']}-tap EQ: {driven['esr_with_eq']:.4f}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,7 @@
 LSTM(H) x L -> Dense(1), optionally y = x + f(x), taking the audio and any knob values as input channels.
 With `knob_drive`, the knobs also set how hard the audio drives the network: it is scaled by exp(knobs @ w),
 a gain in dB linear in each knob, as a gain pot's taper sets the level into the next stage (on the JCM900,
-gain 6 driven 9 dB harder plays gain 8 to ESR 0.0096 after an EQ: bench/RESULTS.md, session 10).
+gain 6 driven 9 dB harder plays gain 8 to ESR 0.0146 after an EQ: bench/RESULTS.md, session 10).
 Trained by truncated back-propagation through time (Wright et al. 2019): each segment's state settles on a
 warm-up, then one update every `tbptt_samples`, the state carried between updates by a training twin of
 fixed batch size. It renders as one stream (`exact`) or as blocks after a measured warm-up (`fast`), and
