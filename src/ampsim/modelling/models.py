@@ -15,6 +15,7 @@ import keras
 from ampsim.core.audio import atomic_dir
 from ampsim.core.errors import AmpsimError
 from ampsim.modelling.architectures import registered
+from ampsim.modelling.architectures.streaming_lstm import knob_drive_layer
 from ampsim.modelling.card import CARD_FILE, MODEL_FILE, RUNTIME_FILE, ModelCard, read_card  # noqa: F401 - re-exported
 
 
@@ -25,8 +26,8 @@ def streaming_twin(model: keras.Model) -> keras.Model:
     input_size = model.input_shape[-1]
     audio = keras.Input(shape=(None, input_size), name="audio")
     states_in, states_out = [], []
-    # a knob drive (streaming_lstm.KnobDrive) is stateless: the same layer, shared
-    x = model.get_layer("knob_drive")(audio) if any(layer.name == "knob_drive" for layer in model.layers) else audio
+    drive = knob_drive_layer(model)  # stateless: the same layer, shared
+    x = audio if drive is None else drive(audio)
     for layer in lstms:
         h = keras.Input(shape=(layer.units,), name=f"{layer.name}_h")
         c = keras.Input(shape=(layer.units,), name=f"{layer.name}_c")

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 
 from ampsim.core.errors import AmpsimError
+from ampsim.modelling.architectures.streaming_lstm import knob_drive_layer
 from ampsim.modelling.models import load_model
 
 START_FOLDER = ".start"  # hidden: the captures' readers skip it
@@ -64,8 +65,9 @@ def starting_weights(target: keras.Model, start: keras.Model, knobs: int, where:
         raise AmpsimError(f"the starting model takes {start_inputs - 1} knob(s), this device's model {knobs}",
                           path=where, fix="start from a plain model, or from one with this device's knobs")
     start_weights, target_weights = start.get_weights(), target.get_weights()
-    if _has_knob_drive(target) and not _has_knob_drive(start):  # the drive starts at zero: no drive, as the start
-        index = next(i for i, weight in enumerate(target.weights) if "knob_drive" in weight.path)
+    drive = knob_drive_layer(target)
+    if drive is not None and knob_drive_layer(start) is None:  # the drive starts at zero: no drive, as the start
+        index = next(i for i, weight in enumerate(target.weights) if weight is drive.drive)
         start_weights.insert(index, np.zeros(tuple(target_weights[index].shape), np.float32))
     fix = ("choose a starting model of this size, or set the device's recipe to the starting model's size "
            "(`recipes.<device>` in params.yaml), or train from scratch (`train.init_from: null`)")
@@ -80,10 +82,6 @@ def starting_weights(target: keras.Model, start: keras.Model, knobs: int, where:
                               f"needs {tuple(goal.shape)}: not the same size", path=where, fix=fix)
         laid_out.append(widened)
     return laid_out
-
-
-def _has_knob_drive(model: keras.Model) -> bool:
-    return any(layer.name == "knob_drive" for layer in model.layers)
 
 
 def start_from(target: keras.Model, folder: Path, architecture: str, knobs: int, what: str) -> str:

@@ -99,10 +99,14 @@ def has_input_skip(model: keras.Model) -> bool:
     return any(layer.name == "input_skip" for layer in model.layers)
 
 
+def knob_drive_layer(model: keras.Model) -> KnobDrive | None:
+    return next((layer for layer in model.layers if isinstance(layer, KnobDrive)), None)
+
+
 def knob_drive(model: keras.Model) -> np.ndarray | None:
     """The drive weights (knobs x 1) of a model whose knobs set its input level, else None."""
-    layers = [layer for layer in model.layers if isinstance(layer, KnobDrive)]
-    return layers[0].get_weights()[0] if layers else None
+    layer = knob_drive_layer(model)
+    return None if layer is None else layer.get_weights()[0]
 
 
 def nam(model: keras.Model, state: list[np.ndarray]) -> NamPayload:
