@@ -13,7 +13,8 @@ from conftest import PROJECT, RATE  # noqa: E402
 
 from ampsim.core.params import RenderParams, load_params, section  # noqa: E402
 from ampsim.data.windows import Segment  # noqa: E402
-from ampsim.inference.latching import stream_check  # noqa: E402
+from ampsim.inference.latching import StreamRender, first_unlatched, stream_check  # noqa: E402
+from ampsim.modelling.best_steps import BestSteps  # noqa: E402
 from ampsim.modelling.architectures.streaming_lstm import lstm_model  # noqa: E402
 from ampsim.modelling.models import ModelCard  # noqa: E402
 
@@ -51,7 +52,7 @@ def test_a_state_that_latches_after_a_burst_is_found_where_it_is(latches):
     truth = _two_cells(latches=False).predict(x[None, :, None], verbose=0).reshape(-1)  # the gear recovers
     split = 4 * RATE
     train, val = [Segment("take", x[:split], truth[:split])], [Segment("take", x[split:], truth[split:])]
-    check = stream_check(_two_cells(latches), card, train, val, render_params)
+    check = stream_check(_two_cells(latches), card, train, val, StreamRender.of(render_params))
     if latches:  # +0.5 from 2.05 s on as one stream; blocks after 3 s start clean (second 2 is wrong both ways)
         assert check.latched_seconds == 3 and check.worst == "take: 3 s latched, the first at 3 s"
         assert check.esr_stream > 3 * check.esr_blocks  # wrong for ~4 s as one stream, ~1 s in blocks
@@ -60,3 +61,35 @@ def test_a_state_that_latches_after_a_burst_is_found_where_it_is(latches):
         assert check.latched_seconds == 0 and check.warning() is None
         assert check.esr_stream < 1e-6 and check.esr_blocks < 1e-6
     assert set(check.as_metrics()) == {"stream_esr", "stream_esr_in_blocks", "stream_latched_seconds"}
+
+
+def _take_and_card():
+    card = ModelCard("lstm", RATE, 1, 1024, 768, ["take"], None, knobs=[])
+    x = _quiet_take_with_one_burst()
+    truth = _two_cells(latches=False).predict(x[None, :, None], verbose=0).reshape(-1)
+    split = 4 * RATE
+    return card, [Segment("take", x[:split], truth[:split])], [Segment("take", x[split:], truth[split:])]
+
+
+def test_training_ships_the_best_step_that_does_not_latch(tmp_path):
+    card, train, val = _take_and_card()
+    kept = BestSteps(keep=3)
+    for step, latches in ((3, False), (7, False), (9, True)):  # each a new best; the best (step 9) latches
+        kept.add(step, 1.0 / step, _two_cells(latches).get_weights())
+    kept.save(tmp_path / "best_steps.npz")  # as the checkpoint keeps them, so that a resumed run can choose too
+    resumed = BestSteps(keep=3)
+    resumed.load(tmp_path / "best_steps.npz")
+    assert [s for s, _ in resumed.candidates()] == [9, 7, 3] and resumed.val_loss(7) == 1.0 / 7
+    model, said = _two_cells(latches=True), []
+    step, checked = first_unlatched(model, card, resumed.candidates(), train, val, log=said.append)
+    assert (step, checked) == (7, {9: 3, 7: 0})
+    assert "step 9 latches as one stream (take: 3 s latched, the first at 3 s" in said[0] and len(said) == 1
+    np.testing.assert_array_equal(model.get_weights()[2], _two_cells(latches=False).get_weights()[2])
+
+    every_one_latches = [(9, _two_cells(True).get_weights()), (7, _two_cells(True).get_weights())]
+    step, checked = first_unlatched(model, card, every_one_latches, train, val, log=said.append)
+    assert (step, checked) == (9, {9: 3, 7: 3}) and "every one of the 2 best steps kept latches" in said[-1]
+    kept_one = BestSteps(keep=1)
+    for step in (1, 2, 3):
+        kept_one.add(step, 1.0 / step, [np.zeros(1)])
+    assert [s for s, _ in kept_one.candidates()] == [3]

@@ -129,6 +129,8 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, b
     summary = json.loads((reports / "train" / "summary.json").read_text())
     assert summary["steps"] == 3 and summary["stopped"] == "max_steps 3 reached"
     assert np.isfinite(summary["best_val_loss"])
+    if architecture != "wavenet":  # what shipped was checked as one stream over the whole capture
+        assert summary["stream_checked"][str(summary["best_step"])] == 0 and summary["stream_check_seconds"] > 0
     history = (reports / "train" / "loss.csv").read_text().splitlines()
     assert history[0] == "step,train_loss,val_loss,minutes" and len(history) == 4
     assert not (tmp_path / "ckpt").exists()  # finished: the checkpoint is gone
@@ -223,6 +225,8 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, boss_prepare
     saved = json.loads(state_file.read_text())
     killed_at = saved["step"]
     assert 2 <= killed_at < 8
+    with np.load(tmp_path / "ckpt" / "best_steps.npz") as kept:  # the fallbacks a latched best would need
+        assert kept["steps"][0] == saved["best_step"] and kept["val_losses"][0] == pytest.approx(saved["best_val"])
     assert not (tmp_path / "models" / "trained").exists()
 
     rerun = subprocess.run(command, cwd=tmp_path, env=tool_env(), capture_output=True, text=True)

@@ -144,7 +144,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from ampsim.core.params import EvaluateParams, Lstm2018Params, RenderParams, section
     from ampsim.data.windows import load_split, samples
     from ampsim.inference.evaluation import PLOTS_DIR, evaluate, flat_metrics
-    from ampsim.inference.latching import stream_check
+    from ampsim.inference.latching import StreamRender, stream_check
     from ampsim.modelling.models import load_model
 
     params = _params(args)
@@ -152,7 +152,8 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     model, card = load_model(Path(args.model))
     segments = load_split(Path(args.prepared), "val")
     render_params = section(params, "render", RenderParams, args.params)
-    stream = stream_check(model, card, load_split(Path(args.prepared), "train"), segments, render_params)
+    stream = stream_check(model, card, load_split(Path(args.prepared), "train"), segments,
+                          StreamRender.of(render_params))
     result = evaluate(model, card, segments, section(params, "evaluate", EvaluateParams, args.params),
                       render_params, samples(metric_2018.window_ms, card.sample_rate),
                       samples(metric_2018.tail_ms, card.sample_rate),

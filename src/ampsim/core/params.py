@@ -64,6 +64,7 @@ class TrainParams:
     max_steps: int
     max_minutes: float  # training-time budget summed over resumed runs; 0 means no limit
     init_from: str | None  # fine-tune: the source `ampsim init-from` fetched into the device's .start (None: random)
+    latch_fallbacks: int  # earlier best steps kept in case the best latches as one stream (0: no check)
 
 
 @dataclass(frozen=True)

@@ -9,12 +9,14 @@ its own training audio as one stream, latched from 13 s to 91 s; bench/RESULTS.m
 
 The check renders each capture whole (its training part, then its validation part) twice: as one stream
 from a zero state, and in 1 s blocks, each after 0.25 s of its own audio, which no latch outlives. A second
-that plays far worse as one stream than in blocks is latched.
+that plays far worse as one stream than in blocks is latched. Training ships the best step that passes
+(`first_unlatched`); evaluate reports the check on what shipped.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 import keras
 import numpy as np
@@ -30,6 +32,20 @@ from ampsim.modelling.models import ModelCard
 BLOCK_SECONDS, LEAD_SECONDS = 1.0, 0.25
 LATCH_RATIO = 4.0  # a second this many times worse as one stream than in blocks ...
 LATCH_MIN_ESR = 0.1  # ... and at least this bad as one stream counts as latched
+
+
+@dataclass(frozen=True)
+class StreamRender:
+    """How the check renders: render settings that change speed, never the figures (the training stage, which
+    reads no render settings, takes the defaults)."""
+
+    chunk_samples: int = 65536
+    blocks_per_batch: int = 32
+    jit_compile: bool = True
+
+    @classmethod
+    def of(cls, params: RenderParams) -> "StreamRender":
+        return cls(params.exact_chunk_samples, params.blocks_per_batch, params.jit_compile)
 
 
 @dataclass(frozen=True)
@@ -73,24 +89,24 @@ def _per_second(target: np.ndarray, prediction: np.ndarray, rate: int) -> np.nda
 
 
 def one_take(model: keras.Model, x: np.ndarray, y: np.ndarray, rate: int, knobs: np.ndarray,
-             params: RenderParams) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+             render: StreamRender = StreamRender()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One take as one stream and in blocks, and the seconds (indices) that latch."""
-    plan = BlockPlan(block=int(BLOCK_SECONDS * rate), context=int(LEAD_SECONDS * rate), blocks=params.blocks_per_batch)
-    stream = render_exact(model, x, params.exact_chunk_samples, params.jit_compile, knobs).reshape(-1)
-    blocks = block_renderer(model, plan, params.jit_compile, knobs=knobs)(x).reshape(-1)
+    plan = BlockPlan(block=int(BLOCK_SECONDS * rate), context=int(LEAD_SECONDS * rate), blocks=render.blocks_per_batch)
+    stream = render_exact(model, x, render.chunk_samples, render.jit_compile, knobs).reshape(-1)
+    blocks = block_renderer(model, plan, render.jit_compile, knobs=knobs)(x).reshape(-1)
     as_stream, in_blocks = _per_second(y, stream, rate), _per_second(y, blocks, rate)
     return stream, blocks, np.flatnonzero((as_stream > LATCH_RATIO * in_blocks) & (as_stream > LATCH_MIN_ESR))
 
 
 def stream_check(model: keras.Model, card: ModelCard, train: list[Segment], val: list[Segment],
-                 params: RenderParams) -> StreamCheck | None:
+                 render: StreamRender = StreamRender()) -> StreamCheck | None:
     """The check over every capture; None for a model without a state to latch (a convolution)."""
     if not is_streaming(model):
         return None
     targets, streams, blocked, latched, worst = [], [], [], 0, (0, None)
     for name, capture in _whole_captures(train, val):
         stream, blocks, bad = one_take(model, capture.x, capture.y, card.sample_rate,
-                                       knob_vector(card.knobs, capture.knobs), params)
+                                       knob_vector(card.knobs, capture.knobs), render)
         latched += len(bad)
         if len(bad) > worst[0]:
             worst = (len(bad), f"{name}: {len(bad)} s latched, the first at {bad[0]} s")
@@ -100,3 +116,26 @@ def stream_check(model: keras.Model, card: ModelCard, train: list[Segment], val:
     target = np.concatenate(targets)
     return StreamCheck(metrics.esr(target, np.concatenate(streams)), metrics.esr(target, np.concatenate(blocked)),
                        latched, worst[1])
+
+
+def first_unlatched(model: keras.Model, card: ModelCard, candidates: list[tuple[int, list[np.ndarray]]],
+                    train: list[Segment], val: list[Segment], log: Callable[[str], None] = print,
+                    render: StreamRender = StreamRender()) -> tuple[int, dict[int, int]]:
+    """Load into `model` the first of `candidates` ((step, weights), best validation first) that plays its
+    captures as one stream without a latched second; if every one latches, the first. Returns its step and
+    the latched seconds of each step checked."""
+    checked: dict[int, int] = {}
+    for step, weights in candidates:
+        model.set_weights(weights)
+        check = stream_check(model, card, train, val, render)
+        if check is None:  # nothing to latch
+            return step, checked
+        checked[step] = check.latched_seconds
+        if not check.latched_seconds:
+            return step, checked
+        log(f"step {step} latches as one stream ({check.worst}; ESR {check.esr_stream:.4f} against "
+            f"{check.esr_blocks:.4f} in blocks): passed over")
+    model.set_weights(candidates[0][1])
+    log(f"every one of the {len(candidates)} best steps kept latches: shipping step {candidates[0][0]}, the best "
+        "on validation. Retrain with another train.random_seed, or keep more with train.latch_fallbacks")
+    return candidates[0][0], checked

@@ -1,6 +1,7 @@
 """The training loop: steps of N batches of random windows, validation on a fixed window set after every
 step, the best weights kept, early stopping, a time budget, and a checkpoint after every step so that a
-killed run resumes where it stopped (losing at most the step in progress).
+killed run resumes where it stopped (losing at most the step in progress). A recurrent model ships the best
+step that plays its captures whole as one stream without a latched state (`best_steps`, `latching`).
 
 What each architecture trains on (its recipe: window, batch, loss, schedule) is in its own module in
 `ampsim.modelling.architectures`; a recipe with `tbptt` trains a twin that carries its state from update to update.
@@ -24,8 +25,10 @@ from ampsim.core.audio import atomic_dir, write_text
 from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_names
 from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
-from ampsim.data.windows import Pool, fixed_windows, load_split, random_windows
+from ampsim.data.windows import Pool, Segment, fixed_windows, load_split, random_windows
+from ampsim.inference.latching import first_unlatched
 from ampsim.modelling.architectures import Recipe, architecture
+from ampsim.modelling.best_steps import BestSteps
 from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state
 from ampsim.modelling.models import ModelCard, save_model
 from ampsim.modelling.warm_start import start_from
@@ -34,6 +37,7 @@ STATE_FILE = "state.json"
 LAST_WEIGHTS = "last.weights.h5"
 BEST_WEIGHTS = "best.weights.h5"
 OPTIMIZER_FILE = "optimizer.npz"
+BEST_STEPS_FILE = "best_steps.npz"
 HISTORY_COLUMNS = ("step", "train_loss", "val_loss", "minutes")
 
 
@@ -110,10 +114,13 @@ def _optimizer_arrays(optimizer: keras.optimizers.Optimizer) -> dict[str, np.nda
     return {f"v{i:04d}": keras.ops.convert_to_numpy(v) for i, v in enumerate(optimizer.variables)}
 
 
-def save_checkpoint(folder: Path, model: keras.Model, state: dict[str, Any], improved: bool) -> None:
+def save_checkpoint(folder: Path, model: keras.Model, state: dict[str, Any], improved: bool,
+                    best_steps: BestSteps | None = None) -> None:
     """Replace the checkpoint folder atomically: a kill during the write keeps the previous checkpoint."""
     previous_best = Path(folder) / BEST_WEIGHTS
     with atomic_dir(folder) as scratch:
+        if best_steps is not None:
+            best_steps.save(scratch / BEST_STEPS_FILE)
         model.save_weights(scratch / LAST_WEIGHTS)
         if improved or not previous_best.is_file():
             model.save_weights(scratch / BEST_WEIGHTS)
@@ -201,6 +208,8 @@ class Job:
     rng: np.random.Generator
     state: dict[str, Any]
     latency_samples: dict[str, int]  # per capture: what validate compensated, for the model card
+    segments: tuple[list[Segment], list[Segment]]  # training, and the validation that chooses the best step
+    best_steps: BestSteps  # the last few best steps' weights, to ship the best that does not latch
 
 
 def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) -> tuple[Job, str]:
@@ -229,7 +238,8 @@ def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) 
              "history": [], "run_id": None, "stopped": None}
     latency = {s.capture: s.latency_samples for s in train_segments + val_segments if s.latency_samples is not None}
     job = Job(plan, knobs, sorted({s.capture for s in train_segments}), train_pool, val_x, val_y, model, trainer,
-              np.random.default_rng(config.train.random_seed), state, latency)
+              np.random.default_rng(config.train.random_seed), state, latency, (train_segments, selecting),
+              BestSteps(config.train.latch_fallbacks + 1 if config.train.latch_fallbacks > 0 else 0))
     return job, fingerprint(config, train_pool, val_pool, start_digest)
 
 
@@ -243,6 +253,7 @@ def resume_or_start(job: Job, key: str, checkpoint_dir: Path, start_run: Callabl
         job.state.update(key=key, run_id=start_run(False))
         return
     restore(job.trainer, checkpoint_dir)
+    job.best_steps.load(Path(checkpoint_dir) / BEST_STEPS_FILE)
     job.rng.bit_generator.state = saved["rng"]
     job.state.update(saved)
     log(f"resuming from the checkpoint after step {saved['step']} ({_minutes(saved['seconds'])} trained, "
@@ -296,10 +307,23 @@ def record_step(job: Job, train_loss: float, val_loss: float, trained: float, el
     improved = val_loss < state["best_val"]
     if improved:
         state["best_val"], state["best_step"] = val_loss, state["step"]
+        job.best_steps.add(state["step"], val_loss, job.model.get_weights())  # validate_step copied them in
     state["history"].append({"step": state["step"], "train_loss": train_loss, "val_loss": val_loss,
                              "minutes": state["seconds"] / 60})
     state["rng"] = job.rng.bit_generator.state
     return improved
+
+
+def ship_unlatched(job: Job, model: keras.Model, card: ModelCard, log: Callable[[str], None]) -> dict[str, Any]:
+    """Load into `model` the best step that plays its captures whole as one stream without a latched state
+    (`model` holds the best step's weights already; a convolution, or no steps kept, keeps them). Returns the
+    step, its validation loss, the latched seconds of each step checked, and the check's seconds."""
+    state, started = job.state, time.perf_counter()
+    if not job.best_steps.steps:
+        return {"step": state["best_step"], "val_loss": state["best_val"], "checked": {}, "seconds": 0.0}
+    step, checked = first_unlatched(model, card, job.best_steps.candidates(), *job.segments, log=log)
+    return {"step": step, "val_loss": job.best_steps.val_loss(step), "checked": {str(k): v for k, v in checked.items()},
+            "seconds": round(time.perf_counter() - started, 1)}
 
 
 def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Path, config: TrainConfig,
@@ -350,7 +374,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                                      "learning_rate": float(job.trainer.optimizer.learning_rate),
                                      "samples_per_second": plan.batches_per_step * batch_samples / trained},
                                     step=state["step"])
-            save_checkpoint(checkpoint_dir, job.trainer, state, improved)
+            save_checkpoint(checkpoint_dir, job.trainer, state, improved, job.best_steps)
             if on_step is not None:
                 on_step(job.model, state)
         state["stopped"] = reason
@@ -365,24 +389,26 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                      input_size=1 + len(job.knobs), window_samples=plan.window, tail_samples=plan.scored,
                      captures=job.captures, mlflow_run_id=state["run_id"], knobs=job.knobs,
                      latency_samples=job.latency_samples, loss_name=plan.loss_name)
+    shipped = ship_unlatched(job, inference, card, log)
     save_model(inference, card, model_dir)
     summary = {
         "architecture": architecture_name,
         "parameters": int(inference.count_params()),
         "steps": state["step"],
-        "best_step": state["best_step"],
-        "best_val_loss": state["best_val"],
+        "best_step": shipped["step"],
+        "best_val_loss": shipped["val_loss"],
         "loss": plan.loss_name,
         "minutes": round(state["seconds"] / 60, 3),
         "samples_per_second": round(state["step"] * plan.batches_per_step * batch_samples
                                     / max(state["train_seconds"], 1e-9)),
         "stopped": state["stopped"],
         **({"init_from": config.train.init_from} if config.train.init_from else {}),
+        **({"stream_checked": shipped["checked"], "stream_check_seconds": shipped["seconds"]} if shipped["checked"] else {}),
     }
     write_text(Path(reports_dir) / "loss.csv", _history_csv(state["history"]))
     write_text(Path(reports_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
     if tracker is not None:
-        tracker.log_metrics({"best_val_loss": state["best_val"], "best_step": state["best_step"],
+        tracker.log_metrics({"best_val_loss": shipped["val_loss"], "best_step": shipped["step"],
                              "train_minutes": state["seconds"] / 60})
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: the next run of this job starts fresh
     log(f"trained {summary['steps']} steps in {_minutes(state['seconds'])} ({summary['stopped']}); best val_loss "
