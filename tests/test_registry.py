@@ -132,6 +132,16 @@ def test_register_promote_through_the_gate_and_render_from_the_registry_over_htt
     assert recorded[MODEL_NAME]["render"]["version"] == good
     assert promoted_uri(tmp_path / "models", "render") == f"models:/{MODEL_NAME}@render"
 
+    # a model whose state latches as one stream (evaluate's stream check, tagged at register) is refused even
+    # with the better figure, and told how to get one that does not
+    assert float(tags["stream_latched_seconds"]) == 0.0
+    client.set_model_version_tag(MODEL_NAME, bad, "val_esr", "0.0001")
+    client.set_model_version_tag(MODEL_NAME, bad, "stream_latched_seconds", "12")
+    assert main([*params, "promote", MODEL_NAME, bad, *prepared]) == 1
+    err = capsys.readouterr().err
+    assert "refused" in err and "latches as one stream (12 s" in err and "train.random_seed" in err
+    assert str(client.get_model_version_by_alias(MODEL_NAME, "render").version) == good
+
     # render with the promoted model, loaded over HTTP: the same audio as the local model folder gives
     di = tmp_path / "di.wav"
     sf.write(di, sf.read(boss_prepared / "val" / "boss-ds1" / "input.wav", dtype="float32")[0][:48000], 48000)

@@ -2,7 +2,8 @@
 after the device), and an alias (`render` by default) names the version users render with.
 
 Promotion is gated: the candidate's validation ESR must beat the alias holder's *on the same validation
-data*. Each version carries a fingerprint of the validation audio it was scored on; when the two differ,
+data*, and a recurrent candidate must play its captures as one stream without a latched state (evaluate's
+stream check), as a plugin plays it. Each version carries a fingerprint of the validation audio it was scored on; when the two differ,
 both models are rendered over the validation data at hand and scored afresh. MLflow stages are deprecated:
 aliases only. Registered models load in Keras safe mode (no code from the file runs).
 """
@@ -119,6 +120,7 @@ class Decision:
     promoted: bool
     forced: bool
     reason: str
+    latched_seconds: float = 0.0  # evaluate's stream check: seconds its state latched as one stream
 
     def message(self) -> str:
         against = (f"{self.alias}@v{self.holder_version} ESR {self.holder_esr:.5f}" if self.holder_version
@@ -173,11 +175,14 @@ def promote(client, name: str, version: str, alias: str, *, force: bool = False,
                               "validation data", fix="pass --prepared with the validation data to score both "
                                                      "on, or --force")
     better = holder is None or holder_esr is None or candidate_esr < holder_esr
-    promoted = better or force
-    reason = ("first model for this alias" if holder is None else
+    latched = _tag_float(candidate, "stream_latched_seconds") or 0.0
+    promoted = (better and not latched) or force
+    reason = (f"its state latches as one stream ({latched:g} s of its captures play far worse than in short blocks): "
+              "a plugin would play it wrong" if latched else
+              "first model for this alias" if holder is None else
               "lower validation ESR" if better else "not better than the current holder")
     decision = Decision(name, alias, str(version), candidate_esr, None if holder is None else str(holder.version),
-                        holder_esr, same, promoted, force and not better, reason)
+                        holder_esr, same, promoted, force and not (better and not latched), reason, latched)
     client.set_model_version_tag(name, str(version), f"promotion.{alias}", json.dumps(dataclasses.asdict(decision)))
     if promoted:
         client.set_registered_model_alias(name, alias, str(version))
@@ -298,7 +303,10 @@ def promote_and_record(tracking: str, name: str, version: str, alias: str, *, fo
     if not decision.promoted:
         if not refusal_raises:
             return decision
-        raise AmpsimError(decision.message(), fix="train a better model, or pass --force to promote it anyway")
+        fix = ("retrain it with another train.random_seed (whether a state latches differs from run to run) or a larger "
+               "train.latch_fallbacks, or pass --force to promote it anyway" if decision.latched_seconds else
+               "train a better model, or pass --force to promote it anyway")
+        raise AmpsimError(decision.message(), fix=fix)
     promoted = client.get_model_version(name, decision.version)
     write_promoted(Path(models_dir), decision, promoted.run_id, promoted.tags.get("architecture"))
     return decision
@@ -324,6 +332,7 @@ def release(tracker, device: str, model, card: ModelCard, scores: dict, segments
     tracker.log_model(model, card, extra_files=None if runtime_graph is None else {RUNTIME_FILE: runtime_graph})
     tags = {"val_esr": scores["esr"], "val_esr_pre_emphasis": scores["esr_pre_emphasis"], "val_mse": scores["mse"],
             "mse_2018": scores["mse_2018"], "val_data": validation_fingerprint(segments),
+            **({"stream_latched_seconds": scores["stream_latched_seconds"]} if "stream_latched_seconds" in scores else {}),
             "architecture": card.architecture, "captures": ",".join(card.captures), "device": device,
             **source_revision(root)}
     return register(tracker.client, tracker.run_id, device, tags)
