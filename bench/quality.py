@@ -110,9 +110,11 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     params = candidate_params(overrides)
     use_backend(section(params, "train", TrainParams).backend)
     from ampsim.cli import _train_config
-    from ampsim.data.windows import read_manifest
+    from ampsim.data.windows import load_split, read_manifest
     from ampsim.inference.engine import render_exact
-    from ampsim.inference.latching import is_streaming, one_take
+    from ampsim.inference.latching import StreamRender, first_unlatched
+    from ampsim.modelling.best_steps import BestSteps
+    from ampsim.modelling.models import ModelCard
     from ampsim.modelling.training import train
 
     params["train"].update(max_minutes=max(budgets), max_steps=10**6)
@@ -121,25 +123,27 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     config = _train_config(params, "params.yaml", read_manifest(prepared)["sample_rate"])
     render_params = section(params, "render", RenderParams)
     data = split_arrays(prepared)
-    pending, rows, best = sorted(budgets), [], {}
+    pending, rows = sorted(budgets), []
+    # At each budget, the model training would ship then: the best step that does not latch as one stream.
+    best_steps = BestSteps(config.train.latch_fallbacks + 1)
+    segments = load_split(prepared, "train"), load_split(prepared, "val")
+    card = ModelCard(config.train.architecture, config.sample_rate, 1, 0, 0, [], None)
 
     def score(model, state):
         if state["best_step"] == state["step"]:
-            best["weights"], best["step"] = model.get_weights(), state["step"]
+            best_steps.add(state["step"], state["best_val"], model.get_weights())
         while pending and state["seconds"] / 60 >= pending[0]:
             current = model.get_weights()
-            model.set_weights(best["weights"])
+            step, checked = first_unlatched(model, card, best_steps.candidates(), *segments,
+                                            render=StreamRender.of(render_params))
             rendered = {side: render_exact(model, data[f"{side}_x"], render_params.exact_chunk_samples,
                                            render_params.jit_compile) for side in ("val", "train")}
             tested = test(lambda x: render_exact(model, x, render_params.exact_chunk_samples,
                                                  render_params.jit_compile)) if test else {}
-            # the capture whole as one stream against 1 s blocks: seconds where the state latched
-            whole = [np.concatenate([data["train_" + k], data["val_" + k]]) for k in ("x", "y")]
-            latched = len(one_take(model, *whole, config.sample_rate, np.zeros(0, np.float32), render_params)[2]) \
-                if is_streaming(model) else None
             model.set_weights(current)
-            rows.append({"minutes": pending.pop(0), "steps": state["step"], "best_step": best["step"],
-                         "parameters": int(model.count_params()), "latched_seconds": latched,
+            rows.append({"minutes": pending.pop(0), "steps": state["step"], "best_step": step,
+                         "parameters": int(model.count_params()), "latched_seconds": checked.get(step),
+                         "passed_over": {k: v for k, v in checked.items() if k != step},
                          **scores(data["val_y"], rendered["val"], data["train_y"], rendered["train"]), **tested})
             print(f"  ampsim {rows[-1]}", flush=True)
 
