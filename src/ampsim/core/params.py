@@ -78,7 +78,6 @@ class FitParams:
     pre_emphasis: float  # first-order pre-emphasis coefficient of the ESR; 0 = plain ESR
     dc_weight: float
     mrstft_weight: float  # + this x a multi-resolution STFT distance (0 = off); needs updates >= 2048 samples
-    clip_norm: float  # gradients scaled to at most this global norm per update (0 = off)
 
 
 @dataclass(frozen=True)

@@ -76,8 +76,7 @@ def build_trainer(config: TrainConfig, plan: Recipe, model: keras.Model, knobs: 
     """What takes the updates, compiled: `model` itself, or for truncated back-propagation its twin that
     carries the state across updates (the weights are copied back into `model` to validate and save)."""
     trainer = model if plan.tbptt is None else build_model(config, knobs, carried_batch=plan.batch_size)
-    optimizer = keras.optimizers.Adam(plan.learning_rate, global_clipnorm=plan.clip_norm or None)
-    trainer.compile(optimizer=optimizer, loss=plan.chunk_loss or plan.loss)
+    trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=plan.chunk_loss or plan.loss)
     return trainer
 
 

@@ -51,7 +51,6 @@ class Recipe:
     tbptt: int | None = None
     warmup: int = 0
     chunk_loss: Callable | None = None
-    clip_norm: float = 0.0  # each update's gradients scaled to at most this global norm (0: not clipped)
 
 
 @dataclass(frozen=True)
