@@ -147,7 +147,8 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
                          **scores(data["val_y"], rendered["val"], data["train_y"], rendered["train"]), **tested})
             print(f"  ampsim {rows[-1]}", flush=True)
 
-    train(prepared, work / "model", work / "train", work / "ckpt", config, progress=False, on_step=score, start=start)
+    train(prepared, work / "model", work / "train", work / "ckpt", config, progress=False, on_step=score, start=start,
+          ship_check=first_unlatched)
     return rows
 
 

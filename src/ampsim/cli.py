@@ -127,6 +127,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     params = device_params(_params(args), args.device, args.params)
     use_backend(section(params, "train", TrainParams, args.params).backend)
     from ampsim.data.windows import read_manifest
+    from ampsim.inference.latching import first_unlatched
     from ampsim.modelling.training import train
     from ampsim.modelling.warm_start import start_folder
 
@@ -135,7 +136,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     captures = Path(args.captures) / args.device if args.device else None
     train(Path(args.prepared), Path(args.model), Path(args.reports), Path(args.checkpoint), config,
           tracker=tracker, all_params=params, progress=not args.quiet, device=args.device, data_path=captures,
-          start=start_folder(captures) if captures is not None else None)
+          start=start_folder(captures) if captures is not None else None, ship_check=first_unlatched)
     if tracker is not None:
         print(f"MLflow run {tracker.run_id} in {tracker.uri}")
 

@@ -1,7 +1,8 @@
 """The training loop: steps of N batches of random windows, validation on a fixed window set after every
 step, the best weights kept, early stopping, a time budget, and a checkpoint after every step so that a
-killed run resumes where it stopped (losing at most the step in progress). A recurrent model ships the best
-step that plays its captures whole as one stream without a latched state (`best_steps`, `latching`).
+killed run resumes where it stopped (losing at most the step in progress). The last few best steps are kept
+(`best_steps`), so that the caller's `ship_check` (the train stage's: `ampsim.inference.latching`, which plays
+each as one stream) can ship the best one that does not latch.
 
 What each architecture trains on (its recipe: window, batch, loss, schedule) is in its own module in
 `ampsim.modelling.architectures`; a recipe with `tbptt` trains a twin that carries its state from update to update.
@@ -26,7 +27,6 @@ from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_names
 from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
 from ampsim.data.windows import Pool, Segment, fixed_windows, load_split, random_windows
-from ampsim.inference.latching import first_unlatched
 from ampsim.modelling.architectures import Recipe, architecture
 from ampsim.modelling.best_steps import BestSteps
 from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state
@@ -314,14 +314,20 @@ def record_step(job: Job, train_loss: float, val_loss: float, trained: float, el
     return improved
 
 
-def ship_unlatched(job: Job, model: keras.Model, card: ModelCard, log: Callable[[str], None]) -> dict[str, Any]:
-    """Load into `model` the best step that plays its captures whole as one stream without a latched state
-    (`model` holds the best step's weights already; a convolution, or no steps kept, keeps them). Returns the
-    step, its validation loss, the latched seconds of each step checked, and the check's seconds."""
+# (model, card, candidates: (step, weights) best first, training segments, validation segments, log=) -> the
+# step it loaded into the model, and each checked step's latched seconds: `ampsim.inference.latching.first_unlatched`
+ShipCheck = Callable[..., tuple[int, dict[int, int]]]
+
+
+def ship_unlatched(job: Job, model: keras.Model, card: ModelCard, log: Callable[[str], None],
+                   ship_check: ShipCheck | None) -> dict[str, Any]:
+    """Load into `model` the best step that `ship_check` passes (`model` holds the best step's weights already;
+    without a check, or no steps kept, it keeps them). Returns the step, its validation loss, the latched
+    seconds of each step checked, and the check's seconds."""
     state, started = job.state, time.perf_counter()
-    if not job.best_steps.steps:
+    if ship_check is None or not job.best_steps.steps:
         return {"step": state["best_step"], "val_loss": state["best_val"], "checked": {}, "seconds": 0.0}
-    step, checked = first_unlatched(model, card, job.best_steps.candidates(), *job.segments, log=log)
+    step, checked = ship_check(model, card, job.best_steps.candidates(), *job.segments, log=log)
     return {"step": step, "val_loss": job.best_steps.val_loss(step), "checked": {str(k): v for k, v in checked.items()},
             "seconds": round(time.perf_counter() - started, 1)}
 
@@ -330,12 +336,14 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
           tracker=None, all_params: dict | None = None, progress: bool = True,
           log: Callable[[str], None] = print,
           on_step: Callable[[keras.Model, dict[str, Any]], None] | None = None,
-          device: str | None = None, data_path: Path | None = None, start: Path | None = None) -> dict[str, Any]:
+          device: str | None = None, data_path: Path | None = None, start: Path | None = None,
+          ship_check: ShipCheck | None = None) -> dict[str, Any]:
     """Train, resuming from `checkpoint_dir` when it holds this job's checkpoint; write the best model to
     `model_dir`, the loss history and summary to `reports_dir`; return the summary. `on_step(model, state)`
     is called after every step, outside the timed training (the benchmark scores the model there).
     `device` and `data_path` (its captures) name the MLflow run and its dataset; `start`: the folder of the
-    starting model `train.init_from` trains from."""
+    starting model `train.init_from` trains from; `ship_check` chooses among the best steps kept (see
+    `ShipCheck`; None: the best on validation ships)."""
     # --- set-up: data, model, and the checkpoint or MLflow run to continue --------------------------------
     job, key = prepare_job(prepared, config, start)
     if config.train.init_from:
@@ -389,7 +397,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                      input_size=1 + len(job.knobs), window_samples=plan.window, tail_samples=plan.scored,
                      captures=job.captures, mlflow_run_id=state["run_id"], knobs=job.knobs,
                      latency_samples=job.latency_samples, loss_name=plan.loss_name)
-    shipped = ship_unlatched(job, inference, card, log)
+    shipped = ship_unlatched(job, inference, card, log, ship_check)
     save_model(inference, card, model_dir)
     summary = {
         "architecture": architecture_name,
