@@ -18,7 +18,7 @@ from conftest import PROJECT, tiny_params, tool_env  # noqa: E402
 
 from ampsim.cli import main  # noqa: E402
 from ampsim.core.tracking import project_root, tracking_uri  # noqa: E402
-from ampsim.data.windows import Pool, Segment, fixed_windows, random_windows, tiled_windows  # noqa: E402
+from ampsim.data.windows import Pool, Segment, StreamRows, fixed_windows, random_windows, tiled_windows  # noqa: E402
 from ampsim.modelling.training import load_checkpoint  # noqa: E402
 
 
@@ -57,6 +57,25 @@ def test_random_windows_refuse_captures_shorter_than_a_window():
 
     with pytest.raises(AmpsimError, match="shorter than one training window"):
         random_windows(_two_captures(), np.random.default_rng(0), 4, 5000)
+
+
+def test_stream_rows_play_on_where_they_ended_and_restart_inside_one_capture():
+    pool, rng = _two_captures(), np.random.default_rng(0)
+    rows = StreamRows.fresh(64)
+    x, y, restarted = rows.next(pool, rng, 300)
+    assert restarted.all() and x.shape == y.shape == (64, 300, 1)
+    np.testing.assert_array_equal(y, -x)
+    for _ in range(12):
+        previous_end = x[:, -1, 0]
+        x, _, restarted = rows.next(pool, rng, 300)
+        assert np.all(np.diff(x[..., 0], axis=1) == 1)  # one capture's contiguous audio
+        np.testing.assert_array_equal(x[~restarted, 0, 0], previous_end[~restarted] + 1)  # played on
+        assert 0 < restarted.sum() < 64
+    # a row restarts only when its capture has no room left, and a resumed run plays on from the saved rows
+    assert np.all((rows.positions - 300 >= 0))
+    saved = StreamRows.of_state(json.loads(json.dumps(rows.state())))
+    np.testing.assert_array_equal(saved.next(pool, np.random.default_rng(1), 300)[0],
+                                  rows.next(pool, np.random.default_rng(1), 300)[0])
 
 
 @pytest.mark.parametrize("length", [1, 479, 480, 481, 5280, 10_001])
@@ -291,3 +310,40 @@ def _default_params() -> dict:
     import yaml
 
     return yaml.safe_load((PROJECT / "params.yaml").read_text())
+
+
+def test_a_carried_state_training_resumes_exactly_where_it_was_stopped(tmp_path, boss_prepared):
+    """lstm.carry_state: the rows' places and the trainer's carried state are in the checkpoint, so a run
+    stopped after step 2 and resumed ends with the weights of a run never stopped."""
+    import yaml
+
+    from ampsim.core.params import device_params
+    from ampsim.modelling.models import load_model
+    from ampsim.modelling.training import train, train_config
+
+    params = yaml.safe_load(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
+                                        train={"max_steps": 4, "max_minutes": 0},
+                                        lstm={"carry_state": True, "batch_size": 8}).read_text())
+    config = train_config(device_params(params, None), 48000)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(model, state):
+        if state["step"] == 2:
+            raise Stop
+
+    def run(name, on_step=None):
+        return train(boss_prepared, tmp_path / name / "model", tmp_path / name / "reports", tmp_path / name / "ckpt",
+                     config, progress=False, log=lambda _: None, on_step=on_step)
+
+    run("whole")
+    with pytest.raises(Stop):
+        run("stopped", stop_after_two)
+    assert json.loads((tmp_path / "stopped" / "ckpt" / "state.json").read_text())["rows"]["positions"]
+    assert run("stopped")["steps"] == 4
+    whole, resumed = (load_model(tmp_path / name / "model")[0].get_weights() for name in ("whole", "stopped"))
+    for a, b in zip(whole, resumed):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    history = [(tmp_path / name / "reports" / "loss.csv").read_text().splitlines() for name in ("whole", "stopped")]
+    assert [row.split(",")[1] for row in history[0]] == [row.split(",")[1] for row in history[1]]

@@ -101,6 +101,7 @@ class LstmParams:
     segment_samples: int  # training segment length, warm-up included
     warmup_samples: int  # first samples of each segment that only settle the state (no update, no loss)
     tbptt_samples: int  # an update every this many samples of a segment, the state carried across updates
+    carry_state: bool  # each batch row plays on through the audio, its state carried from batch to batch
     batch_size: int  # segments side by side
     batches_per_step: int  # segment batches between validations
     val_segments: int

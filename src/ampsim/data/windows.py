@@ -1,4 +1,5 @@
-"""Windows cut from prepared audio: random training crops, fixed validation windows, tiled windows.
+"""Windows cut from prepared audio: random training crops (or rows that play on through it), fixed validation
+windows, tiled windows.
 
 Several captures are pooled end to end; a window never crosses from one capture into the next. Everything
 is index arithmetic on whole arrays (no per-sample Python). For a knob-conditioned set, every window carries
@@ -99,14 +100,53 @@ def _require_length(pool: Pool, length: int, what: str) -> np.ndarray:
     return usable
 
 
-def random_windows(pool: Pool, rng: np.random.Generator, count: int, length: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` random windows of `length` samples, each capture drawn in proportion to its usable length.
-    Returns x shaped (count, length, 1 + K) and y (count, length, 1)."""
+def _random_starts(pool: Pool, rng: np.random.Generator, count: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` random (capture, start) of windows of `length` samples, each capture drawn in proportion to its
+    usable length."""
     usable = _require_length(pool, length, "training window")
     room = np.where(usable, pool.lengths - length + 1, 0)
     which = rng.choice(len(room), size=count, p=room / room.sum())
-    starts = pool.offsets[which] + rng.integers(0, room[which])
+    return which, pool.offsets[which] + rng.integers(0, room[which])
+
+
+def random_windows(pool: Pool, rng: np.random.Generator, count: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """`count` random windows of `length` samples, each capture drawn in proportion to its usable length.
+    Returns x shaped (count, length, 1 + K) and y (count, length, 1)."""
+    which, starts = _random_starts(pool, rng, count, length)
     return _gather(pool, which, starts, length)
+
+
+@dataclass
+class StreamRows:
+    """Rows that each play on through the training audio, one window a batch: row i's next window starts where
+    its last one ended, so that a model carrying its state from batch to batch hears long stretches of a
+    capture as one stream, as a plugin does. A row whose capture has no room left for the next window starts
+    again at a random place (drawn as `random_windows` draws), and `next` says so: its state starts anew."""
+
+    which: np.ndarray  # (rows,) the capture each row plays
+    positions: np.ndarray  # (rows,) where its next window starts in the pool; -1: nowhere yet
+
+    @classmethod
+    def fresh(cls, rows: int) -> StreamRows:
+        return cls(np.zeros(rows, np.int64), np.full(rows, -1, np.int64))
+
+    @classmethod
+    def of_state(cls, saved: dict[str, list[int]]) -> StreamRows:
+        return cls(np.asarray(saved["which"], np.int64), np.asarray(saved["positions"], np.int64))
+
+    def state(self) -> dict[str, list[int]]:
+        return {"which": self.which.tolist(), "positions": self.positions.tolist()}
+
+    def next(self, pool: Pool, rng: np.random.Generator, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each row's next `length` samples: x (rows, length, 1 + K), y (rows, length, 1), and which rows
+        started again (bool (rows,): their state must be zeroed)."""
+        ends = pool.offsets[self.which] + pool.lengths[self.which]
+        restarted = (self.positions < 0) | (self.positions + length > ends)
+        if restarted.any():
+            self.which[restarted], self.positions[restarted] = _random_starts(pool, rng, int(restarted.sum()), length)
+        x, y = _gather(pool, self.which, self.positions, length)
+        self.positions = self.positions + length
+        return x, y, restarted
 
 
 def fixed_windows(pool: Pool, count: int, length: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,6 +24,15 @@ def reset_carried_state(model: keras.Model) -> None:
             layer.reset_state()
 
 
+def zero_carried_rows(model: keras.Model, rows) -> None:
+    """Zero the carried state of the batch rows marked True (bool (batch,)): those rows start a new stream."""
+    rows = keras.ops.convert_to_tensor(rows)[:, None]
+    for layer in model.layers:
+        if isinstance(layer, CarriedLSTM):
+            for variable in layer.states:
+                variable.assign(keras.ops.where(rows, keras.ops.zeros_like(variable), variable))
+
+
 def copy_weights(source: keras.Model, target: keras.Model) -> None:
     """The weights of `source` into `target`, layer by layer, either way between a model and its training twin
     (a carried state is not a weight)."""

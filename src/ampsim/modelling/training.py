@@ -5,7 +5,8 @@ killed run resumes where it stopped (losing at most the step in progress). The l
 each as one stream) can ship the best one that does not latch.
 
 What each architecture trains on (its recipe: window, batch, loss, schedule) is in its own module in
-`ampsim.modelling.architectures`; a recipe with `tbptt` trains a twin that carries its state from update to update.
+`ampsim.modelling.architectures`; a recipe with `tbptt` trains a twin that carries its state from update to update
+(and with `carry`, from batch to batch, each batch row playing on through the audio: `StreamRows`).
 """
 
 from __future__ import annotations
@@ -26,10 +27,10 @@ from ampsim.core.audio import atomic_dir, write_text
 from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_names
 from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
-from ampsim.data.windows import Pool, Segment, fixed_windows, load_split, random_windows
+from ampsim.data.windows import Pool, Segment, StreamRows, fixed_windows, load_split, random_windows
 from ampsim.modelling.architectures import Recipe, architecture
 from ampsim.modelling.best_steps import BestSteps
-from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state
+from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state, zero_carried_rows
 from ampsim.modelling.models import ModelCard, save_model
 from ampsim.modelling.warm_start import start_from
 
@@ -86,14 +87,21 @@ def learning_rate(plan: Recipe, progress: float) -> float:
     return plan.final_learning_rate + 0.5 * (plan.learning_rate - plan.final_learning_rate) * (1 + np.cos(np.pi * progress))
 
 
-def train_batch(trainer: keras.Model, plan: Recipe, x: np.ndarray, y: np.ndarray) -> float:
-    """Train on one batch of windows; returns the mean loss of its updates."""
+def train_batch(trainer: keras.Model, plan: Recipe, x: np.ndarray, y: np.ndarray,
+                restarted: np.ndarray | None = None) -> float:
+    """Train on one batch of windows; returns the mean loss of its updates. `restarted` (a recipe that carries
+    the state from batch to batch): the rows whose state starts anew; the others go on from where they ended."""
     if plan.tbptt is None:
         return float(trainer.train_on_batch(x, y))
-    reset_carried_state(trainer)
-    trainer.predict_on_batch(x[:, : plan.warmup])  # the state settles; no update
+    if restarted is None:
+        reset_carried_state(trainer)
+        trainer.predict_on_batch(x[:, : plan.warmup])  # the state settles; no update
+        first = plan.warmup
+    else:
+        zero_carried_rows(trainer, restarted)
+        first = 0
     losses = [trainer.train_on_batch(x[:, start : start + plan.tbptt], y[:, start : start + plan.tbptt])
-              for start in range(plan.warmup, plan.window, plan.tbptt)]
+              for start in range(first, x.shape[1], plan.tbptt)]
     return float(np.mean([float(loss) for loss in losses]))
 
 
@@ -210,6 +218,7 @@ class Job:
     latency_samples: dict[str, int]  # per capture: what validate compensated, for the model card
     segments: tuple[list[Segment], list[Segment]]  # training, and the validation that chooses the best step
     best_steps: BestSteps  # the last few best steps' weights, to ship the best that does not latch
+    rows: StreamRows | None = None  # a recipe that carries the state across batches: where each row plays on
 
 
 def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) -> tuple[Job, str]:
@@ -239,7 +248,8 @@ def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) 
     latency = {s.capture: s.latency_samples for s in train_segments + val_segments if s.latency_samples is not None}
     job = Job(plan, knobs, sorted({s.capture for s in train_segments}), train_pool, val_x, val_y, model, trainer,
               np.random.default_rng(config.train.random_seed), state, latency, (train_segments, selecting),
-              BestSteps(config.train.latch_fallbacks + 1 if config.train.latch_fallbacks > 0 else 0))
+              BestSteps(config.train.latch_fallbacks + 1 if config.train.latch_fallbacks > 0 else 0),
+              StreamRows.fresh(plan.batch_size) if plan.carry else None)
     return job, fingerprint(config, train_pool, val_pool, start_digest)
 
 
@@ -256,6 +266,8 @@ def resume_or_start(job: Job, key: str, checkpoint_dir: Path, start_run: Callabl
     job.best_steps.load(Path(checkpoint_dir) / BEST_STEPS_FILE)
     job.rng.bit_generator.state = saved["rng"]
     job.state.update(saved)
+    if job.rows is not None:
+        job.rows = StreamRows.of_state(saved["rows"])
     log(f"resuming from the checkpoint after step {saved['step']} ({_minutes(saved['seconds'])} trained, "
         f"best val_loss {saved['best_val']:.4g} at step {saved['best_step']})")
     job.state["run_id"] = start_run(True) if saved.get("run_id") is None else saved["run_id"]
@@ -281,8 +293,12 @@ def train_step(job: Job, config: TrainConfig, bar: Progress) -> tuple[float, flo
         spent = state["seconds"] + time.perf_counter() - started
         progress = spent / budget if budget else state["step"] / config.train.max_steps
         job.trainer.optimizer.learning_rate.assign(learning_rate(plan, progress))
-        x, y = random_windows(job.train_pool, job.rng, plan.batch_size, plan.window)
-        losses.append(train_batch(job.trainer, plan, x, y))
+        if job.rows is None:
+            x, y = random_windows(job.train_pool, job.rng, plan.batch_size, plan.window)
+            losses.append(train_batch(job.trainer, plan, x, y))
+        else:
+            x, y, restarted = job.rows.next(job.train_pool, job.rng, plan.scored)
+            losses.append(train_batch(job.trainer, plan, x, y, restarted))
         bar.update(state["seconds"] + time.perf_counter() - started, step=state["step"] + 1,
                    loss=f"{losses[-1]:.4g}", best_val=f"{state['best_val']:.4g}")
     train_loss = float(np.mean(losses))
@@ -311,6 +327,8 @@ def record_step(job: Job, train_loss: float, val_loss: float, trained: float, el
     state["history"].append({"step": state["step"], "train_loss": train_loss, "val_loss": val_loss,
                              "minutes": state["seconds"] / 60})
     state["rng"] = job.rng.bit_generator.state
+    if job.rows is not None:
+        state["rows"] = job.rows.state()  # with the trainer's carried state (its weights), a resumed run plays on
     return improved
 
 

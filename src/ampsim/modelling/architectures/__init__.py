@@ -51,6 +51,9 @@ class Recipe:
     tbptt: int | None = None
     warmup: int = 0
     chunk_loss: Callable | None = None
+    # With truncated back-propagation: each row of the batch plays on through the audio, its state carried from
+    # batch to batch (`StreamRows`), with no warm-up; each batch is then `scored` samples a row.
+    carry: bool = False
 
 
 @dataclass(frozen=True)
