@@ -347,3 +347,15 @@ def test_a_carried_state_training_resumes_exactly_where_it_was_stopped(tmp_path,
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     history = [(tmp_path / name / "reports" / "loss.csv").read_text().splitlines() for name in ("whole", "stopped")]
     assert [row.split(",")[1] for row in history[0]] == [row.split(",")[1] for row in history[1]]
+
+
+def test_a_carried_state_trains_on_the_default_backend(tmp_path, boss_prepared):
+    """The in-process tests run on TensorFlow; `dvc repro` trains on params.yaml's backend (JAX)."""
+    params = str(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
+                             train={"max_steps": 2, "max_minutes": 0, "backend": _default_params()["train"]["backend"]},
+                             lstm={"carry_state": True}))
+    command = [sys.executable, "-m", "ampsim.cli", "--params", params, "train", "--prepared", str(boss_prepared),
+               "--model", "model", "--reports", "reports", "--checkpoint", "ckpt", "--quiet", "--no-mlflow"]
+    result = subprocess.run(command, cwd=tmp_path, env=tool_env(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((tmp_path / "reports" / "summary.json").read_text())["steps"] == 2

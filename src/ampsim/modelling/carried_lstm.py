@@ -30,7 +30,7 @@ def zero_carried_rows(model: keras.Model, rows) -> None:
     for layer in model.layers:
         if isinstance(layer, CarriedLSTM):
             for variable in layer.states:
-                variable.assign(keras.ops.where(rows, keras.ops.zeros_like(variable), variable))
+                variable.assign(keras.ops.where(rows, 0.0, variable.value))
 
 
 def copy_weights(source: keras.Model, target: keras.Model) -> None:
