@@ -359,3 +359,42 @@ def test_a_carried_state_trains_on_the_default_backend(tmp_path, boss_prepared):
     result = subprocess.run(command, cwd=tmp_path, env=tool_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert json.loads((tmp_path / "reports" / "summary.json").read_text())["steps"] == 2
+
+
+def test_a_run_gone_astray_goes_back_to_its_best_weights_with_a_fresh_optimiser(tmp_path, boss_prepared):
+    """fit.plateau_steps: after that many steps without a better val_loss, the trainer holds the best step's
+    weights again, Adam starts afresh and the learning rate is scaled down from then on."""
+    import yaml
+
+    from ampsim.core.params import device_params
+    from ampsim.modelling.training import (Progress, back_to_best, plateaued, prepare_job, save_checkpoint,
+                                           train, train_config, train_step)
+
+    params = yaml.safe_load(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
+                                        fit={"plateau_steps": 2, "plateau_factor": 0.5}).read_text())
+    config = train_config(device_params(params, None), 48000)
+    job, _ = prepare_job(boss_prepared, config)
+    bar = Progress(0, 0, 10, 0, enabled=False)
+    train_step(job, config, bar)
+    job.state.update(step=1, best_step=1, best_val=0.5)
+    save_checkpoint(tmp_path / "ckpt", job.trainer, job.state, improved=True)
+    def weights():
+        return [keras.ops.convert_to_numpy(w) for w in job.trainer.trainable_weights]
+
+    best = weights()
+    train_step(job, config, bar)
+    train_step(job, config, bar)
+    job.state["step"] = 3
+    assert plateaued(job.state, job.plan)
+    assert any(not np.array_equal(a, b) for a, b in zip(best, weights()))
+    back_to_best(job, tmp_path / "ckpt", log=lambda _: None)
+    for a, b in zip(best, weights()):
+        np.testing.assert_array_equal(a, b)
+    assert int(job.trainer.optimizer.iterations) == 0 and job.state["lr_scale"] == 0.5
+    assert job.state["back_to_best"] == [3] and not plateaued(job.state, job.plan)
+    # in a whole run: a learning rate of 0 never betters step 1, so every second step goes back to it
+    params["fit"].update(learning_rate=0.0, final_learning_rate=0.0)
+    params["train"]["max_steps"] = 6
+    summary = train(boss_prepared, tmp_path / "model", tmp_path / "reports", tmp_path / "ckpt2",
+                    train_config(device_params(params, None), 48000), progress=False, log=lambda _: None)
+    assert summary["best_step"] == 1 and summary["back_to_best"] == [3, 5]

@@ -74,6 +74,8 @@ class FitParams:
     learning_rate: float  # Adam's, at the start
     final_learning_rate: float  # cosine decay to this over the training (its time budget, else max_steps)
     patience: int  # steps without a better validation loss before stopping
+    plateau_steps: int  # steps without a better validation loss before going back to the best weights; 0 = never
+    plateau_factor: float  # ... and the learning rate is multiplied by this from then on
     loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
     pre_emphasis: float  # first-order pre-emphasis coefficient of the ESR; 0 = plain ESR
     dc_weight: float

@@ -244,7 +244,7 @@ def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) 
     if trainer is not model:
         model.compile(loss=plan.loss)
     state = {"step": 0, "seconds": 0.0, "train_seconds": 0.0, "best_val": float("inf"), "best_step": 0,
-             "history": [], "run_id": None, "stopped": None}
+             "history": [], "run_id": None, "stopped": None, "lr_scale": 1.0, "back_to_best": []}
     latency = {s.capture: s.latency_samples for s in train_segments + val_segments if s.latency_samples is not None}
     job = Job(plan, knobs, sorted({s.capture for s in train_segments}), train_pool, val_x, val_y, model, trainer,
               np.random.default_rng(config.train.random_seed), state, latency, (train_segments, selecting),
@@ -283,6 +283,27 @@ def stop_reason(state: dict[str, Any], config: TrainConfig, plan: Recipe) -> str
     return None
 
 
+def plateaued(state: dict[str, Any], plan: Recipe) -> bool:
+    """No better validation loss for `plan.plateau` steps, counted from the best step or the last return to it."""
+    since = max([state["best_step"], *state["back_to_best"]])
+    return plan.plateau > 0 and state["best_step"] > 0 and state["step"] - since >= plan.plateau
+
+
+def back_to_best(job: Job, checkpoint_dir: Path, log: Callable[[str], None]) -> None:
+    """A run gone astray (a recurrent net's loss can jump and not come back): the best step's weights again, a
+    fresh Adam, whose moments point where the run went, and a lower learning rate from here on."""
+    state, optimizer = job.state, job.trainer.optimizer
+    job.trainer.load_weights(Path(checkpoint_dir) / BEST_WEIGHTS)
+    reset_carried_state(job.trainer)
+    for variable in optimizer.variables:
+        if variable is not optimizer.learning_rate:
+            variable.assign(np.zeros(tuple(variable.shape), variable.dtype))
+    state["lr_scale"] *= job.plan.plateau_factor
+    state["back_to_best"].append(state["step"])
+    log(f"step {state['step']}: no better val_loss for {job.plan.plateau} steps; back to step {state['best_step']}'s "
+        f"weights at {state['lr_scale']:g}x the learning rate")
+
+
 def train_step(job: Job, config: TrainConfig, bar: Progress) -> tuple[float, float]:
     """`batches_per_step` batches of random windows; returns (mean loss, seconds spent)."""
     plan, state = job.plan, job.state
@@ -292,7 +313,7 @@ def train_step(job: Job, config: TrainConfig, bar: Progress) -> tuple[float, flo
     for _ in range(plan.batches_per_step):
         spent = state["seconds"] + time.perf_counter() - started
         progress = spent / budget if budget else state["step"] / config.train.max_steps
-        job.trainer.optimizer.learning_rate.assign(learning_rate(plan, progress))
+        job.trainer.optimizer.learning_rate.assign(learning_rate(plan, progress) * state["lr_scale"])
         if job.rows is None:
             x, y = random_windows(job.train_pool, job.rng, plan.batch_size, plan.window)
             losses.append(train_batch(job.trainer, plan, x, y))
@@ -390,6 +411,8 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                    state["step"] * plan.batches_per_step, progress)
     try:
         while (reason := stop_reason(state, config, plan)) is None:
+            if plateaued(state, plan):  # before the step, so that a resumed run returns where this one would
+                back_to_best(job, checkpoint_dir, log)
             started = time.perf_counter()
             train_loss, trained = train_step(job, config, bar)
             val_loss = validate_step(job)
@@ -429,6 +452,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                                     / max(state["train_seconds"], 1e-9)),
         "stopped": state["stopped"],
         **({"init_from": config.train.init_from} if config.train.init_from else {}),
+        **({"back_to_best": state["back_to_best"]} if state["back_to_best"] else {}),
         **({"stream_checked": shipped["checked"], "stream_check_seconds": shipped["seconds"]} if shipped["checked"] else {}),
     }
     write_text(Path(reports_dir) / "loss.csv", _history_csv(state["history"]))

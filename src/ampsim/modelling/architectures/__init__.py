@@ -54,6 +54,10 @@ class Recipe:
     # With truncated back-propagation: each row of the batch plays on through the audio, its state carried from
     # batch to batch (`StreamRows`), with no warm-up; each batch is then `scored` samples a row.
     carry: bool = False
+    # After `plateau` steps without a better validation loss, training goes back to the best step's weights with
+    # a fresh optimiser, at `plateau_factor` times the learning rate from then on. 0: never.
+    plateau: int = 0
+    plateau_factor: float = 1.0
 
 
 @dataclass(frozen=True)

@@ -88,7 +88,8 @@ def recipe(config) -> Recipe:
     return Recipe(p.warmup_samples + updates * p.tbptt_samples, updates * p.tbptt_samples, p.batch_size,
                   p.batches_per_step, fit.learning_rate, fit.final_learning_rate, fit.patience, p.val_segments,
                   segment_loss, segment_loss.__name__, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
-                  chunk_loss=fit_loss(fit, 0, p.tbptt_samples, "lstm.tbptt_samples"), carry=p.carry_state)
+                  chunk_loss=fit_loss(fit, 0, p.tbptt_samples, "lstm.tbptt_samples"), carry=p.carry_state,
+                  plateau=fit.plateau_steps, plateau_factor=fit.plateau_factor)
 
 
 def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -> int:
