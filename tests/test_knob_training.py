@@ -3,6 +3,7 @@ renders the held-out middle setting (0.5, never trained on) better than a model 
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -59,6 +60,10 @@ def test_conditioned_model_at_the_unseen_middle_setting_beats_both_neighbours_mo
     low = _prepare(tmp_path / "low", params, {"gain-0.2": "split: time\n"}, demo_set)
     high = _prepare(tmp_path / "high", params, {"gain-0.8": "split: time\n"}, demo_set)
 
+    # lstm.carry_state: auto: the knob set trains zero-state segments, a single capture carries the state
+    carried = {root: json.loads((root / "reports" / "summary.json").read_text())["carried_state"]
+               for root in (conditioned, low, high)}
+    assert carried == {conditioned: False, low: True, high: True}
     (unseen,) = [s for s in load_split(conditioned / "prepared", "val") if s.capture == "gain-0.5"]
     assert unseen.held_out and unseen.knobs == {"gain": 0.5}
     model, card = load_model(conditioned / "model")

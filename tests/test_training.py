@@ -350,15 +350,31 @@ def test_a_carried_state_training_resumes_exactly_where_it_was_stopped(tmp_path,
 
 
 def test_a_carried_state_trains_on_the_default_backend(tmp_path, boss_prepared):
-    """The in-process tests run on TensorFlow; `dvc repro` trains on params.yaml's backend (JAX)."""
+    """The in-process tests run on TensorFlow; `dvc repro` trains on params.yaml's backend (JAX). With the
+    default `carry_state: auto`, a single capture carries its state."""
     params = str(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
-                             train={"max_steps": 2, "max_minutes": 0, "backend": _default_params()["train"]["backend"]},
-                             lstm={"carry_state": True}))
+                             train={"max_steps": 2, "max_minutes": 0, "backend": _default_params()["train"]["backend"]}))
     command = [sys.executable, "-m", "ampsim.cli", "--params", params, "train", "--prepared", str(boss_prepared),
                "--model", "model", "--reports", "reports", "--checkpoint", "ckpt", "--quiet", "--no-mlflow"]
     result = subprocess.run(command, cwd=tmp_path, env=tool_env(), capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    assert json.loads((tmp_path / "reports" / "summary.json").read_text())["steps"] == 2
+    summary = json.loads((tmp_path / "reports" / "summary.json").read_text())
+    assert summary["steps"] == 2 and summary["carried_state"]  # carry_state: auto carries a single capture's
+
+
+def test_carry_state_is_auto_by_default_and_a_wrong_value_is_named():
+    from ampsim.core.errors import AmpsimError
+    from ampsim.core.params import device_params
+    from ampsim.modelling.architectures import carries_state
+    from ampsim.modelling.training import recipe, train_config
+
+    params = _default_params()
+    plan = recipe(train_config(device_params(params, None), 48000))
+    assert plan.carry == "auto" and carries_state(plan, 0) and not carries_state(plan, 1)
+    params["lstm"]["carry_state"] = "yes"
+    with pytest.raises(AmpsimError, match="lstm.carry_state") as error:
+        recipe(train_config(device_params(params, None), 48000))
+    assert "knob set" in error.value.fix
 
 
 def test_a_run_gone_astray_goes_back_to_its_best_weights_with_a_fresh_optimiser(tmp_path, boss_prepared):
@@ -367,11 +383,11 @@ def test_a_run_gone_astray_goes_back_to_its_best_weights_with_a_fresh_optimiser(
     import yaml
 
     from ampsim.core.params import device_params
-    from ampsim.modelling.training import (Progress, back_to_best, plateaued, prepare_job, save_checkpoint,
+    from ampsim.modelling.training import (Progress, back_to_best, gone_astray, prepare_job, save_checkpoint,
                                            train, train_config, train_step)
 
     params = yaml.safe_load(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
-                                        fit={"plateau_steps": 2, "plateau_factor": 0.5}).read_text())
+                                        fit={"plateau_steps": 2, "back_to_best_factor": 0.5}).read_text())
     config = train_config(device_params(params, None), 48000)
     job, _ = prepare_job(boss_prepared, config)
     bar = Progress(0, 0, 10, 0, enabled=False)
@@ -385,16 +401,37 @@ def test_a_run_gone_astray_goes_back_to_its_best_weights_with_a_fresh_optimiser(
     train_step(job, config, bar)
     train_step(job, config, bar)
     job.state["step"] = 3
-    assert plateaued(job.state, job.plan)
+    assert gone_astray(job.state, job.plan) == "no better val_loss for 2 steps"
     assert any(not np.array_equal(a, b) for a, b in zip(best, weights()))
-    back_to_best(job, tmp_path / "ckpt", log=lambda _: None)
+    back_to_best(job, tmp_path / "ckpt", "plateau", log=lambda _: None)
     for a, b in zip(best, weights()):
         np.testing.assert_array_equal(a, b)
     assert int(job.trainer.optimizer.iterations) == 0 and job.state["lr_scale"] == 0.5
-    assert job.state["back_to_best"] == [3] and not plateaued(job.state, job.plan)
+    assert job.state["back_to_best"] == [3] and gone_astray(job.state, job.plan) is None
     # in a whole run: a learning rate of 0 never betters step 1, so every second step goes back to it
     params["fit"].update(learning_rate=0.0, final_learning_rate=0.0)
     params["train"]["max_steps"] = 6
     summary = train(boss_prepared, tmp_path / "model", tmp_path / "reports", tmp_path / "ckpt2",
                     train_config(device_params(params, None), 48000), progress=False, log=lambda _: None)
     assert summary["best_step"] == 1 and summary["back_to_best"] == [3, 5]
+
+
+def test_a_step_whose_validation_loss_blows_up_goes_back_to_the_best_weights():
+    """fit.diverged_ratio: a step's val_loss over that many times the best sends training back before the next
+    step, once (the step it went back at is recorded), and not for a loss within the ratio."""
+    from ampsim.modelling.architectures import Recipe
+    from ampsim.modelling.training import gone_astray
+
+    plan = Recipe(1, 1, 1, 1, 0.01, 0.001, 20, 1, None, "esr", diverged=4.0, back_factor=0.5)
+    def state(*val_losses):
+        best = min(range(len(val_losses)), key=val_losses.__getitem__)
+        return {"step": len(val_losses), "best_step": best + 1, "best_val": val_losses[best], "back_to_best": [],
+                "history": [{"step": i + 1, "val_loss": v} for i, v in enumerate(val_losses)]}
+
+    assert gone_astray(state(0.5, 0.1, 0.35), plan) is None
+    assert gone_astray(state(0.5, 0.1, 0.74), plan) == "val_loss 0.74, over 4x the best"
+    assert gone_astray(state(0.5, 0.1, float("nan")), plan) is not None
+    went_back = {**state(0.5, 0.1, 0.74), "back_to_best": [3]}
+    assert gone_astray(went_back, plan) is None
+    assert gone_astray(state(0.9), plan) is None  # the first step is the best so far
+    assert gone_astray(state(0.5, 0.1, 0.74), Recipe(1, 1, 1, 1, 0.01, 0.001, 20, 1, None, "esr")) is None

@@ -75,7 +75,8 @@ class FitParams:
     final_learning_rate: float  # cosine decay to this over the training (its time budget, else max_steps)
     patience: int  # steps without a better validation loss before stopping
     plateau_steps: int  # steps without a better validation loss before going back to the best weights; 0 = never
-    plateau_factor: float  # ... and the learning rate is multiplied by this from then on
+    diverged_ratio: float  # a step's validation loss over this times the best: back to the best weights; 0 = never
+    back_to_best_factor: float  # either way, the learning rate is multiplied by this from then on
     loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
     pre_emphasis: float  # first-order pre-emphasis coefficient of the ESR; 0 = plain ESR
     dc_weight: float
@@ -103,7 +104,8 @@ class LstmParams:
     segment_samples: int  # training segment length, warm-up included
     warmup_samples: int  # first samples of each segment that only settle the state (no update, no loss)
     tbptt_samples: int  # an update every this many samples of a segment, the state carried across updates
-    carry_state: bool  # each batch row plays on through the audio, its state carried from batch to batch
+    carry_state: bool | str  # each batch row plays on through the audio, its state carried from batch to batch;
+    # "auto": so for a single capture, not for a knob set (its unseen setting interpolated worse so)
     batch_size: int  # segments side by side
     batches_per_step: int  # segment batches between validations
     val_segments: int

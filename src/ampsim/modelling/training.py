@@ -28,7 +28,7 @@ from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_names
 from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
 from ampsim.data.windows import Pool, Segment, StreamRows, fixed_windows, load_split, random_windows
-from ampsim.modelling.architectures import Recipe, architecture
+from ampsim.modelling.architectures import Recipe, architecture, carries_state
 from ampsim.modelling.best_steps import BestSteps
 from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state, zero_carried_rows
 from ampsim.modelling.models import ModelCard, save_model
@@ -249,7 +249,7 @@ def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) 
     job = Job(plan, knobs, sorted({s.capture for s in train_segments}), train_pool, val_x, val_y, model, trainer,
               np.random.default_rng(config.train.random_seed), state, latency, (train_segments, selecting),
               BestSteps(config.train.latch_fallbacks + 1 if config.train.latch_fallbacks > 0 else 0),
-              StreamRows.fresh(plan.batch_size) if plan.carry else None)
+              StreamRows.fresh(plan.batch_size) if carries_state(plan, len(knobs)) else None)
     return job, fingerprint(config, train_pool, val_pool, start_digest)
 
 
@@ -283,25 +283,35 @@ def stop_reason(state: dict[str, Any], config: TrainConfig, plan: Recipe) -> str
     return None
 
 
-def plateaued(state: dict[str, Any], plan: Recipe) -> bool:
-    """No better validation loss for `plan.plateau` steps, counted from the best step or the last return to it."""
+def gone_astray(state: dict[str, Any], plan: Recipe) -> str | None:
+    """Why training goes back to its best weights before the next step, else None: no better validation loss
+    for `plan.plateau` steps (counted from the best step or the last return to it), or the last step's over
+    `plan.diverged` times the best."""
+    if state["best_step"] == 0 or state["step"] in state["back_to_best"]:
+        return None
     since = max([state["best_step"], *state["back_to_best"]])
-    return plan.plateau > 0 and state["best_step"] > 0 and state["step"] - since >= plan.plateau
+    if plan.plateau > 0 and state["step"] - since >= plan.plateau:
+        return f"no better val_loss for {plan.plateau} steps"
+    last = state["history"][-1]["val_loss"] if state["history"] else state["best_val"]
+    if plan.diverged > 0 and not last <= plan.diverged * state["best_val"]:
+        return f"val_loss {last:.4g}, over {plan.diverged:g}x the best"
+    return None
 
 
-def back_to_best(job: Job, checkpoint_dir: Path, log: Callable[[str], None]) -> None:
-    """A run gone astray (a recurrent net's loss can jump and not come back): the best step's weights again, a
-    fresh Adam, whose moments point where the run went, and a lower learning rate from here on."""
+def back_to_best(job: Job, checkpoint_dir: Path, why: str, log: Callable[[str], None]) -> None:
+    """A run gone astray (a recurrent net's loss can jump and not come back, and a carried state with it): the
+    best step's weights again, a fresh Adam, whose moments point where the run went, and a lower learning rate
+    from here on."""
     state, optimizer = job.state, job.trainer.optimizer
     job.trainer.load_weights(Path(checkpoint_dir) / BEST_WEIGHTS)
     reset_carried_state(job.trainer)
     for variable in optimizer.variables:
         if variable is not optimizer.learning_rate:
             variable.assign(np.zeros(tuple(variable.shape), variable.dtype))
-    state["lr_scale"] *= job.plan.plateau_factor
+    state["lr_scale"] *= job.plan.back_factor
     state["back_to_best"].append(state["step"])
-    log(f"step {state['step']}: no better val_loss for {job.plan.plateau} steps; back to step {state['best_step']}'s "
-        f"weights at {state['lr_scale']:g}x the learning rate")
+    log(f"step {state['step']}: {why}; back to step {state['best_step']}'s weights at {state['lr_scale']:g}x the "
+        "learning rate")
 
 
 def train_step(job: Job, config: TrainConfig, bar: Progress) -> tuple[float, float]:
@@ -406,13 +416,13 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
             state["run_id"] = start_run(True)
 
     # --- the loop: train a step, validate, log, checkpoint ------------------------------------------------
-    batch_samples = plan.batch_size * plan.window
+    batch_samples = plan.batch_size * (plan.window if job.rows is None else plan.scored)  # carried rows: no warm-up
     bar = Progress(60.0 * config.train.max_minutes, state["seconds"], config.train.max_steps * plan.batches_per_step,
                    state["step"] * plan.batches_per_step, progress)
     try:
         while (reason := stop_reason(state, config, plan)) is None:
-            if plateaued(state, plan):  # before the step, so that a resumed run returns where this one would
-                back_to_best(job, checkpoint_dir, log)
+            if why := gone_astray(state, plan):  # before the step, so that a resumed run returns where this one would
+                back_to_best(job, checkpoint_dir, why, log)
             started = time.perf_counter()
             train_loss, trained = train_step(job, config, bar)
             val_loss = validate_step(job)
@@ -451,6 +461,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
         "samples_per_second": round(state["step"] * plan.batches_per_step * batch_samples
                                     / max(state["train_seconds"], 1e-9)),
         "stopped": state["stopped"],
+        **({"carried_state": job.rows is not None} if plan.tbptt is not None else {}),
         **({"init_from": config.train.init_from} if config.train.init_from else {}),
         **({"back_to_best": state["back_to_best"]} if state["back_to_best"] else {}),
         **({"stream_checked": shipped["checked"], "stream_check_seconds": shipped["seconds"]} if shipped["checked"] else {}),

@@ -52,12 +52,22 @@ class Recipe:
     warmup: int = 0
     chunk_loss: Callable | None = None
     # With truncated back-propagation: each row of the batch plays on through the audio, its state carried from
-    # batch to batch (`StreamRows`), with no warm-up; each batch is then `scored` samples a row.
-    carry: bool = False
-    # After `plateau` steps without a better validation loss, training goes back to the best step's weights with
-    # a fresh optimiser, at `plateau_factor` times the learning rate from then on. 0: never.
+    # batch to batch (`StreamRows`), with no warm-up; each batch is then `scored` samples a row. "auto": carried
+    # for a device of one setting, not for a knob set (`carries_state`).
+    carry: bool | str = False
+    # After `plateau` steps without a better validation loss, or a step whose validation loss is over `diverged`
+    # times the best, training goes back to the best step's weights with a fresh optimiser, at `back_factor` times
+    # the learning rate from then on. 0: never.
     plateau: int = 0
-    plateau_factor: float = 1.0
+    diverged: float = 0.0
+    back_factor: float = 1.0
+
+
+def carries_state(plan: Recipe, knobs: int) -> bool:
+    """Whether training carries the rows' state from batch to batch. A knob set does not by default: its
+    held-out setting came out worse so (the demo 0.0200 against 0.0093, the JCM900 0.042 against 0.024-0.033,
+    bench/RESULTS.md, session 12), while single captures gained (the 5150 0.047 against 0.096)."""
+    return (knobs == 0) if plan.carry == "auto" else bool(plan.carry)
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,10 @@ def recipe(config) -> Recipe:
         raise AmpsimError(f"lstm.tbptt_samples {p.tbptt_samples} must be between 1 and the segment after its "
                           f"warm-up ({p.segment_samples - p.warmup_samples})", path="params.yaml",
                           fix="e.g. 200 (an update every 200 samples)")
+    if p.carry_state not in (True, False, "auto"):
+        raise AmpsimError(f"lstm.carry_state is {p.carry_state!r}", path="params.yaml",
+                          fix="write true (carry the state across batches), false (every segment from a zero "
+                              "state) or auto (true for a single capture, false for a knob set)")
     fit = config.fit
     updates = (p.segment_samples - p.warmup_samples) // p.tbptt_samples
     segment_loss = fit_loss(fit, p.warmup_samples, p.tbptt_samples, "lstm.tbptt_samples")
@@ -89,7 +93,8 @@ def recipe(config) -> Recipe:
                   p.batches_per_step, fit.learning_rate, fit.final_learning_rate, fit.patience, p.val_segments,
                   segment_loss, segment_loss.__name__, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
                   chunk_loss=fit_loss(fit, 0, p.tbptt_samples, "lstm.tbptt_samples"), carry=p.carry_state,
-                  plateau=fit.plateau_steps, plateau_factor=fit.plateau_factor)
+                  plateau=fit.plateau_steps, diverged=fit.diverged_ratio,
+                  back_factor=fit.back_to_best_factor)
 
 
 def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -> int:
