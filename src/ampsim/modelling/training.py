@@ -292,7 +292,7 @@ def gone_astray(state: dict[str, Any], plan: Recipe) -> str | None:
     since = max([state["best_step"], *state["back_to_best"]])
     if plan.plateau > 0 and state["step"] - since >= plan.plateau:
         return f"no better val_loss for {plan.plateau} steps"
-    last = state["history"][-1]["val_loss"] if state["history"] else state["best_val"]
+    last = state["history"][-1]["val_loss"]  # a best step exists, so the history has it
     if plan.diverged > 0 and not last <= plan.diverged * state["best_val"]:
         return f"val_loss {last:.4g}, over {plan.diverged:g}x the best"
     return None
