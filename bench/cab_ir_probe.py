@@ -38,7 +38,7 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from panel import DEVICES, lag_zero_scorer, prepare_device, reamp_di, test_di  # noqa: E402  (bench/ is not a package)
-from quality import merge_results, run_sides, split_arrays  # noqa: E402
+from quality import esr, merge_results, run_sides, split_arrays  # noqa: E402
 
 VARIANTS = ("lstm", "lstm_fir")
 
@@ -100,18 +100,15 @@ def build(variant: str, hidden: int, taps: int, rows: int | None = None):
 
 
 def zero_rows(model, restarted: np.ndarray) -> None:
-    """The rows that start a new stream: their LSTM state and their FIR's past, zeroed."""
+    """The rows that start a new stream: their LSTM state (as ampsim's trainer zeroes it) and their FIR's past."""
     import keras.ops as ops
 
-    mask = ops.convert_to_tensor(restarted)[:, None]
-    for variable in model.non_trainable_variables:
-        if variable.shape[0] == len(restarted) and "seed" not in variable.path:
-            variable.assign(ops.where(mask, 0.0, variable.value))
+    from ampsim.modelling.carried_lstm import zero_carried_rows
 
-
-def esr(target: np.ndarray, prediction: np.ndarray) -> float:
-    target = np.asarray(target, np.float64).reshape(-1)
-    return float(np.sum((target - np.asarray(prediction, np.float64).reshape(-1)) ** 2) / np.sum(target**2))
+    zero_carried_rows(model, restarted)
+    if any(layer.name == "cab_ir" for layer in model.layers):
+        past = model.get_layer("cab_ir").past
+        past.assign(ops.where(ops.convert_to_tensor(restarted)[:, None], 0.0, past.value))
 
 
 def train_variant(variant: str, prepared: Path, test_npz: Path, budgets: list[float], hidden: int, taps: int,
@@ -151,7 +148,7 @@ def train_variant(variant: str, prepared: Path, test_npz: Path, budgets: list[fl
     while pending:
         # --- validate (off the clock): the validation passage as one stream; the best weights kept
         if trained_s >= next_val:
-            val = esr(data["val_y"], render(data["val_x"]))
+            val = esr(data["val_y"].astype(np.float64), render(data["val_x"]).astype(np.float64))
             if val < best["val_esr"]:
                 best = {"val_esr": val, "weights": [keras.ops.convert_to_numpy(v.value) for v in trainer.trainable_variables], "batch": batches}
             print(f"  {variant} {trained_s / 60:5.2f} min, batch {batches}: val {val:.4f}", flush=True)
