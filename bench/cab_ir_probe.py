@@ -19,6 +19,14 @@ its going back to the best weights.
 
 Writes `cab_ir_probe` into bench/results.json. Compare the two variants with each other (same run); the
 plain LSTM's figures also check the loop against ampsim's trainer (bench/RESULTS.md).
+
+`--ls-taps` adds a FIR that cannot run away: at each budget, after training, the causal FIR of that many taps
+that best maps the shipped model's output on the training audio to its target, in the least-squares sense
+(the normal equations, solved once; no Adam). Each budget's row then also has the validation and test ESR
+with it. `--sides` runs any two variants or seeds side by side, e.g. two seeds of the plain LSTM, to see one
+run's spread:
+
+    .venv/bin/python bench/cab_ir_probe.py --devices 5150 --budgets 5 10 --sides lstm:2018 lstm:7 --ls-taps 256 1024 4096
 """
 
 from __future__ import annotations
@@ -99,6 +107,48 @@ def build(variant: str, hidden: int, taps: int, rows: int | None = None):
     return keras.Model(x, y)
 
 
+def least_squares_fir(played: np.ndarray, target: np.ndarray, taps: int, ridge: float = 1e-6) -> np.ndarray:
+    """The causal FIR h of `taps` taps minimising |target - h * played|^2: the normal equations R h = p, with R
+    the Toeplitz autocorrelation of what the model played and p its cross-correlation with the target (both by
+    FFT), and a ridge of `ridge` times the energy so that a band the model never plays gets no gain."""
+    size = 1 << int(np.ceil(np.log2(len(played) + taps)))
+    spectrum = np.fft.rfft(played.astype(np.float64), size)
+    autocorrelation = np.fft.irfft(spectrum * spectrum.conj(), size)[:taps]
+    crosscorrelation = np.fft.irfft(np.fft.rfft(target.astype(np.float64), size) * spectrum.conj(), size)[:taps]
+    lags = np.arange(taps)
+    normal = autocorrelation[np.abs(lags[:, None] - lags[None, :])] + ridge * autocorrelation[0] * np.eye(taps)
+    return np.linalg.solve(normal, crosscorrelation)
+
+
+def apply_fir(played: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """`played` through the causal FIR `kernel` (lfilter(kernel, 1, played)), by FFT."""
+    size = 1 << int(np.ceil(np.log2(len(played) + len(kernel))))
+    return np.fft.irfft(np.fft.rfft(played, size) * np.fft.rfft(kernel, size), size)[: len(played)]
+
+
+def least_squares_rows(render, data: dict, score, ls_taps: list[int]) -> dict:
+    """For each FIR length: the FIR fitted on the training audio after `render`'s model, and the validation and
+    test ESR of the model followed by it."""
+    played = np.asarray(render(data["train_x"]), np.float64)
+    val_played = np.asarray(render(data["val_x"]), np.float64)
+    cache: dict[int, np.ndarray] = {}
+
+    def render_once(x):  # the test DI is played by the model once, then through each FIR
+        if id(x) not in cache:
+            cache[id(x)] = np.asarray(render(x), np.float64).reshape(-1)
+        return cache[id(x)]
+
+    rows = {}
+    for taps in ls_taps:
+        kernel = least_squares_fir(played, data["train_y"], taps)
+        rows[f"ls{taps}"] = {
+            "train_esr": esr(data["train_y"].astype(np.float64), apply_fir(played, kernel)),
+            "val_esr": esr(data["val_y"].astype(np.float64), apply_fir(val_played, kernel)),
+            "test_esr": score(lambda x, kernel=kernel: apply_fir(render_once(x), kernel))["test_esr"]}
+    rows["train_esr"] = esr(data["train_y"].astype(np.float64), played)
+    return rows
+
+
 def zero_rows(model, restarted: np.ndarray) -> None:
     """The rows that start a new stream: their LSTM state (as ampsim's trainer zeroes it) and their FIR's past."""
     import keras.ops as ops
@@ -112,7 +162,7 @@ def zero_rows(model, restarted: np.ndarray) -> None:
 
 
 def train_variant(variant: str, prepared: Path, test_npz: Path, budgets: list[float], hidden: int, taps: int,
-                  seed: int) -> list[dict]:
+                  seed: int, ls_taps: list[int]) -> list[dict]:
     """ampsim's streaming-LSTM recipe at params.yaml's defaults (rows that carry their state through the
     capture, an update every lstm.tbptt_samples, fit's loss and cosine schedule over the budget), for either
     variant."""
@@ -159,6 +209,8 @@ def train_variant(variant: str, prepared: Path, test_npz: Path, budgets: list[fl
             for variable, value in zip(trainer.trainable_variables, best["weights"]):
                 variable.assign(value)
             tested = score(render)
+            if ls_taps:
+                tested["least_squares"] = least_squares_rows(render, data, score, ls_taps)
             for variable, value in zip(trainer.trainable_variables, current):
                 variable.assign(value)
             out.append({"minutes": pending.pop(0), "batches": batches, "best_batch": best["batch"],
@@ -185,33 +237,44 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=16)
     parser.add_argument("--taps", type=int, default=1024, help="the FIR's length (1024 = 21 ms at 48 kHz)")
     parser.add_argument("--seed", type=int, default=2018)
+    parser.add_argument("--sides", nargs=2, default=list(VARIANTS), metavar="VARIANT[:SEED]",
+                        help="the two runs side by side (one core each): a variant, and a seed other than --seed")
+    parser.add_argument("--ls-taps", nargs="*", type=int, default=[],
+                        help="also score each budget's model followed by a least-squares FIR of these lengths")
     parser.add_argument("--out", type=Path, default=BENCH / "results.json")
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # worker mode
     parser.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--test-npz", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = dict(hidden=args.hidden, taps=args.taps, seed=args.seed)
+    sides = {side: (side.partition(":")[0], int(side.partition(":")[2] or args.seed)) for side in args.sides}
+    if len(sides) != 2 or any(variant not in VARIANTS for variant, _ in sides.values()):
+        raise SystemExit(f"bench/cab_ir_probe.py: --sides wants two different runs, each one of {VARIANTS}[:SEED]")
     if args.variant:  # worker: one variant on the core run_sides pinned it to; rows to --out
-        rows = train_variant(args.variant, args.prepared, args.test_npz, args.budgets, **shape)
+        rows = train_variant(args.variant, args.prepared, args.test_npz, args.budgets, **shape, ls_taps=args.ls_taps)
         args.out.write_text(json.dumps(rows))
         return
     results = {"command": "python bench/" + " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
                "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": platform.processor() or
-               platform.machine(), "cpu_count": os.cpu_count(), **shape, "devices": {}}
+               platform.machine(), "cpu_count": os.cpu_count(), **shape, "sides": args.sides,
+               "ls_taps": args.ls_taps, "devices": {}}
     with tempfile.TemporaryDirectory(prefix="ampsim-cab-ir-") as scratch:
         di, test_x = reamp_di(None), test_di()
         for device in args.devices:
             work = Path(scratch) / device
             prepared, test_npz, facts = prepare_device(device, di, test_x, work)
-            commands = {variant: [sys.executable, __file__, "--variant", variant, "--prepared", str(prepared),
-                                  "--test-npz", str(test_npz), "--budgets", *map(str, args.budgets),
-                                  *(f"--{k}={v}" for k, v in shape.items())] for variant in VARIANTS}
+            commands = {side: [sys.executable, __file__, "--variant", variant, "--prepared", str(prepared),
+                               "--test-npz", str(test_npz), "--budgets", *map(str, args.budgets),
+                               *(f"--{k}={v}" for k, v in {**shape, "seed": seed}.items()),
+                               "--ls-taps", *map(str, args.ls_taps)] for side, (variant, seed) in sides.items()}
             rows = run_sides(commands, work, f"bench/cab_ir_probe.py: {device}")
             results["devices"][device] = {**facts, **rows}
-            for variant in VARIANTS:
-                for row in rows[variant]:
-                    print(f"{device:18s} {variant:9s} {row['minutes']:>5} min  val {row['val_esr']:.4f}  "
-                          f"test {row['test_esr']:.4f}  batches {row['batches']}", flush=True)
+            for side in sides:
+                for row in rows[side]:
+                    fitted = "".join(f"  +LS{n}: val {row['least_squares'][f'ls{n}']['val_esr']:.4f} test "
+                                     f"{row['least_squares'][f'ls{n}']['test_esr']:.4f}" for n in args.ls_taps)
+                    print(f"{device:18s} {side:12s} {row['minutes']:>5} min  val {row['val_esr']:.4f}  "
+                          f"test {row['test_esr']:.4f}  batches {row['batches']}{fitted}", flush=True)
             merge_results(args.out, "cab_ir_probe", results)
 
 
