@@ -109,43 +109,48 @@ def build(variant: str, hidden: int, taps: int, rows: int | None = None):
 
 def least_squares_fir(played: np.ndarray, target: np.ndarray, taps: int, ridge: float = 1e-6) -> np.ndarray:
     """The causal FIR h of `taps` taps minimising |target - h * played|^2: the normal equations R h = p, with R
-    the Toeplitz autocorrelation of what the model played and p its cross-correlation with the target (both by
-    FFT), and a ridge of `ridge` times the energy so that a band the model never plays gets no gain."""
-    size = 1 << int(np.ceil(np.log2(len(played) + taps)))
-    spectrum = np.fft.rfft(played.astype(np.float64), size)
-    autocorrelation = np.fft.irfft(spectrum * spectrum.conj(), size)[:taps]
-    crosscorrelation = np.fft.irfft(np.fft.rfft(target.astype(np.float64), size) * spectrum.conj(), size)[:taps]
-    lags = np.arange(taps)
-    normal = autocorrelation[np.abs(lags[:, None] - lags[None, :])] + ridge * autocorrelation[0] * np.eye(taps)
-    return np.linalg.solve(normal, crosscorrelation)
+    the Toeplitz autocorrelation of what the model played and p its cross-correlation with the target, and a
+    ridge of `ridge` times the energy so that a band the model never plays gets no gain."""
+    from scipy import linalg, signal
+
+    played, target = played.astype(np.float64), target.astype(np.float64)
+    autocorrelation = signal.correlate(played, played, method="fft")[len(played) - 1 :][:taps]
+    crosscorrelation = signal.correlate(target, played, method="fft")[len(played) - 1 :][:taps]
+    autocorrelation[0] *= 1.0 + ridge
+    return linalg.solve_toeplitz(autocorrelation, crosscorrelation)
 
 
 def apply_fir(played: np.ndarray, kernel: np.ndarray) -> np.ndarray:
     """`played` through the causal FIR `kernel` (lfilter(kernel, 1, played)), by FFT."""
-    size = 1 << int(np.ceil(np.log2(len(played) + len(kernel))))
-    return np.fft.irfft(np.fft.rfft(played, size) * np.fft.rfft(kernel, size), size)[: len(played)]
+    from scipy import signal
+
+    return signal.fftconvolve(played, kernel)[: len(played)]
+
+
+def played_once(render):
+    """`render`, remembering what it played for each input it was given: one budget's model plays the test DI
+    once, then through each FIR."""
+    played: dict[int, np.ndarray] = {}
+
+    def render_once(x):
+        if id(x) not in played:
+            played[id(x)] = np.asarray(render(x), np.float64).reshape(-1)
+        return played[id(x)]
+
+    return render_once
 
 
 def least_squares_rows(render, data: dict, score, ls_taps: list[int]) -> dict:
     """For each FIR length: the FIR fitted on the training audio after `render`'s model, and the validation and
     test ESR of the model followed by it."""
-    played = np.asarray(render(data["train_x"]), np.float64)
-    val_played = np.asarray(render(data["val_x"]), np.float64)
-    cache: dict[int, np.ndarray] = {}
-
-    def render_once(x):  # the test DI is played by the model once, then through each FIR
-        if id(x) not in cache:
-            cache[id(x)] = np.asarray(render(x), np.float64).reshape(-1)
-        return cache[id(x)]
-
-    rows = {}
+    played, val_played = render(data["train_x"]), render(data["val_x"])
+    rows = {"train_esr": esr(data["train_y"].astype(np.float64), played)}
     for taps in ls_taps:
         kernel = least_squares_fir(played, data["train_y"], taps)
         rows[f"ls{taps}"] = {
             "train_esr": esr(data["train_y"].astype(np.float64), apply_fir(played, kernel)),
             "val_esr": esr(data["val_y"].astype(np.float64), apply_fir(val_played, kernel)),
-            "test_esr": score(lambda x, kernel=kernel: apply_fir(render_once(x), kernel))["test_esr"]}
-    rows["train_esr"] = esr(data["train_y"].astype(np.float64), played)
+            "test_esr": score(lambda x, kernel=kernel: apply_fir(render(x), kernel))["test_esr"]}
     return rows
 
 
@@ -208,9 +213,10 @@ def train_variant(variant: str, prepared: Path, test_npz: Path, budgets: list[fl
             current = [keras.ops.convert_to_numpy(v.value) for v in trainer.trainable_variables]
             for variable, value in zip(trainer.trainable_variables, best["weights"]):
                 variable.assign(value)
-            tested = score(render)
+            render_once = played_once(render)
+            tested = score(render_once)
             if ls_taps:
-                tested["least_squares"] = least_squares_rows(render, data, score, ls_taps)
+                tested["least_squares"] = least_squares_rows(render_once, data, score, ls_taps)
             for variable, value in zip(trainer.trainable_variables, current):
                 variable.assign(value)
             out.append({"minutes": pending.pop(0), "batches": batches, "best_batch": best["batch"],
