@@ -150,6 +150,12 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, b
     assert np.isfinite(summary["best_val_loss"])
     if architecture != "wavenet":  # what shipped was checked as one stream over the whole capture
         assert summary["stream_checked"][str(summary["best_step"])] == 0 and summary["stream_check_seconds"] > 0
+    if architecture == "lstm":  # the cab IR after the network: its length chosen on validation, none included
+        by_taps = summary["cab_ir_val_esr"]
+        assert set(by_taps) == {"0", "1024", "4096"} and by_taps[str(summary["cab_ir_taps"])] == min(by_taps.values())
+        assert (card["cab_ir"] is None) == (summary["cab_ir_taps"] == 0)
+    else:  # the 2018 model plays by its sliding window, as published
+        assert "cab_ir_taps" not in summary and card["cab_ir"] is None
     history = (reports / "train" / "loss.csv").read_text().splitlines()
     assert history[0] == "step,train_loss,val_loss,minutes" and len(history) == 4
     assert not (tmp_path / "ckpt").exists()  # finished: the checkpoint is gone
@@ -160,6 +166,8 @@ def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, b
     for key in ("mse_2018", "esr", "esr_pre_emphasis", "level_db"):
         assert np.isfinite(result[key])
     assert result["esr"] > 0 and result["captures"]["boss-ds1"]["esr"] == result["esr"]
+    if architecture == "lstm":  # evaluation plays the network, then the IR training chose
+        assert result["esr"] == pytest.approx(summary["cab_ir_val_esr"][str(summary["cab_ir_taps"])], rel=1e-3)
     assert result["val_seconds"] == pytest.approx(4.217, abs=0.01)
     if architecture == "wavenet":  # a convolution has no state to latch
         assert "stream_esr" not in result

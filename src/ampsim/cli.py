@@ -127,6 +127,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     params = device_params(_params(args), args.device, args.params)
     use_backend(section(params, "train", TrainParams, args.params).backend)
     from ampsim.data.windows import read_manifest
+    from ampsim.inference.cab_ir_fit import fit_cab_ir
     from ampsim.inference.latching import first_unlatched
     from ampsim.modelling.training import train
     from ampsim.modelling.warm_start import start_folder
@@ -136,7 +137,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     captures = Path(args.captures) / args.device if args.device else None
     train(Path(args.prepared), Path(args.model), Path(args.reports), Path(args.checkpoint), config,
           tracker=tracker, all_params=params, progress=not args.quiet, device=args.device, data_path=captures,
-          start=start_folder(captures) if captures is not None else None, ship_check=first_unlatched)
+          start=start_folder(captures) if captures is not None else None, ship_check=first_unlatched,
+          cab_ir_fit=fit_cab_ir)
     if tracker is not None:
         print(f"MLflow run {tracker.run_id} in {tracker.uri}")
 
@@ -444,6 +446,11 @@ def cmd_export(args: argparse.Namespace) -> None:
         return
     written = export(model, card, args.format, Path(args.output), params, **options)
     print(f"wrote {written} ({args.format}, {card.architecture}, trained at {card.sample_rate} Hz)")
+    if card.cab_ir is not None and args.format != "keras":
+        from ampsim.deployment.export import ir_path
+
+        print(f"wrote {ir_path(written, args.format)}: the model's cab IR. Load it in the plugin's IR slot: the "
+              "model was trained and scored with it")
     if args.format == "nam":
         from ampsim.deployment.plugin_metadata import summary
 

@@ -65,6 +65,8 @@ class TrainParams:
     max_minutes: float  # training-time budget summed over resumed runs; 0 means no limit
     init_from: str | None  # fine-tune: the source `ampsim init-from` fetched into the device's .start (None: random)
     latch_fallbacks: int  # earlier best steps kept in case the best latches as one stream (0: no check)
+    cab_ir_taps: list[int]  # lengths of the cab IR fitted after the network, chosen on validation ([]: none)
+    cab_ir_ridge: float  # the IR fit's ridge, times the network output's energy
 
 
 @dataclass(frozen=True)

@@ -114,3 +114,32 @@ def fast_plan(card: ModelCard, params: RenderParams) -> BlockPlan:
 
 def sliding_window_plan(window: int, hop: int) -> BlockPlan:
     return BlockPlan(hop, window - hop, WINDOWS_PER_BATCH, exact_start=False)
+
+
+class FollowedByIR:
+    """A stream renderer followed by the model's cab IR, both carrying their state from chunk to chunk."""
+
+    def __init__(self, render_chunk, ir: np.ndarray):
+        from ampsim.modelling import cab_ir  # scipy, 0.5-2 s to import: only for a model that has an IR
+
+        self.render_chunk, self.ir = render_chunk, cab_ir.Stream(ir)
+
+    @property
+    def chunk(self) -> int:
+        return self.render_chunk.chunk
+
+    def reset(self) -> None:
+        self.render_chunk.reset()
+        self.ir.reset()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.ir(self.render_chunk(x))
+
+
+def with_cab_ir(render_chunk, card: ModelCard):
+    """`render_chunk` followed by the IR in the model's card, where it has one."""
+    if card.cab_ir is None:
+        return render_chunk
+    from ampsim.modelling import cab_ir
+
+    return FollowedByIR(render_chunk, cab_ir.decode(card.cab_ir))

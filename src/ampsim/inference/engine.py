@@ -26,8 +26,8 @@ import numpy as np
 from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_vector, with_knobs
 from ampsim.core.params import RenderParams
-from ampsim.inference.blocks import (WINDOWS_PER_BATCH, BlockPlan, BlockRenderer, Predict, fast_plan,  # noqa: F401
-                                     sliding_window_plan, split_over_threads)
+from ampsim.inference.blocks import (WINDOWS_PER_BATCH, BlockPlan, BlockRenderer, FollowedByIR, Predict,  # noqa: F401
+                                     fast_plan, sliding_window_plan, split_over_threads, with_cab_ir)
 from ampsim.modelling.architectures import architecture
 from ampsim.modelling.models import ModelCard, streaming_twin
 
@@ -138,9 +138,15 @@ def render_fast(model: keras.Model, x: np.ndarray, plan: BlockPlan, jit_compile:
 
 
 def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderParams,
-             knobs: dict[str, float] | None = None) -> BlockRenderer | ExactRenderer:
+             knobs: dict[str, float] | None = None) -> BlockRenderer | ExactRenderer | FollowedByIR:
     """A stateful renderer of consecutive chunks of one stream with `method`, at the knob settings `knobs`
-    (required for a knob-conditioned model, refused for any other)."""
+    (required for a knob-conditioned model, refused for any other), followed by the model's cab IR."""
+    return with_cab_ir(network_renderer(model, card, method, params, knobs), card)
+
+
+def network_renderer(model: keras.Model, card: ModelCard, method: str, params: RenderParams,
+                     knobs: dict[str, float] | None = None) -> BlockRenderer | ExactRenderer:
+    """`renderer` without the cab IR: the network alone."""
     if method not in METHODS:
         raise AmpsimError(f"unknown render method `{method}`", fix=f"use one of {', '.join(METHODS)}")
     allowed = architecture(card.architecture).RENDER_METHODS

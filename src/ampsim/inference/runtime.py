@@ -18,7 +18,7 @@ from ampsim.core import metrics
 from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_vector
 from ampsim.core.params import RenderParams
-from ampsim.inference.blocks import BlockRenderer, Predict, fast_plan, split_over_threads
+from ampsim.inference.blocks import BlockRenderer, FollowedByIR, Predict, fast_plan, split_over_threads, with_cab_ir
 from ampsim.modelling.card import CARD_FILE, RUNTIME_FILE, ModelCard, read_card
 
 if TYPE_CHECKING:
@@ -45,13 +45,14 @@ def onnx_predict(graph: Path | bytes, workers: int) -> Predict:
 
 
 def graph_runtime(folder: Path, card: ModelCard, params: RenderParams, knobs: dict[str, float] | None
-                  ) -> BlockRenderer | None:
-    """The `fast` renderer of the graph in `folder` on ONNX Runtime; None when the folder has no graph or the
-    model has no measured warm-up (then Keras renders it)."""
+                  ) -> BlockRenderer | FollowedByIR | None:
+    """The `fast` renderer of the graph in `folder` on ONNX Runtime, followed by the model's cab IR; None when
+    the folder has no graph or the model has no measured warm-up (then Keras renders it)."""
     if not (Path(folder) / RUNTIME_FILE).is_file() or card.context_samples is None:
         return None
     vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
-    return BlockRenderer(onnx_predict(Path(folder) / RUNTIME_FILE, params.workers), fast_plan(card, params), vector)
+    return with_cab_ir(BlockRenderer(onnx_predict(Path(folder) / RUNTIME_FILE, params.workers), fast_plan(card, params),
+                                     vector), card)
 
 
 def released_runtime(folder: Path, params: RenderParams, knobs: dict[str, float] | None

@@ -36,6 +36,9 @@ class ModelCard:
     latency_samples: dict[str, int] = field(default_factory=dict)  # per capture: the latency compensated in training
     loss_name: str | None = None  # the loss it was trained on (e.g. `esr_dc`), as its loss curve is labelled
     imported_from: str | None = None  # `ampsim import`: the .nam file it was read from (no ampsim training)
+    # The cabinet IR played after the network, fitted after training (ampsim.modelling.cab_ir): its taps as
+    # base64 of little-endian float32; None: the network alone.
+    cab_ir: str | None = None
 
 
 def read_card(card_file: Path) -> ModelCard:

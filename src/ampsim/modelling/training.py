@@ -366,6 +366,9 @@ def record_step(job: Job, train_loss: float, val_loss: float, trained: float, el
 # (model, card, candidates: (step, weights) best first, training segments, validation segments, log=) -> the
 # step it loaded into the model, and each checked step's latched seconds: `ampsim.inference.latching.first_unlatched`
 ShipCheck = Callable[..., tuple[int, dict[int, int]]]
+# (model, card, training segments, validation segments, lengths, ridge, log=) -> the card with the cab IR chosen,
+# and what to report: `ampsim.inference.cab_ir_fit.fit_cab_ir`
+CabIRFit = Callable[..., tuple[ModelCard, dict[str, Any]]]
 
 
 def ship_unlatched(job: Job, model: keras.Model, card: ModelCard, log: Callable[[str], None],
@@ -386,13 +389,14 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
           log: Callable[[str], None] = print,
           on_step: Callable[[keras.Model, dict[str, Any]], None] | None = None,
           device: str | None = None, data_path: Path | None = None, start: Path | None = None,
-          ship_check: ShipCheck | None = None) -> dict[str, Any]:
+          ship_check: ShipCheck | None = None, cab_ir_fit: CabIRFit | None = None) -> dict[str, Any]:
     """Train, resuming from `checkpoint_dir` when it holds this job's checkpoint; write the best model to
     `model_dir`, the loss history and summary to `reports_dir`; return the summary. `on_step(model, state)`
     is called after every step, outside the timed training (the benchmark scores the model there).
     `device` and `data_path` (its captures) name the MLflow run and its dataset; `start`: the folder of the
     starting model `train.init_from` trains from; `ship_check` chooses among the best steps kept (see
-    `ShipCheck`; None: the best on validation ships)."""
+    `ShipCheck`; None: the best on validation ships); `cab_ir_fit` fits the IR that follows the shipped
+    network (`train.cab_ir_taps`; None: no IR)."""
     # --- set-up: data, model, and the checkpoint or MLflow run to continue --------------------------------
     job, key = prepare_job(prepared, config, start)
     if config.train.init_from:
@@ -449,6 +453,10 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                      captures=job.captures, mlflow_run_id=state["run_id"], knobs=job.knobs,
                      latency_samples=job.latency_samples, loss_name=plan.loss_name)
     shipped = ship_unlatched(job, inference, card, log, ship_check)
+    cab = {}
+    if cab_ir_fit is not None:
+        card, cab = cab_ir_fit(inference, card, *job.segments, config.train.cab_ir_taps, config.train.cab_ir_ridge,
+                               log=log)
     save_model(inference, card, model_dir)
     summary = {
         "architecture": architecture_name,
@@ -465,12 +473,14 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
         **({"init_from": config.train.init_from} if config.train.init_from else {}),
         **({"back_to_best": state["back_to_best"]} if state["back_to_best"] else {}),
         **({"stream_checked": shipped["checked"], "stream_check_seconds": shipped["seconds"]} if shipped["checked"] else {}),
+        **cab,
     }
     write_text(Path(reports_dir) / "loss.csv", _history_csv(state["history"]))
     write_text(Path(reports_dir) / "summary.json", json.dumps(summary, indent=2) + "\n")
     if tracker is not None:
         tracker.log_metrics({"best_val_loss": shipped["val_loss"], "best_step": shipped["step"],
-                             "train_minutes": state["seconds"] / 60})
+                             "train_minutes": state["seconds"] / 60,
+                             **({"cab_ir_taps": cab["cab_ir_taps"]} if cab else {})})
     shutil.rmtree(checkpoint_dir, ignore_errors=True)  # done: the next run of this job starts fresh
     log(f"trained {summary['steps']} steps in {_minutes(state['seconds'])} ({summary['stopped']}); best val_loss "
         f"{summary['best_val_loss']:.4g} at step {summary['best_step']}; {summary['samples_per_second']:,} samples/s")
