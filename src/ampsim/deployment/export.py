@@ -15,6 +15,9 @@
   live knobs. `in_gain` / `out_gain` (dB, applied by the plugin before and after the model) calibrate the model
   to an interface at `export.aidax_interface_level_dbu`, as NAM's plugin does with its calibration level.
 - `keras`: the Keras file itself (any backend loads it) with the model card beside it.
+- A model with a cab IR (`ampsim.modelling.cab_ir`) exports the network as above and the IR beside it, a mono
+  WAV for the plugin's own IR slot, which plays it after the model: `NAME.nam-ir.wav`, `NAME.aidax-ir.wav`
+  (`cab-ir.wav` in a pack). The `keras` format keeps it in the card.
 """
 
 from __future__ import annotations
@@ -31,13 +34,14 @@ import keras
 import numpy as np
 
 from ampsim import __version__
-from ampsim.core.audio import atomic_dir, write_text
+from ampsim.core.audio import atomic_dir, write_text, write_wav
 from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_vector
 from ampsim.core.params import ExportParams
 from ampsim.deployment.plugin_metadata import (GAIN_SCALES, CaptureFacts, date_now, gain_index, loudness_db, rms,
                                                size_label, training_block, user_fields)
 from ampsim.inference.engine import exact_renderer, settled_state
+from ampsim.modelling import cab_ir
 from ampsim.modelling.architectures import architecture
 from ampsim.modelling.models import CARD_FILE, MODEL_FILE, ModelCard, save_model
 
@@ -177,6 +181,33 @@ def to_aidax(model: keras.Model, card: ModelCard, *, metadata: dict[str, Any] | 
     }
 
 
+# The plugins turn an IR down as they load it: NAM's by 18 dB and by 48 kHz over the rate it runs at
+# (AudioDSPTools' ImpulseResponse), AIDA-X by 12 dB after its convolver. The file is that much louder, as 32-bit
+# float (past full scale where it must be), so that the plugin plays the network and the IR as ampsim does.
+PLUGIN_IR_GAIN_DB = {"nam": 18.0, "aidax": 12.0}
+
+
+def plugin_ir(ir: np.ndarray, plugin: str, sample_rate: int) -> np.ndarray:
+    """The IR as the plugin's IR slot must load it to play it at the level ampsim does."""
+    gain = 10 ** (PLUGIN_IR_GAIN_DB[plugin] / 20) * (sample_rate / 48000 if plugin == "nam" else 1.0)
+    return (np.asarray(ir, np.float64) * gain).astype(np.float32)
+
+
+def ir_path(out: Path, file_format: str) -> Path:
+    """Where the IR of the `file_format` export `out` goes: NAME.nam-ir.wav beside NAME.nam."""
+    return Path(out).with_name(f"{Path(out).stem}.{file_format}-ir.wav")
+
+
+def write_plugin_ir(card: ModelCard, plugin: str, path: Path) -> dict[str, Any] | None:
+    """Write the model's cab IR for `plugin` at `path`; what the exported file says of it (None: no IR)."""
+    ir = cab_ir.decode(card.cab_ir)
+    if ir is None:
+        return None
+    write_wav(path, plugin_ir(ir, plugin, card.sample_rate), card.sample_rate, "FLOAT")
+    return {"file": Path(path).name, "taps": len(ir),
+            "note": "load it in the plugin's IR slot: the model was trained and scored with it"}
+
+
 def _check_extension(out: Path, file_format: str) -> None:
     if out.suffix != EXTENSIONS[file_format]:
         raise AmpsimError(f"a {file_format} export is a `{EXTENSIONS[file_format]}` file", path=out,
@@ -201,10 +232,14 @@ def export(model: keras.Model, card: ModelCard, file_format: str, out: Path, par
                           fix="drop --knob (AIDA-X turns the knobs live in the plugin), or use --format nam")
     if file_format == "nam":
         document = to_nam(model, card, metadata, params.settle_seconds, knobs=knobs, facts=facts, probe=probe)
+        if ir := write_plugin_ir(card, "nam", ir_path(out, "nam")):  # the IR first: no model without its IR
+            document["metadata"]["ampsim"]["cab_ir"] = ir
         write_text(out, json.dumps(document) + "\n")
     elif file_format == "aidax":
         document = to_aidax(model, card, metadata=metadata, facts=facts,
                             interface_level_dbu=params.aidax_interface_level_dbu)
+        if ir := write_plugin_ir(card, "aidax", ir_path(out, "aidax")):
+            document["ampsim"]["cab_ir"] = ir
         write_text(out, json.dumps(document) + "\n")
     else:
         folder = out.parent / f".{out.name}.export"
@@ -218,6 +253,7 @@ def export(model: keras.Model, card: ModelCard, file_format: str, out: Path, par
 # --- a pack of baked settings ---------------------------------------------------------------------------
 
 PACK_README = "README.md"
+PACK_IR = "cab-ir.wav"
 
 
 def grid_settings(card: ModelCard, fixed: dict[str, float], points: int) -> list[dict[str, float]]:
@@ -240,7 +276,7 @@ def _pack_file(base: str, setting: dict[str, float]) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", stem) + ".nam"
 
 
-def _pack_readme(title: str, knobs: list[str], rows: list[tuple[str, dict[str, float], dict]]) -> str:
+def _pack_readme(title: str, knobs: list[str], rows: list[tuple[str, dict[str, float], dict]], has_ir: bool) -> str:
     show = lambda value, form: "n/a" if value is None else format(value, form)  # noqa: E731
     lines = [f"# {title}: {len(rows)} knob settings for NAM", "",
              "NAM files have no knobs: each file here is the model with one setting baked in. Loudness and gain "
@@ -251,6 +287,8 @@ def _pack_readme(title: str, knobs: list[str], rows: list[tuple[str, dict[str, f
     for file, setting, meta in rows:
         lines.append(f"| {file} | " + " | ".join(f"{setting[k]:g}" for k in knobs)
                      + f" | {show(meta['loudness'], '.1f')} | {show(meta['gain'], '.2f')} |")
+    if has_ir:
+        lines += ["", f"Load {PACK_IR} in NAM's IR slot with any of them: the model was trained and scored with it."]
     return "\n".join(lines) + "\n"
 
 
@@ -267,10 +305,13 @@ def export_pack(model: keras.Model, card: ModelCard, out: Path, params: ExportPa
     base = metadata.get("name") or card.device or "-".join(card.captures)
     rows = []
     with atomic_dir(out) as scratch:
+        ir = write_plugin_ir(card, "nam", scratch / PACK_IR)  # one IR for every setting: the knobs are the network's
         for setting in settings:
             document = to_nam(model, card, metadata, params.settle_seconds, knobs=setting, facts=facts, probe=probe)
+            if ir:
+                document["metadata"]["ampsim"]["cab_ir"] = ir
             file = _pack_file(base, setting_of(card, setting))
             write_text(scratch / file, json.dumps(document) + "\n")
             rows.append((file, document["metadata"]["ampsim"]["knobs"], document["metadata"]))
-        (scratch / PACK_README).write_text(_pack_readme(base, card.knobs, rows))
+        (scratch / PACK_README).write_text(_pack_readme(base, card.knobs, rows, ir is not None))
     return out
