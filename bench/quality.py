@@ -111,8 +111,10 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     use_backend(section(params, "train", TrainParams).backend)
     from ampsim.cli import _train_config
     from ampsim.data.windows import load_split, read_manifest
+    from ampsim.inference.cab_ir_fit import fit_cab_ir
     from ampsim.inference.engine import render_exact
     from ampsim.inference.latching import StreamRender, first_unlatched
+    from ampsim.modelling import cab_ir
     from ampsim.modelling.best_steps import BestSteps
     from ampsim.modelling.models import ModelCard
     from ampsim.modelling.training import train
@@ -124,7 +126,8 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     render_params = section(params, "render", RenderParams)
     data = split_arrays(prepared)
     pending, rows = sorted(budgets), []
-    # At each budget, the model training would ship then: the best step that does not latch as one stream.
+    # At each budget, the model training would ship then: the best step that does not latch as one stream,
+    # followed by the cab IR fitted to it (train.cab_ir_taps).
     best_steps = BestSteps(config.train.latch_fallbacks + 1)
     segments = load_split(prepared, "train"), load_split(prepared, "val")
     card = ModelCard(config.train.architecture, config.sample_rate, 1, 0, 0, [], None)
@@ -136,14 +139,21 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
             current = model.get_weights()
             step, checked = first_unlatched(model, card, best_steps.candidates(), *segments,
                                             render=StreamRender.of(render_params))
-            rendered = {side: render_exact(model, data[f"{side}_x"], render_params.exact_chunk_samples,
-                                           render_params.jit_compile) for side in ("val", "train")}
-            tested = test(lambda x: render_exact(model, x, render_params.exact_chunk_samples,
-                                                 render_params.jit_compile)) if test else {}
+            shipped, cab = fit_cab_ir(model, card, *segments, config.train.cab_ir_taps, config.train.cab_ir_ridge,
+                                      log=lambda line: print(f"  ampsim {line}", flush=True),
+                                      render=StreamRender.of(render_params))
+            ir = cab_ir.decode(shipped.cab_ir)
+
+            def play(x):
+                return cab_ir.apply(ir, render_exact(model, x, render_params.exact_chunk_samples,
+                                                     render_params.jit_compile))
+
+            rendered = {side: play(data[f"{side}_x"]) for side in ("val", "train")}
+            tested = test(play) if test else {}
             model.set_weights(current)
             rows.append({"minutes": pending.pop(0), "steps": state["step"], "best_step": step,
                          "parameters": int(model.count_params()), "latched_seconds": checked.get(step),
-                         "passed_over": {k: v for k, v in checked.items() if k != step},
+                         "passed_over": {k: v for k, v in checked.items() if k != step}, **cab,
                          **scores(data["val_y"], rendered["val"], data["train_y"], rendered["train"]), **tested})
             print(f"  ampsim {rows[-1]}", flush=True)
 
