@@ -135,6 +135,10 @@ def test_the_plugin_exports_write_the_ir_at_the_level_each_plugin_plays_it(model
         document = json.loads(written.read_text())
         block = document["metadata"]["ampsim"] if plugin == "nam" else document["ampsim"]
         assert block["cab_ir"]["file"] == wav.name and block["cab_ir"]["taps"] == len(ir)
+        if plugin == "nam":  # and the paragraph for a sharing site says to load it
+            from ampsim.deployment.plugin_metadata import summary
+
+            assert "Load amp.nam-ir.wav (2048 taps) in NAM's IR slot" in summary(document)
     # a knob set's pack of baked settings: one IR for all of them (the knobs are the network's)
     conditioned = trained_like(lstm_model(8, 1, False, input_size=2), seed=15)
     pack = export_pack(conditioned, dataclasses.replace(card, input_size=2, knobs=["gain"]), tmp_path / "pack",
@@ -148,3 +152,18 @@ def test_the_plugin_exports_write_the_ir_at_the_level_each_plugin_plays_it(model
     export(model, plain, "nam", tmp_path / "plain.nam", params, **options)
     assert not ir_path(tmp_path / "plain.nam", "nam").exists()
     assert "cab_ir" not in json.loads((tmp_path / "plain.nam").read_text())["metadata"]["ampsim"]
+
+
+def test_the_stream_check_scores_the_network_with_its_ir(model_with_ir):
+    from ampsim.data.windows import Segment
+    from ampsim.inference.engine import render_exact
+    from ampsim.inference.latching import StreamRender, stream_check
+
+    model, card, ir = model_with_ir
+    x = decaying_di(3.0, seed=16)
+    y = cab_ir.apply(ir, render_exact(model, x, 4096, False))  # the model itself, as one stream: nothing to miss
+    train, val = [Segment("amp", x[: 2 * RATE], y[: 2 * RATE])], [Segment("amp", x[2 * RATE :], y[2 * RATE :])]
+    check = stream_check(model, card, train, val, StreamRender(jit_compile=False))
+    assert check.esr_stream < 1e-8 and check.latched_seconds == 0
+    assert stream_check(model, dataclasses.replace(card, cab_ir=None), train, val,
+                        StreamRender(jit_compile=False)).esr_stream > 1e-3

@@ -196,6 +196,9 @@ def summary(document: dict[str, Any]) -> str:
     if training.get("checks_passed"):
         parts.append(f"All {len(training['checks_passed'])} data checks passed ({_replicate(training)}); "
                      f"latency of {_latency(training['latency_samples'])} measured and compensated.")
+    if extra.get("cab_ir"):
+        parts.append(f"Load {extra['cab_ir']['file']} ({extra['cab_ir']['taps']} taps) in NAM's IR slot: the model "
+                     "was trained and scored with it.")
     return " ".join(parts)
 
 

@@ -27,6 +27,7 @@ from ampsim.core.params import RenderParams
 from ampsim.data.windows import Segment
 from ampsim.inference.blocks import BlockPlan
 from ampsim.inference.engine import block_renderer, render_exact
+from ampsim.modelling import cab_ir
 from ampsim.modelling.models import ModelCard
 
 BLOCK_SECONDS, LEAD_SECONDS = 1.0, 0.25
@@ -89,11 +90,13 @@ def _per_second(target: np.ndarray, prediction: np.ndarray, rate: int) -> np.nda
 
 
 def one_take(model: keras.Model, x: np.ndarray, y: np.ndarray, rate: int, knobs: np.ndarray,
-             render: StreamRender = StreamRender()) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """One take as one stream and in blocks, and the seconds (indices) that latch."""
+             render: StreamRender = StreamRender(), ir: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One take as one stream and in blocks (both followed by the model's cab IR `ir`, where it has one), and
+    the seconds (indices) that latch."""
     plan = BlockPlan(block=int(BLOCK_SECONDS * rate), context=int(LEAD_SECONDS * rate), blocks=render.blocks_per_batch)
-    stream = render_exact(model, x, render.chunk_samples, render.jit_compile, knobs).reshape(-1)
-    blocks = block_renderer(model, plan, render.jit_compile, knobs=knobs)(x).reshape(-1)
+    stream = cab_ir.apply(ir, render_exact(model, x, render.chunk_samples, render.jit_compile, knobs).reshape(-1))
+    blocks = cab_ir.apply(ir, block_renderer(model, plan, render.jit_compile, knobs=knobs)(x).reshape(-1))
     as_stream, in_blocks = _per_second(y, stream, rate), _per_second(y, blocks, rate)
     return stream, blocks, np.flatnonzero((as_stream > LATCH_RATIO * in_blocks) & (as_stream > LATCH_MIN_ESR))
 
@@ -106,7 +109,7 @@ def stream_check(model: keras.Model, card: ModelCard, train: list[Segment], val:
     targets, streams, blocked, latched, worst = [], [], [], 0, (0, None)
     for name, capture in _whole_captures(train, val):
         stream, blocks, bad = one_take(model, capture.x, capture.y, card.sample_rate,
-                                       knob_vector(card.knobs, capture.knobs), render)
+                                       knob_vector(card.knobs, capture.knobs), render, cab_ir.decode(card.cab_ir))
         latched += len(bad)
         if len(bad) > worst[0]:
             worst = (len(bad), f"{name}: {len(bad)} s latched, the first at {bad[0]} s")

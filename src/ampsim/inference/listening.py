@@ -157,6 +157,15 @@ def _validation(card: ModelCard, metrics: dict | None) -> str:
     return f"{metrics['esr']:.4f} over {metrics['val_seconds']:.1f} s of validation audio{unseen}"
 
 
+def _cab_ir(card: ModelCard) -> str:
+    if card.cab_ir is None:
+        return "none: the network alone"
+    from ampsim.modelling import cab_ir
+
+    taps = len(cab_ir.decode(card.cab_ir))
+    return f"{taps} taps ({1000 * taps / card.sample_rate:.0f} ms) after the network, fitted after training"
+
+
 def model_facts(card: ModelCard, summary: dict | None, metrics: dict | None, run: RunLink) -> list[tuple[str, str]]:
     """The model card as (label, HTML) rows; the values are escaped here, the run's link built here."""
     architecture = card.architecture + (f", {summary['parameters']:,} weights" if summary else "")
@@ -170,7 +179,8 @@ def model_facts(card: ModelCard, summary: dict | None, metrics: dict | None, run
     rows = [("architecture", architecture), ("training", _training(summary)),
             ("loss", card.loss_name or "not recorded"), ("sample rate", f"{card.sample_rate} Hz"),
             ("knobs", ", ".join(card.knobs) or "none (one setting)"), ("latency", _latency(card)),
-            ("validation ESR", _validation(card, metrics)), ("trained on", ", ".join(card.captures))]
+            ("cab IR", _cab_ir(card)), ("validation ESR", _validation(card, metrics)),
+            ("trained on", ", ".join(card.captures))]
     return [(label, html.escape(value)) for label, value in rows] + [("MLflow run", mlflow)]
 
 

@@ -37,14 +37,14 @@ def fit(outputs: Sequence[np.ndarray], targets: Sequence[np.ndarray], lengths: S
         ridge: float) -> dict[int, np.ndarray]:
     """The least-squares causal FIR of each length in `lengths` from the network's `outputs` to the
     `targets` (pairs of equal length, one per capture, summed: no seam between captures). `ridge` (times
-    the output's energy) keeps a near-silent band from blowing up."""
+    the output's energy) keeps a near-silent band from blowing up. None where the network plays silence."""
     longest = max(lengths)
     auto, cross = np.zeros(longest), np.zeros(longest)
     for output, target in zip(outputs, targets):
         auto += lagged_products(output, output, longest)
         cross += lagged_products(target, output, longest)
     if not auto[0] > 0:
-        raise ValueError("the network plays silence on the training audio: no IR can be fitted after it")
+        return {}
     auto[0] *= 1.0 + ridge
     return {n: solve_toeplitz(auto[:n], cross[:n]).astype(np.float32) for n in sorted(set(lengths))}
 
