@@ -55,12 +55,26 @@ class TrainConfig:
 def train_config(params: dict, sample_rate: int, source: Path | str = "params.yaml") -> TrainConfig:
     """The training settings in `params` (a device's, `device_params`) for audio at `sample_rate` (the
     device's own: its prepared manifest's)."""
+    train = section(params, "train", TrainParams, source)
+    check_cab_ir_settings(train, source)
     return TrainConfig(sample_rate=sample_rate,
-                       train=section(params, "train", TrainParams, source),
+                       train=train,
                        fit=section(params, "fit", FitParams, source),
                        lstm2018=section(params, "lstm2018", Lstm2018Params, source),
                        lstm=section(params, "lstm", LstmParams, source),
                        wavenet=section(params, "wavenet", WavenetParams, source))
+
+
+def check_cab_ir_settings(train: TrainParams, source: Path | str) -> None:
+    """The IR's lengths and ridge, checked before training rather than after it."""
+    taps = train.cab_ir_taps
+    if not isinstance(taps, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in taps):
+        raise AmpsimError(f"train.cab_ir_taps is {taps!r}: it must be a list of IR lengths in samples", path=source,
+                          fix="write e.g. `cab_ir_taps: [1024, 4096]`, or `[]` for no cab IR")
+    if isinstance(train.cab_ir_ridge, bool) or not isinstance(train.cab_ir_ridge, (int, float)) \
+            or not train.cab_ir_ridge >= 0:
+        raise AmpsimError(f"train.cab_ir_ridge is {train.cab_ir_ridge!r}: it must be a number >= 0", path=source,
+                          fix="write e.g. `cab_ir_ridge: 1.0e-6`")
 
 
 def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
