@@ -107,26 +107,6 @@ def build(variant: str, hidden: int, taps: int, rows: int | None = None):
     return keras.Model(x, y)
 
 
-def least_squares_fir(played: np.ndarray, target: np.ndarray, taps: int, ridge: float = 1e-6) -> np.ndarray:
-    """The causal FIR h of `taps` taps minimising |target - h * played|^2: the normal equations R h = p, with R
-    the Toeplitz autocorrelation of what the model played and p its cross-correlation with the target, and a
-    ridge of `ridge` times the energy so that a band the model never plays gets no gain."""
-    from scipy import linalg, signal
-
-    played, target = played.astype(np.float64), target.astype(np.float64)
-    autocorrelation = signal.correlate(played, played, method="fft")[len(played) - 1 :][:taps]
-    crosscorrelation = signal.correlate(target, played, method="fft")[len(played) - 1 :][:taps]
-    autocorrelation[0] *= 1.0 + ridge
-    return linalg.solve_toeplitz(autocorrelation, crosscorrelation)
-
-
-def apply_fir(played: np.ndarray, kernel: np.ndarray) -> np.ndarray:
-    """`played` through the causal FIR `kernel` (lfilter(kernel, 1, played)), by FFT."""
-    from scipy import signal
-
-    return signal.fftconvolve(played, kernel)[: len(played)]
-
-
 def played_once(render):
     """`render`, remembering what it played for each input it was given: one budget's model plays the test DI
     once, then through each FIR."""
@@ -143,14 +123,15 @@ def played_once(render):
 def least_squares_rows(render, data: dict, score, ls_taps: list[int]) -> dict:
     """For each FIR length: the FIR fitted on the training audio after `render`'s model, and the validation and
     test ESR of the model followed by it."""
+    from ampsim.modelling import cab_ir  # the library's fit (ridge 1e-6, train.cab_ir_ridge's default) and filter
+
     played, val_played = render(data["train_x"]), render(data["val_x"])
     rows = {"train_esr": esr(data["train_y"].astype(np.float64), played)}
-    for taps in ls_taps:
-        kernel = least_squares_fir(played, data["train_y"], taps)
+    for taps, kernel in cab_ir.fit([played], [data["train_y"]], ls_taps, 1e-6).items():
         rows[f"ls{taps}"] = {
-            "train_esr": esr(data["train_y"].astype(np.float64), apply_fir(played, kernel)),
-            "val_esr": esr(data["val_y"].astype(np.float64), apply_fir(val_played, kernel)),
-            "test_esr": score(lambda x, kernel=kernel: apply_fir(render(x), kernel))["test_esr"]}
+            "train_esr": esr(data["train_y"].astype(np.float64), cab_ir.apply(kernel, played)),
+            "val_esr": esr(data["val_y"].astype(np.float64), cab_ir.apply(kernel, val_played)),
+            "test_esr": score(lambda x, kernel=kernel: cab_ir.apply(kernel, render(x)))["test_esr"]}
     return rows
 
 
