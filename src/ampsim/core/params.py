@@ -83,6 +83,8 @@ class FitParams:
     pre_emphasis: float  # first-order pre-emphasis coefficient of the ESR; 0 = plain ESR
     dc_weight: float
     mrstft_weight: float  # + this x a multi-resolution STFT distance (0 = off); needs updates >= 2048 samples
+    through_ir_taps: int  # train through a least-squares IR of this many taps, refitted every step; 0 = off
+    through_ir_seconds: float  # of training audio the network plays for that refit
 
 
 @dataclass(frozen=True)

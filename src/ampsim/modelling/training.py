@@ -32,6 +32,7 @@ from ampsim.modelling.architectures import Recipe, architecture, carries_state
 from ampsim.modelling.best_steps import BestSteps
 from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state, zero_carried_rows
 from ampsim.modelling.models import ModelCard, save_model
+from ampsim.modelling.through_ir import current_ir, filtered, refit, set_ir, through_fir
 from ampsim.modelling.warm_start import start_from
 
 STATE_FILE = "state.json"
@@ -55,18 +56,18 @@ class TrainConfig:
 def train_config(params: dict, sample_rate: int, source: Path | str = "params.yaml") -> TrainConfig:
     """The training settings in `params` (a device's, `device_params`) for audio at `sample_rate` (the
     device's own: its prepared manifest's)."""
-    train = section(params, "train", TrainParams, source)
-    check_cab_ir_settings(train, source)
+    train, fit = section(params, "train", TrainParams, source), section(params, "fit", FitParams, source)
+    check_cab_ir_settings(train, fit, source)
     return TrainConfig(sample_rate=sample_rate,
                        train=train,
-                       fit=section(params, "fit", FitParams, source),
+                       fit=fit,
                        lstm2018=section(params, "lstm2018", Lstm2018Params, source),
                        lstm=section(params, "lstm", LstmParams, source),
                        wavenet=section(params, "wavenet", WavenetParams, source))
 
 
-def check_cab_ir_settings(train: TrainParams, source: Path | str) -> None:
-    """The IR's lengths and ridge, checked before training rather than after it."""
+def check_cab_ir_settings(train: TrainParams, fit: FitParams, source: Path | str) -> None:
+    """The IR's lengths and ridge, and the IR training goes through, checked before training rather than after it."""
     taps = train.cab_ir_taps
     if not isinstance(taps, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in taps):
         raise AmpsimError(f"train.cab_ir_taps is {taps!r}: it must be a list of IR lengths in samples", path=source,
@@ -75,6 +76,14 @@ def check_cab_ir_settings(train: TrainParams, source: Path | str) -> None:
             or not train.cab_ir_ridge >= 0:
         raise AmpsimError(f"train.cab_ir_ridge is {train.cab_ir_ridge!r}: it must be a number >= 0", path=source,
                           fix="write e.g. `cab_ir_ridge: 1.0e-6`")
+    if isinstance(fit.through_ir_taps, bool) or not isinstance(fit.through_ir_taps, int) or fit.through_ir_taps < 0 \
+            or fit.through_ir_taps == 1:
+        raise AmpsimError(f"fit.through_ir_taps is {fit.through_ir_taps!r}: it must be 0 (off) or an IR length >= 2",
+                          path=source, fix="write e.g. `through_ir_taps: 1024`, or 0 to train the network alone")
+    if fit.through_ir_taps and (isinstance(fit.through_ir_seconds, bool)
+                                or not isinstance(fit.through_ir_seconds, (int, float)) or not fit.through_ir_seconds > 0):
+        raise AmpsimError(f"fit.through_ir_seconds is {fit.through_ir_seconds!r}: it must be a number of seconds > 0",
+                          path=source, fix="write e.g. `through_ir_seconds: 30.0`")
 
 
 def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
@@ -91,6 +100,13 @@ def build_trainer(config: TrainConfig, plan: Recipe, model: keras.Model, knobs: 
     """What takes the updates, compiled: `model` itself, or for truncated back-propagation its twin that
     carries the state across updates (the weights are copied back into `model` to validate and save)."""
     trainer = model if plan.tbptt is None else build_model(config, knobs, carried_batch=plan.batch_size)
+    if config.fit.through_ir_taps:
+        if plan.tbptt is None:
+            raise AmpsimError(f"fit.through_ir_taps: a `{config.train.architecture}` model does not train by truncated "
+                              "back-propagation, so no IR can carry its past from update to update", path="params.yaml",
+                              fix="set fit.through_ir_taps: 0 for this architecture (train.cab_ir_taps still fits an "
+                                  "IR after it), or train the streaming LSTM")
+        trainer = through_fir(trainer, config.fit.through_ir_taps)
     trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=plan.chunk_loss or plan.loss)
     return trainer
 
@@ -233,6 +249,9 @@ class Job:
     segments: tuple[list[Segment], list[Segment]]  # training, and the validation that chooses the best step
     best_steps: BestSteps  # the last few best steps' weights, to ship the best that does not latch
     rows: StreamRows | None = None  # a recipe that carries the state across batches: where each row plays on
+    # Training through the IR (`fit.through_ir_taps`): the fixed training windows its refit plays, and its ridge.
+    refit_windows: tuple[np.ndarray, np.ndarray] | None = None
+    refit_ridge: float = 0.0
 
 
 def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) -> tuple[Job, str]:
@@ -264,6 +283,9 @@ def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) 
               np.random.default_rng(config.train.random_seed), state, latency, (train_segments, selecting),
               BestSteps(config.train.latch_fallbacks + 1 if config.train.latch_fallbacks > 0 else 0),
               StreamRows.fresh(plan.batch_size) if carries_state(plan, len(knobs)) else None)
+    if config.fit.through_ir_taps:
+        count = max(1, round(config.fit.through_ir_seconds * config.sample_rate / plan.window))
+        job.refit_windows, job.refit_ridge = fixed_windows(train_pool, count, plan.window), config.train.cab_ir_ridge
     return job, fingerprint(config, train_pool, val_pool, start_digest)
 
 
@@ -354,9 +376,21 @@ def train_step(job: Job, config: TrainConfig, bar: Progress) -> tuple[float, flo
 
 
 def validate_step(job: Job) -> float:
+    """The model's validation loss; trained through an IR, on its output through the IR the trainer holds."""
     if job.trainer is not job.model:
         copy_weights(job.trainer, job.model)
-    return float(job.model.evaluate(job.val_x, job.val_y, batch_size=min(len(job.val_x), 512), verbose=0))
+    if job.refit_windows is None:
+        return float(job.model.evaluate(job.val_x, job.val_y, batch_size=min(len(job.val_x), 512), verbose=0))
+    played = job.model.predict(job.val_x, batch_size=len(job.val_x), verbose=0)
+    return float(job.plan.loss(job.val_y, filtered(current_ir(job.trainer), played)))
+
+
+def refit_ir(job: Job) -> None:
+    """Training through an IR: the IR after the step just trained, fitted to what the network now plays."""
+    copy_weights(job.trainer, job.model)
+    x, y = job.refit_windows
+    previous = current_ir(job.trainer)
+    set_ir(job.trainer, refit(job.model, x, y, job.plan.warmup, len(previous), job.refit_ridge, previous))
 
 
 def record_step(job: Job, train_loss: float, val_loss: float, trained: float, elapsed: float) -> bool:
@@ -443,6 +477,8 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                 back_to_best(job, checkpoint_dir, why, log)
             started = time.perf_counter()
             train_loss, trained = train_step(job, config, bar)
+            if job.refit_windows is not None:
+                refit_ir(job)
             val_loss = validate_step(job)
             improved = record_step(job, train_loss, val_loss, trained, time.perf_counter() - started)
             # Logged before the checkpoint: a run killed in between repeats this step's metrics, never loses them.
@@ -486,6 +522,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
         **({"carried_state": job.rows is not None} if plan.tbptt is not None else {}),
         **({"init_from": config.train.init_from} if config.train.init_from else {}),
         **({"back_to_best": state["back_to_best"]} if state["back_to_best"] else {}),
+        **({"through_ir_taps": config.fit.through_ir_taps} if config.fit.through_ir_taps else {}),
         **({"stream_checked": shipped["checked"], "stream_check_seconds": shipped["seconds"]} if shipped["checked"] else {}),
         **cab,
     }

@@ -1,0 +1,146 @@
+"""Training through the cab IR (`fit.through_ir_taps`): the training twin's FIR filters each update with its
+carried past exactly as the whole stream would be filtered, a restarted row starts from silence, validation scores
+the network through the IR refitted after its step, a stopped run resumes with that IR, and wrong settings are
+named before training."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+keras = pytest.importorskip("keras")
+
+from conftest import PROJECT, tiny_params  # noqa: E402
+
+from ampsim.core.errors import AmpsimError  # noqa: E402
+from ampsim.modelling import cab_ir  # noqa: E402
+from ampsim.modelling.carried_lstm import reset_carried_state, zero_carried_rows  # noqa: E402
+from ampsim.modelling.through_ir import current_ir, fir_layer, set_ir, through_fir  # noqa: E402
+
+
+def _fir_model(taps: int, batch: int, ir: np.ndarray) -> keras.Model:
+    audio = keras.Input(batch_shape=(batch, None, 1))
+    model = through_fir(keras.Model(audio, keras.layers.Identity()(audio)), taps)
+    set_ir(model, ir)
+    return model
+
+
+def test_the_carried_fir_filters_chunk_by_chunk_as_the_whole_stream_and_a_restarted_row_from_silence():
+    rng = np.random.default_rng(0)
+    ir = (rng.standard_normal(300) * np.exp(-np.arange(300) / 80)).astype(np.float32)
+    x = rng.standard_normal((3, 1000)).astype(np.float32)
+    model = _fir_model(300, 3, ir)
+    assert np.array_equal(current_ir(model), ir)
+    chunks = [model.predict_on_batch(x[:, start : start + 200, None])[..., 0] for start in range(0, 1000, 200)]
+    streamed = np.concatenate(chunks, axis=1)
+    for row in range(3):
+        np.testing.assert_allclose(streamed[row], cab_ir.apply(ir, x[row]), atol=1e-5)
+
+    zero_carried_rows(model, np.array([False, True, False]))
+    after = model.predict_on_batch(x[:, :200, None])[..., 0]
+    np.testing.assert_allclose(after[1], cab_ir.apply(ir, x[1, :200]), atol=1e-5)  # from silence
+    np.testing.assert_allclose(after[0], cab_ir.apply(ir, np.concatenate([x[0], x[0, :200]]))[1000:], atol=1e-5)
+    reset_carried_state(model)
+    assert not np.any(keras.ops.convert_to_numpy(fir_layer(model).history.value))
+
+
+def test_training_goes_through_the_fir_and_only_the_network_learns():
+    """The gradient reaches the network through the IR (a gain the IR halves is learnt doubled), not the IR."""
+    audio = keras.Input(batch_shape=(4, None, 1))
+    gain = keras.layers.Dense(1, use_bias=False, kernel_initializer="ones", name="gain")
+    model = through_fir(keras.Model(audio, gain(audio)), 16)
+    ir = np.zeros(16, np.float32)
+    ir[3] = 0.5  # half the level, 3 samples late
+    set_ir(model, ir)
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        x = rng.standard_normal((4, 64, 1)).astype(np.float32)
+        target = 0.5 * 3.0 * np.concatenate([np.zeros((4, 3, 1), np.float32), x[:, :-3]], axis=1)
+        reset_carried_state(model)
+        model.train_on_batch(x, target)
+    assert float(gain.get_weights()[0][0, 0]) == pytest.approx(3.0, rel=0.02)
+    assert np.array_equal(current_ir(model), ir)
+
+
+def _config(tmp_path, **fit):
+    import yaml
+
+    from ampsim.core.params import device_params
+    from ampsim.modelling.training import train_config
+
+    params = yaml.safe_load(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
+                                        train={"max_steps": 3, "max_minutes": 0},
+                                        lstm={"carry_state": True, "batch_size": 8}, fit=fit).read_text())
+    return train_config(device_params(params, None), 48000)
+
+
+def test_validation_scores_the_network_through_the_ir_refitted_after_its_step(tmp_path, boss_prepared):
+    from ampsim.modelling.models import load_model
+    from ampsim.modelling.through_ir import filtered, refit
+    from ampsim.modelling.training import prepare_job, train
+
+    config = _config(tmp_path, through_ir_taps=256, through_ir_seconds=2.0)
+    summary = train(boss_prepared, tmp_path / "model", tmp_path / "reports", tmp_path / "ckpt", config,
+                    progress=False, log=lambda _: None)
+    model = load_model(tmp_path / "model")[0]
+    job, _ = prepare_job(boss_prepared, config)
+    x, y = job.refit_windows
+    assert x.shape[0] == round(2.0 * 48000 / job.plan.window)
+    ir = refit(model, x, y, job.plan.warmup, 256, config.train.cab_ir_ridge, np.eye(1, 256, dtype=np.float32)[0])
+    played = model.predict(job.val_x, verbose=0)
+    through = float(job.plan.loss(job.val_y, filtered(ir, played)))
+    alone = float(job.plan.loss(job.val_y, played))
+    assert through == pytest.approx(summary["best_val_loss"], rel=1e-3)
+    assert abs(alone - through) > 1e-3 * through  # the IR is no identity: the check can tell them apart
+    assert summary["through_ir_taps"] == 256
+    assert not any(layer.name == "through_ir" for layer in model.layers)  # the shipped network has no FIR
+
+
+def test_a_run_through_the_ir_stopped_and_resumed_ends_as_one_never_stopped(tmp_path, boss_prepared):
+    from ampsim.modelling.models import load_model
+    from ampsim.modelling.training import train
+
+    config = _config(tmp_path, through_ir_taps=128, through_ir_seconds=1.0)
+
+    class Stop(Exception):
+        pass
+
+    def stop_after_two(model, state):
+        if state["step"] == 2:
+            raise Stop
+
+    def run(name, on_step=None):
+        return train(boss_prepared, tmp_path / name / "model", tmp_path / name / "reports", tmp_path / name / "ckpt",
+                     config, progress=False, log=lambda _: None, on_step=on_step)
+
+    run("whole")
+    with pytest.raises(Stop):
+        run("stopped", stop_after_two)
+    assert run("stopped")["steps"] == 3
+    whole, resumed = (load_model(tmp_path / name / "model")[0].get_weights() for name in ("whole", "stopped"))
+    for a, b in zip(whole, resumed):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    history = [json.loads((tmp_path / name / "reports" / "summary.json").read_text()) for name in ("whole", "stopped")]
+    assert history[0]["best_val_loss"] == pytest.approx(history[1]["best_val_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("fit, named", [({"through_ir_taps": 1}, "fit.through_ir_taps"),
+                                        ({"through_ir_taps": "1024"}, "fit.through_ir_taps"),
+                                        ({"through_ir_taps": 512, "through_ir_seconds": 0}, "fit.through_ir_seconds")])
+def test_a_wrong_through_ir_setting_is_named_before_training(tmp_path, fit, named):
+    with pytest.raises(AmpsimError, match=named):
+        _config(tmp_path, **fit)
+
+
+def test_an_architecture_without_truncated_back_propagation_cannot_train_through_an_ir(tmp_path, boss_prepared):
+    import dataclasses
+
+    from ampsim.modelling.training import prepare_job
+
+    config = _config(tmp_path, through_ir_taps=256)
+    config = dataclasses.replace(config, train=dataclasses.replace(config.train, architecture="wavenet"))
+    with pytest.raises(AmpsimError, match="does not train by truncated back-propagation"):
+        prepare_job(boss_prepared, config)
