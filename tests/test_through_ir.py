@@ -1,11 +1,9 @@
 """Training through the cab IR (`fit.through_ir_taps`): the training twin's FIR filters each update with its
 carried past exactly as the whole stream would be filtered, a restarted row starts from silence, validation scores
-the network through the IR refitted after its step, a stopped run resumes with that IR, and wrong settings are
-named before training."""
+the network through the IR refitted after its step, and wrong settings are named before training (a stopped run
+resumes with its IR: tests/test_training.py)."""
 
 from __future__ import annotations
-
-import json
 
 import numpy as np
 import pytest
@@ -97,34 +95,6 @@ def test_validation_scores_the_network_through_the_ir_refitted_after_its_step(tm
     assert abs(alone - through) > 1e-3 * through  # the IR is no identity: the check can tell them apart
     assert summary["through_ir_taps"] == 256
     assert not any(layer.name == "through_ir" for layer in model.layers)  # the shipped network has no FIR
-
-
-def test_a_run_through_the_ir_stopped_and_resumed_ends_as_one_never_stopped(tmp_path, boss_prepared):
-    from ampsim.modelling.models import load_model
-    from ampsim.modelling.training import train
-
-    config = _config(tmp_path, through_ir_taps=128, through_ir_seconds=1.0)
-
-    class Stop(Exception):
-        pass
-
-    def stop_after_two(model, state):
-        if state["step"] == 2:
-            raise Stop
-
-    def run(name, on_step=None):
-        return train(boss_prepared, tmp_path / name / "model", tmp_path / name / "reports", tmp_path / name / "ckpt",
-                     config, progress=False, log=lambda _: None, on_step=on_step)
-
-    run("whole")
-    with pytest.raises(Stop):
-        run("stopped", stop_after_two)
-    assert run("stopped")["steps"] == 3
-    whole, resumed = (load_model(tmp_path / name / "model")[0].get_weights() for name in ("whole", "stopped"))
-    for a, b in zip(whole, resumed):
-        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
-    history = [json.loads((tmp_path / name / "reports" / "summary.json").read_text()) for name in ("whole", "stopped")]
-    assert history[0]["best_val_loss"] == pytest.approx(history[1]["best_val_loss"], rel=1e-5)
 
 
 @pytest.mark.parametrize("fit, named", [({"through_ir_taps": 1}, "fit.through_ir_taps"),

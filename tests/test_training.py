@@ -320,9 +320,11 @@ def _default_params() -> dict:
     return yaml.safe_load((PROJECT / "params.yaml").read_text())
 
 
-def test_a_carried_state_training_resumes_exactly_where_it_was_stopped(tmp_path, boss_prepared):
+@pytest.mark.parametrize("through_ir_taps", [0, 128])
+def test_a_carried_state_training_resumes_exactly_where_it_was_stopped(tmp_path, boss_prepared, through_ir_taps):
     """lstm.carry_state: the rows' places and the trainer's carried state are in the checkpoint, so a run
-    stopped after step 2 and resumed ends with the weights of a run never stopped."""
+    stopped after step 2 and resumed ends with the weights of a run never stopped; trained through an IR
+    (`fit.through_ir_taps`), with the IR that step fitted and its carried history."""
     import yaml
 
     from ampsim.core.params import device_params
@@ -331,7 +333,8 @@ def test_a_carried_state_training_resumes_exactly_where_it_was_stopped(tmp_path,
 
     params = yaml.safe_load(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
                                         train={"max_steps": 4, "max_minutes": 0},
-                                        lstm={"carry_state": True, "batch_size": 8}).read_text())
+                                        lstm={"carry_state": True, "batch_size": 8},
+                                        fit={"through_ir_taps": through_ir_taps, "through_ir_seconds": 1.0}).read_text())
     config = train_config(device_params(params, None), 48000)
 
     class Stop(Exception):
