@@ -1,6 +1,7 @@
 """Training through the cab IR (`fit.through_ir_taps`): the training twin's FIR filters each update with its
-carried past exactly as the whole stream would be filtered, a restarted row starts from silence, validation scores
-the network through the IR refitted after its step, and wrong settings are named before training (a stopped run
+carried past exactly as the whole stream would be filtered, a restarted row starts from silence, the network is held
+at the target's level without changing the model, validation scores the network through the IR refitted after its
+step, and wrong settings are named before training (a stopped run
 resumes with its IR: tests/test_training.py)."""
 
 from __future__ import annotations
@@ -63,6 +64,24 @@ def test_training_goes_through_the_fir_and_only_the_network_learns():
     assert np.array_equal(current_ir(model), ir)
 
 
+def test_holding_the_level_scales_the_head_and_the_ir_inversely_so_the_model_plays_the_same():
+    from ampsim.modelling.through_ir import hold_level
+
+    audio = keras.Input(batch_shape=(2, None, 1))
+    hidden = keras.layers.Dense(4, activation="tanh")(audio)
+    model = through_fir(keras.Model(audio, keras.layers.Dense(1, name="head")(hidden)), 32)
+    rng = np.random.default_rng(3)
+    set_ir(model, rng.standard_normal(32).astype(np.float32))
+    x = rng.standard_normal((2, 500, 1)).astype(np.float32)
+    before = model.predict_on_batch(x)
+    reset_carried_state(model)
+    network = keras.Model(audio, model.get_layer("head").output)
+    level = np.sqrt(np.mean(np.square(network.predict_on_batch(x))))
+    set_ir(model, hold_level(model, current_ir(model), 0.25 / level))
+    assert np.sqrt(np.mean(np.square(network.predict_on_batch(x)))) == pytest.approx(0.25, rel=1e-4)
+    np.testing.assert_allclose(model.predict_on_batch(x), before, rtol=1e-4, atol=1e-5)
+
+
 def _config(tmp_path, **fit):
     import yaml
 
@@ -87,7 +106,8 @@ def test_validation_scores_the_network_through_the_ir_refitted_after_its_step(tm
     job, _ = prepare_job(boss_prepared, config)
     x, y = job.refit_windows
     assert x.shape[0] == round(2.0 * 48000 / job.plan.window)
-    ir = refit(model, x, y, job.plan.warmup, 256, config.train.cab_ir_ridge, np.eye(1, 256, dtype=np.float32)[0])
+    ir, gain = refit(model, x, y, job.plan.warmup, 256, config.train.cab_ir_ridge, np.eye(1, 256, dtype=np.float32)[0])
+    assert gain == pytest.approx(1.0, rel=1e-3)  # the network was held at the target's level after its step
     played = model.predict(job.val_x, verbose=0)
     through = float(job.plan.loss(job.val_y, filtered(ir, played)))
     alone = float(job.plan.loss(job.val_y, played))

@@ -83,13 +83,30 @@ def current_ir(model: keras.Model) -> np.ndarray:
 
 
 def refit(network: keras.Model, x: np.ndarray, y: np.ndarray, warmup: int, taps: int, ridge: float,
-          previous: np.ndarray) -> np.ndarray:
+          previous: np.ndarray) -> tuple[np.ndarray, float]:
     """The least-squares IR of `taps` taps from what `network` (the plain model, no FIR) plays on the windows
-    `x` to their target `y`, past each window's first `warmup` samples (the state settling). `previous` where the
-    network plays silence."""
-    played = network.predict(x, batch_size=len(x), verbose=0)[..., 0]
-    fitted = cab_ir.fit(list(played[:, warmup:]), list(y[:, warmup:, 0]), [taps], ridge)
-    return fitted.get(taps, previous)
+    `x` to their target `y`, past each window's first `warmup` samples (the state settling), and the gain that
+    would bring what it plays to the target's level. `previous` (and no gain) where the network plays silence."""
+    played = network.predict(x, batch_size=len(x), verbose=0)[..., 0][:, warmup:]
+    target = y[:, warmup:, 0]
+    fitted = cab_ir.fit(list(played), list(target), [taps], ridge)
+    if taps not in fitted:
+        return previous, 1.0
+    return fitted[taps], float(np.sqrt(np.sum(np.square(target, dtype=np.float64)) / np.sum(np.square(played, dtype=np.float64))))
+
+
+def hold_level(trainer: keras.Model, ir: np.ndarray, gain: float) -> np.ndarray:
+    """Only the product of the network and the IR is fitted, so the network's level is free: left alone, it
+    drifts (on the crunch + cab to 40 dB over the target, the IR 40 dB under it: bench/RESULTS.md, session 17),
+    which slows the LSTM's learning, and a plugin user who loads the model without its IR would hear it. So the
+    network's output layer (`head`) is scaled to play at the target's level and the IR by the inverse: the same
+    model. A model without such a head, or that adds its input to its output, keeps its level."""
+    names = {layer.name for layer in trainer.layers}
+    if "head" not in names or "input_skip" in names or not np.isfinite(gain) or gain <= 0:
+        return ir
+    head = trainer.get_layer("head")
+    head.set_weights([weight * np.float32(gain) for weight in head.get_weights()])
+    return (np.asarray(ir, np.float64) / gain).astype(np.float32)
 
 
 def filtered(ir: np.ndarray, played: np.ndarray) -> np.ndarray:

@@ -32,7 +32,7 @@ from ampsim.modelling.architectures import Recipe, architecture, carries_state
 from ampsim.modelling.best_steps import BestSteps
 from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state, zero_carried_rows
 from ampsim.modelling.models import ModelCard, save_model
-from ampsim.modelling.through_ir import current_ir, filtered, refit, set_ir, through_fir
+from ampsim.modelling.through_ir import current_ir, filtered, hold_level, refit, set_ir, through_fir
 from ampsim.modelling.warm_start import start_from
 
 STATE_FILE = "state.json"
@@ -390,7 +390,8 @@ def refit_ir(job: Job) -> None:
     copy_weights(job.trainer, job.model)
     x, y = job.refit_windows
     previous = current_ir(job.trainer)
-    set_ir(job.trainer, refit(job.model, x, y, job.plan.warmup, len(previous), job.refit_ridge, previous))
+    ir, gain = refit(job.model, x, y, job.plan.warmup, len(previous), job.refit_ridge, previous)
+    set_ir(job.trainer, hold_level(job.trainer, ir, gain))
 
 
 def record_step(job: Job, train_loss: float, val_loss: float, trained: float, elapsed: float) -> bool:
