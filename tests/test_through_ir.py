@@ -16,7 +16,7 @@ from conftest import PROJECT, tiny_params  # noqa: E402
 from ampsim.core.errors import AmpsimError  # noqa: E402
 from ampsim.modelling import cab_ir  # noqa: E402
 from ampsim.modelling.carried_lstm import reset_carried_state, zero_carried_rows  # noqa: E402
-from ampsim.modelling.through_ir import current_ir, fir_layer, set_ir, through_fir  # noqa: E402
+from ampsim.modelling.through_ir import current_ir, fir_layer, set_ir, through_fir, with_network_term  # noqa: E402
 
 
 def _fir_model(taps: int, batch: int, ir: np.ndarray) -> keras.Model:
@@ -32,7 +32,9 @@ def test_the_carried_fir_filters_chunk_by_chunk_as_the_whole_stream_and_a_restar
     x = rng.standard_normal((3, 1000)).astype(np.float32)
     model = _fir_model(300, 3, ir)
     assert np.array_equal(current_ir(model), ir)
-    chunks = [model.predict_on_batch(x[:, start : start + 200, None])[..., 0] for start in range(0, 1000, 200)]
+    chunks = [model.predict_on_batch(x[:, start : start + 200, None]) for start in range(0, 1000, 200)]
+    np.testing.assert_array_equal(np.concatenate(chunks, axis=1)[..., 1], x)  # the network alone, beside
+    chunks = [chunk[..., 0] for chunk in chunks]
     streamed = np.concatenate(chunks, axis=1)
     for row in range(3):
         np.testing.assert_allclose(streamed[row], cab_ir.apply(ir, x[row]), atol=1e-5)
@@ -45,6 +47,17 @@ def test_the_carried_fir_filters_chunk_by_chunk_as_the_whole_stream_and_a_restar
     assert not np.any(keras.ops.convert_to_numpy(fir_layer(model).history.value))
 
 
+def _mse(y_true, y_pred):
+    return keras.ops.mean(keras.ops.square(y_true - y_pred))
+
+
+def test_the_loss_adds_the_network_alone_at_its_weight():
+    rng = np.random.default_rng(4)
+    y, through, alone = (rng.standard_normal((2, 50, 1)).astype(np.float32) for _ in range(3))
+    combined = float(with_network_term(_mse, 0.01)(y, np.concatenate([through, alone], axis=-1)))
+    assert combined == pytest.approx(float(_mse(y, through)) + 0.01 * float(_mse(y, alone)), rel=1e-6)
+
+
 def test_training_goes_through_the_fir_and_only_the_network_learns():
     """The gradient reaches the network through the IR (a gain the IR halves is learnt doubled), not the IR."""
     audio = keras.Input(batch_shape=(4, None, 1))
@@ -53,7 +66,7 @@ def test_training_goes_through_the_fir_and_only_the_network_learns():
     ir = np.zeros(16, np.float32)
     ir[3] = 0.5  # half the level, 3 samples late
     set_ir(model, ir)
-    model.compile(optimizer=keras.optimizers.Adam(0.05), loss="mse")
+    model.compile(optimizer=keras.optimizers.Adam(0.05), loss=with_network_term(_mse, 0.0))
     rng = np.random.default_rng(1)
     for _ in range(300):
         x = rng.standard_normal((4, 64, 1)).astype(np.float32)
@@ -79,7 +92,7 @@ def test_holding_the_level_scales_the_head_and_the_ir_inversely_so_the_model_pla
     level = np.sqrt(np.mean(np.square(network.predict_on_batch(x))))
     set_ir(model, hold_level(model, current_ir(model), 0.25 / level))
     assert np.sqrt(np.mean(np.square(network.predict_on_batch(x)))) == pytest.approx(0.25, rel=1e-4)
-    np.testing.assert_allclose(model.predict_on_batch(x), before, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model.predict_on_batch(x)[..., 0], before[..., 0], rtol=1e-4, atol=1e-5)
 
 
 def _config(tmp_path, **fit):
@@ -119,7 +132,9 @@ def test_validation_scores_the_network_through_the_ir_refitted_after_its_step(tm
 
 @pytest.mark.parametrize("fit, named", [({"through_ir_taps": 1}, "fit.through_ir_taps"),
                                         ({"through_ir_taps": "1024"}, "fit.through_ir_taps"),
-                                        ({"through_ir_taps": 512, "through_ir_seconds": 0}, "fit.through_ir_seconds")])
+                                        ({"through_ir_taps": 512, "through_ir_seconds": 0}, "fit.through_ir_seconds"),
+                                        ({"through_ir_taps": 512, "through_ir_network_weight": -1},
+                                         "fit.through_ir_network_weight")])
 def test_a_wrong_through_ir_setting_is_named_before_training(tmp_path, fit, named):
     with pytest.raises(AmpsimError, match=named):
         _config(tmp_path, **fit)

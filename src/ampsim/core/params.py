@@ -85,6 +85,7 @@ class FitParams:
     mrstft_weight: float  # + this x a multi-resolution STFT distance (0 = off); needs updates >= 2048 samples
     through_ir_taps: int  # train through a least-squares IR of this many taps, refitted every step; 0 = off
     through_ir_seconds: float  # of training audio the network plays for that refit
+    through_ir_network_weight: float  # + this x the loss of the network alone (keeps DC and sub-bass out of it)
 
 
 @dataclass(frozen=True)

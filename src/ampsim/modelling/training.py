@@ -32,7 +32,7 @@ from ampsim.modelling.architectures import Recipe, architecture, carries_state
 from ampsim.modelling.best_steps import BestSteps
 from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state, zero_carried_rows
 from ampsim.modelling.models import ModelCard, save_model
-from ampsim.modelling.through_ir import current_ir, filtered, hold_level, refit, set_ir, through_fir
+from ampsim.modelling.through_ir import current_ir, filtered, hold_level, refit, set_ir, through_fir, with_network_term
 from ampsim.modelling.warm_start import start_from
 
 STATE_FILE = "state.json"
@@ -84,6 +84,11 @@ def check_cab_ir_settings(train: TrainParams, fit: FitParams, source: Path | str
                                 or not isinstance(fit.through_ir_seconds, (int, float)) or not fit.through_ir_seconds > 0):
         raise AmpsimError(f"fit.through_ir_seconds is {fit.through_ir_seconds!r}: it must be a number of seconds > 0",
                           path=source, fix="write e.g. `through_ir_seconds: 30.0`")
+    if fit.through_ir_taps and (isinstance(fit.through_ir_network_weight, bool)
+                                or not isinstance(fit.through_ir_network_weight, (int, float))
+                                or not fit.through_ir_network_weight >= 0):
+        raise AmpsimError(f"fit.through_ir_network_weight is {fit.through_ir_network_weight!r}: it must be a number >= 0",
+                          path=source, fix="write e.g. `through_ir_network_weight: 0.001`")
 
 
 def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
@@ -107,7 +112,10 @@ def build_trainer(config: TrainConfig, plan: Recipe, model: keras.Model, knobs: 
                               fix="set fit.through_ir_taps: 0 for this architecture (train.cab_ir_taps still fits an "
                                   "IR after it), or train the streaming LSTM")
         trainer = through_fir(trainer, config.fit.through_ir_taps)
-    trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=plan.chunk_loss or plan.loss)
+    loss = plan.chunk_loss or plan.loss
+    if config.fit.through_ir_taps:
+        loss = with_network_term(loss, config.fit.through_ir_network_weight)
+    trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=loss)
     return trainer
 
 
