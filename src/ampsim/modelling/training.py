@@ -72,23 +72,21 @@ def check_cab_ir_settings(train: TrainParams, fit: FitParams, source: Path | str
     if not isinstance(taps, list) or not all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in taps):
         raise AmpsimError(f"train.cab_ir_taps is {taps!r}: it must be a list of IR lengths in samples", path=source,
                           fix="write e.g. `cab_ir_taps: [1024, 4096]`, or `[]` for no cab IR")
-    if isinstance(train.cab_ir_ridge, bool) or not isinstance(train.cab_ir_ridge, (int, float)) \
-            or not train.cab_ir_ridge >= 0:
-        raise AmpsimError(f"train.cab_ir_ridge is {train.cab_ir_ridge!r}: it must be a number >= 0", path=source,
-                          fix="write e.g. `cab_ir_ridge: 1.0e-6`")
+    _require_number("train.cab_ir_ridge", train.cab_ir_ridge, "1.0e-6", source)
     if isinstance(fit.through_ir_taps, bool) or not isinstance(fit.through_ir_taps, int) or fit.through_ir_taps < 0 \
             or fit.through_ir_taps == 1:
         raise AmpsimError(f"fit.through_ir_taps is {fit.through_ir_taps!r}: it must be 0 (off) or an IR length >= 2",
                           path=source, fix="write e.g. `through_ir_taps: 1024`, or 0 to train the network alone")
-    if fit.through_ir_taps and (isinstance(fit.through_ir_seconds, bool)
-                                or not isinstance(fit.through_ir_seconds, (int, float)) or not fit.through_ir_seconds > 0):
-        raise AmpsimError(f"fit.through_ir_seconds is {fit.through_ir_seconds!r}: it must be a number of seconds > 0",
-                          path=source, fix="write e.g. `through_ir_seconds: 30.0`")
-    if fit.through_ir_taps and (isinstance(fit.through_ir_network_weight, bool)
-                                or not isinstance(fit.through_ir_network_weight, (int, float))
-                                or not fit.through_ir_network_weight >= 0):
-        raise AmpsimError(f"fit.through_ir_network_weight is {fit.through_ir_network_weight!r}: it must be a number >= 0",
-                          path=source, fix="write e.g. `through_ir_network_weight: 0.001`")
+    if fit.through_ir_taps:
+        _require_number("fit.through_ir_seconds", fit.through_ir_seconds, "30.0", source, positive=True)
+        _require_number("fit.through_ir_network_weight", fit.through_ir_network_weight, "0.001", source)
+
+
+def _require_number(setting: str, value, example: str, source: Path | str, positive: bool = False) -> None:
+    """A numeric setting that must be >= 0 (or > 0), named with an example when it is not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 if positive else value >= 0):
+        raise AmpsimError(f"{setting} is {value!r}: it must be a number {'>' if positive else '>='} 0", path=source,
+                          fix=f"write e.g. `{setting.split('.')[-1]}: {example}`")
 
 
 def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
@@ -112,9 +110,9 @@ def build_trainer(config: TrainConfig, plan: Recipe, model: keras.Model, knobs: 
                               fix="set fit.through_ir_taps: 0 for this architecture (train.cab_ir_taps still fits an "
                                   "IR after it), or train the streaming LSTM")
         trainer = through_fir(trainer, config.fit.through_ir_taps)
-    loss = plan.chunk_loss or plan.loss
-    if config.fit.through_ir_taps:
-        loss = with_network_term(loss, config.fit.through_ir_network_weight)
+        loss = with_network_term(plan.chunk_loss or plan.loss, config.fit.through_ir_network_weight)
+    else:
+        loss = plan.chunk_loss or plan.loss
     trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=loss)
     return trainer
 
