@@ -73,16 +73,20 @@ def through_fir(trainer: keras.Model, taps: int) -> keras.Model:
                        name=f"{trainer.name}_through_ir")
 
 
-def with_network_term(loss, weight: float):
-    """`loss` on the network through the IR, plus `weight` x the same loss on the network alone. What the IR
-    does not pass (a cabinet passes no DC and little under 60 Hz) costs nothing through it, so the network's
-    output filled up there: on the crunch + cab a DC offset of 9 (full scale is 1), the IR's zero DC gain hiding
-    it on the audio it was fitted on, but not quite on other audio (bench/RESULTS.md, session 17). The target
-    has nothing there, so a small weight keeps that out at little cost to the rest: the network alone, a
-    cabinet short of the target, scores an ESR near 1, against thousands with the offset."""
+def with_network_term(loss, weight: float, dc_weight: float):
+    """`loss` on the network through the IR, plus `weight` x the same loss on the network alone, plus `dc_weight`
+    x the network alone's DC term. What the IR does not pass (a cabinet passes no DC and little under 60 Hz)
+    costs nothing through it, so the network's output filled up there: on the crunch + cab a DC offset of 9
+    (full scale is 1), the IR's zero DC gain hiding it on the audio it was fitted on, but not quite on other
+    audio (bench/RESULTS.md, session 17). The target has nothing there, so a small weight keeps most of that out
+    at little cost to the rest: the network alone, a cabinet short of the target, scores an ESR near 1. The DC
+    gets its full weight, as in the loss itself: at 0.001 an offset of a quarter of full scale still cost less
+    than the step's noise, and it swung from step to step, the level held on it with it (session 18)."""
 
     def combined(y_true, y_pred):
-        return loss(y_true, y_pred[..., :1]) + weight * loss(y_true, y_pred[..., 1:])
+        alone = y_pred[..., 1:]
+        dc = ops.square(ops.mean(y_true - alone)) / (ops.mean(ops.square(y_true)) + 1e-8)
+        return loss(y_true, y_pred[..., :1]) + weight * loss(y_true, alone) + dc_weight * dc
 
     combined.__name__ = f"{loss.__name__}_through_ir"
     return combined
@@ -110,7 +114,9 @@ def refit(network: keras.Model, x: np.ndarray, y: np.ndarray, warmup: int, taps:
     fitted = cab_ir.fit(list(played), list(target), [taps], ridge)
     if taps not in fitted:
         return previous, 1.0
-    return fitted[taps], float(np.sqrt(np.sum(np.square(target, dtype=np.float64)) / np.sum(np.square(played, dtype=np.float64))))
+    # The level without each window's DC, which the IR does not pass: measured with it, an offset took the level.
+    in_band = played - np.mean(played, axis=1, keepdims=True, dtype=np.float64)
+    return fitted[taps], float(np.sqrt(np.sum(np.square(target, dtype=np.float64)) / np.sum(np.square(in_band))))
 
 
 def hold_level(trainer: keras.Model, ir: np.ndarray, gain: float) -> np.ndarray:

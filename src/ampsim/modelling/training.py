@@ -32,7 +32,8 @@ from ampsim.modelling.architectures import Recipe, architecture, carries_state
 from ampsim.modelling.best_steps import BestSteps
 from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state, zero_carried_rows
 from ampsim.modelling.models import ModelCard, save_model
-from ampsim.modelling.through_ir import current_ir, filtered, hold_level, refit, set_ir, through_fir, with_network_term
+from ampsim.modelling.through_ir import (current_ir, filtered, hold_level, refit, set_ir, through_fir,
+                                        with_network_term)
 from ampsim.modelling.warm_start import start_from
 
 STATE_FILE = "state.json"
@@ -110,7 +111,8 @@ def build_trainer(config: TrainConfig, plan: Recipe, model: keras.Model, knobs: 
                               fix="set fit.through_ir_taps: 0 for this architecture (train.cab_ir_taps still fits an "
                                   "IR after it), or train the streaming LSTM")
         trainer = through_fir(trainer, config.fit.through_ir_taps)
-        loss = with_network_term(plan.chunk_loss or plan.loss, config.fit.through_ir_network_weight)
+        loss = with_network_term(plan.chunk_loss or plan.loss, config.fit.through_ir_network_weight,
+                                 config.fit.dc_weight)
     else:
         loss = plan.chunk_loss or plan.loss
     trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=loss)
