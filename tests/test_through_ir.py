@@ -119,8 +119,10 @@ def test_validation_scores_the_network_through_the_ir_refitted_after_its_step(tm
     from ampsim.modelling.training import prepare_job, train
 
     config = _config(tmp_path, through_ir_taps=256, through_ir_seconds=2.0)
+    lines = []
     summary = train(boss_prepared, tmp_path / "model", tmp_path / "reports", tmp_path / "ckpt", config,
-                    progress=False, log=lambda _: None)
+                    progress=False, log=lines.append)
+    assert any("set fit.diverged_ratio: 2" in line for line in lines)  # without going back, such runs blew up
     model = load_model(tmp_path / "model")[0]
     job, _ = prepare_job(boss_prepared, config)
     x, y = job.refit_windows
