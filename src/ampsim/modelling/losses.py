@@ -27,14 +27,18 @@ def esr(y_true, y_pred, eps: float = 1e-8):
     return ops.sum(ops.square(y_true - y_pred)) / (ops.sum(ops.square(y_true)) + eps)
 
 
+def dc_term(y_true, y_pred):
+    """The squared difference of the means, relative to the target's energy."""
+    return ops.square(ops.mean(y_true - y_pred)) / (ops.mean(ops.square(y_true)) + 1e-8)
+
+
 def esr_dc_loss(warmup: int, pre_emphasis_coefficient: float, dc_weight: float):
     """ESR after pre-emphasis plus a DC term, ignoring the first `warmup` samples (the state is settling)."""
 
     def loss(y_true, y_pred):
         y_true, y_pred = y_true[:, warmup:, :], y_pred[:, warmup:, :]
         shaped = esr(pre_emphasis(y_true, pre_emphasis_coefficient), pre_emphasis(y_pred, pre_emphasis_coefficient))
-        dc = ops.square(ops.mean(y_true - y_pred)) / (ops.mean(ops.square(y_true)) + 1e-8)
-        return shaped + dc_weight * dc
+        return shaped + dc_weight * dc_term(y_true, y_pred)
 
     loss.__name__ = "esr_dc"
     return loss

@@ -23,6 +23,7 @@ import numpy as np
 from keras import ops
 
 from ampsim.modelling import cab_ir
+from ampsim.modelling.losses import dc_term
 
 
 @keras.saving.register_keras_serializable(package="ampsim")
@@ -85,8 +86,7 @@ def with_network_term(loss, weight: float, dc_weight: float):
 
     def combined(y_true, y_pred):
         alone = y_pred[..., 1:]
-        dc = ops.square(ops.mean(y_true - alone)) / (ops.mean(ops.square(y_true)) + 1e-8)
-        return loss(y_true, y_pred[..., :1]) + weight * loss(y_true, alone) + dc_weight * dc
+        return loss(y_true, y_pred[..., :1]) + weight * loss(y_true, alone) + dc_weight * dc_term(y_true, alone)
 
     combined.__name__ = f"{loss.__name__}_through_ir"
     return combined
