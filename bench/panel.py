@@ -4,8 +4,10 @@ Each device is a teacher, a NAM model of real gear (../shared/teachers, its READ
 (`ampsim.data.signal.reamp_signal`, about three minutes) played through it with NAM's own loader is the
 capture. ampsim's normalize + validate prepare it as they would any capture (`split: time`; validate measures
 the latency itself, and the figure it chose is reported; it holds out the signal's marked validation passage).
-Both trainers learn that same aligned split side by side, as in bench/quality.py: ampsim's default recipe on
-core 0, NAM's default packed WaveNet on core 1, for the same training-time budgets, in the same run.
+Both trainers learn that same aligned split side by side, as in bench/quality.py: ampsim on core 0, NAM's
+default packed WaveNet on core 1, for the same training-time budgets, in the same run. ampsim trains each
+device with the recipe a user's race would give it (RECIPES, or --recipe DEVICE=CANDIDATE: a candidate of
+params.yaml's `race.candidates`), params.yaml as it is otherwise.
 
 At each budget each side's model as it would ship (its best validation weights so far) is scored on the test
 DI: real guitar playing that neither signal contains (the TS9 capture's dry side, resampled to 48 kHz, then
@@ -16,9 +18,11 @@ it. Validation ESRs (on the aligned validation passage, as quality.py reports th
 
 Prints a table per device, then per budget the median over devices of each side's test ESR and the ratio of
 the medians, and flags devices whose test ESR at the largest budget is over 0.03. Writes `panel` into
-bench/results.json.
+bench/results.json, merged by device: a run on some devices keeps the others measured at the same commit
+(`code`), so a panel too long for one sitting is finished device by device from one frozen worktree.
 
     make bench-panel                                          # 2, 5, 10, 15 min on all six, 2 to 3.5 hours
+    .venv/bin/python bench/panel.py --devices ds1 klon        # two more devices into the same panel (same commit)
     .venv/bin/python bench/panel.py --devices klon --budgets 0.2 --seconds 40 --out /tmp/panel.json  # smoke
 
 The four JCM900 teachers are a knob set (one amp, four gains), benchmarked separately.
@@ -31,6 +35,7 @@ import datetime as dt
 import json
 import os
 import platform
+import subprocess
 import sys
 import tempfile
 from pathlib import Path
@@ -52,6 +57,9 @@ DEVICES = {  # short name: teacher file (../shared/teachers/README.md)
     "bug333-crunch-cab": "Phillipe_P_Bug333-Crunch-NoDrive-Cab-ESR0_005.nam",
     "fortin-grind": "Tudor_N_Fortin_Grind_Mini_Knob5_standard.nam",
 }
+# The race winner by validation on the amps with a cabinet (bench/RESULTS.md, session 18: crunch + cab 0.025
+# against 0.031, 5150 0.030 against 0.034; on the DS-1 pedal the default won, 0.015 against 0.020).
+RECIPES = {"5150": "through-ir", "bug333-crunch-cab": "through-ir"}
 RATE = 48000
 TEST_DI = {"ts9-guitarml": "the whole dry side", "boss-ds1": "its last 25 % (guitar phrases; it opens with sweeps)"}
 HEADROOM = 0.98  # validate counts output samples at 0.999 as clipped: a louder render is turned down to this peak
@@ -128,20 +136,37 @@ def lag_zero_scorer(test_npz: Path):
 
 # --- the two sides, each in a process of its own, as bench/quality.py runs them ------------------------
 
-def side_by_side(device: str, prepared: Path, test_npz: Path, budgets: list[float], work: Path) -> dict:
+def recipe_overrides(candidate: str | None) -> list[str]:
+    """A race candidate of params.yaml as `section.key=value` overrides (quality.py's --set); none: []."""
+    if candidate is None:
+        return []
+    from ampsim.core.params import load_params
+
+    candidates = load_params(PROJECT / "params.yaml")["race"]["candidates"]
+    if candidate not in candidates:
+        raise SystemExit(f"bench/panel.py: no race candidate {candidate!r} in params.yaml (race.candidates: "
+                         f"{', '.join(candidates)})")
+    return [f"{name}.{key}={json.dumps(value)}" for name, settings in candidates[candidate].items()
+            for key, value in settings.items()]
+
+
+def side_by_side(device: str, prepared: Path, test_npz: Path, budgets: list[float], work: Path,
+                 overrides: list[str]) -> dict:
     """Both sides at once, ampsim on core 0 and NAM on core 1 (this file's worker mode, which calls
     quality.py's ampsim_side / nam_side with the test scorer); their rows and the test ESR ratios."""
     commands = {side: [sys.executable, __file__, "--side", side, "--prepared", str(prepared), "--work",
-                        str(work / side), "--test-npz", str(test_npz), "--budgets", *map(str, budgets)]
+                        str(work / side), "--test-npz", str(test_npz), "--budgets", *map(str, budgets),
+                        *(f"--set={o}" for o in (overrides if side == "ampsim" else []))]
                 for side in ("ampsim", "nam")}
     results = run_sides(commands, work, f"bench/panel.py: {device}")
     ratios = {str(a["minutes"]): a["test_esr"] / n["test_esr"] for a, n in zip(results["ampsim"], results["nam"])}
     return {**results, "ampsim_over_nam": ratios}
 
 
-def worker(side: str, prepared: Path, work: Path, budgets: list[float], test_npz: Path) -> list[dict]:
+def worker(side: str, prepared: Path, work: Path, budgets: list[float], test_npz: Path,
+           overrides: list[str]) -> list[dict]:
     score = lag_zero_scorer(test_npz)
-    return ampsim_side(prepared, work, budgets, [], test=score) if side == "ampsim" \
+    return ampsim_side(prepared, work, budgets, overrides, test=score) if side == "ampsim" \
         else nam_side(prepared, budgets, test=score)
 
 
@@ -165,7 +190,7 @@ def table(panel: dict) -> str:
     lines = []
     for device, row in panel["devices"].items():
         lines += [f"{device} ({row['teacher']}): latency {row['latency_samples']} samples (validate's choice), "
-                  f"teacher gain {row['teacher_gain']:.3g}",
+                  f"teacher gain {row['teacher_gain']:.3g}, ampsim's recipe {row.get('recipe') or 'params.yaml'}",
                   "    budget | test ESR ampsim     NAM  ampsim/NAM | val ESR ampsim     NAM | "
                   "ampsim steps  NAM epochs"]
         for a, n in zip(row["ampsim"], row["nam"]):
@@ -184,36 +209,79 @@ def table(panel: dict) -> str:
     return "\n".join(lines)
 
 
+def chosen_recipes(specs: list[str]) -> dict[str, str]:
+    """RECIPES with the command line's DEVICE=CANDIDATE on top (CANDIDATE `params.yaml`: none)."""
+    recipes = dict(RECIPES)
+    for spec in specs:
+        device, _, candidate = spec.partition("=")
+        if device not in DEVICES or not candidate:
+            raise SystemExit(f"bench/panel.py: --recipe {spec}: expected DEVICE=CANDIDATE, DEVICE one of "
+                             f"{', '.join(DEVICES)}")
+        recipes[device] = candidate
+    return {device: candidate for device, candidate in recipes.items() if candidate != "params.yaml"}
+
+
+def code_version() -> str:
+    """The commit the benchmark runs, `+changes` when its tree differs from it (then runs do not merge)."""
+    def git(*args: str) -> str:
+        return subprocess.run(["git", *args], cwd=PROJECT, capture_output=True, text=True).stdout.strip()
+
+    commit = git("rev-parse", "--short", "HEAD") or "unknown"
+    return commit + ("+changes" if git("status", "--porcelain", "--", "src", "bench", "params.yaml") else "")
+
+
+def kept_devices(path: Path, budgets: list[float], capture_seconds: float) -> dict:
+    """The devices an earlier run of this same code, budgets and capture wrote to `path`'s panel (merged
+    with this run's, which replace theirs); none if anything differs."""
+    earlier = json.loads(path.read_text()).get("panel", {}) if path.is_file() else {}
+    code = code_version()
+    same = (earlier.get("code") == code and "+changes" not in code and earlier.get("budgets_minutes") == budgets
+            and earlier.get("capture_seconds") == capture_seconds)
+    if same:
+        print(f"keeping {', '.join(earlier['devices'])} from the panel in {path} (same code, {code})", flush=True)
+    return dict(earlier["devices"]) if same else {}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--budgets", type=float, nargs="+", default=[2, 5, 10, 15], help="training minutes")
     parser.add_argument("--devices", nargs="+", default=list(DEVICES), choices=list(DEVICES))
     parser.add_argument("--seconds", type=float, help="use only the reamp signal's first SECONDS (a smoke run)")
     parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="JSON file to merge `panel` into")
+    parser.add_argument("--recipe", action="append", default=[], metavar="DEVICE=CANDIDATE",
+                        help="train DEVICE with this race candidate of params.yaml (default: RECIPES; "
+                             "DEVICE=params.yaml for params.yaml as it is)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], help=argparse.SUPPRESS)
     parser.add_argument("--side", choices=("ampsim", "nam"), help=argparse.SUPPRESS)  # a worker process
     parser.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--test-npz", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        rows = worker(args.side, args.prepared, args.work, args.budgets, args.test_npz)
+        rows = worker(args.side, args.prepared, args.work, args.budgets, args.test_npz, args.overrides)
         args.out.write_text(json.dumps(rows, indent=2))
         return
 
+    recipes = chosen_recipes(args.recipe)
+    overrides = {device: recipe_overrides(recipes.get(device)) for device in args.devices}  # a typo stops here
     for device in args.devices:
         if not (TEACHERS / DEVICES[device]).is_file():
             raise SystemExit(f"bench/panel.py: {TEACHERS / DEVICES[device]} not found (the teachers live in ../shared)")
     di, test_x = reamp_di(args.seconds), test_di()
-    panel = {"date": dt.date.today().isoformat(),
+    panel = {"date": dt.date.today().isoformat(), "code": code_version(),
              "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
              "budgets_minutes": sorted(args.budgets), "capture_seconds": len(di) / RATE,
-             "test_di": {"seconds": len(test_x) / RATE, "parts": TEST_DI}, "devices": {}}
+             "test_di": {"seconds": len(test_x) / RATE, "parts": TEST_DI},
+             "devices": kept_devices(args.out, sorted(args.budgets), len(di) / RATE)}
     with tempfile.TemporaryDirectory(prefix="ampsim-panel-") as tmp:
         for device in args.devices:
             work = Path(tmp) / device
-            print(f"{device}: re-amping through {DEVICES[device]}", flush=True)
+            print(f"{device}: re-amping through {DEVICES[device]}; ampsim's recipe {recipes.get(device, 'params.yaml')} "
+                  f"{' '.join(overrides[device])}", flush=True)
             prepared, test_npz, facts = prepare_device(device, di, test_x, work)
-            panel["devices"][device] = {**facts, **side_by_side(device, prepared, test_npz, args.budgets, work)}
+            panel["devices"][device] = {**facts, "recipe": recipes.get(device), "date": dt.date.today().isoformat(),
+                                        **side_by_side(device, prepared, test_npz, args.budgets, work,
+                                                       overrides[device])}
             # Written after every device: a device takes ~33 minutes, and a stopped run keeps what it measured.
             panel["medians"], panel["flagged"] = summarise(panel["devices"], args.budgets)
             merge_results(args.out, "panel", panel)
