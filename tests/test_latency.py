@@ -70,6 +70,28 @@ def test_a_cabinet_peaks_later_than_it_starts(dry):
     assert compensated(dry, wet) <= 37 + blip_onset(net) < found.peak
 
 
+@pytest.mark.parametrize("kind, cabinet", [("amp through a cabinet (crunch)", True), ("high-gain amp", True),
+                                           ("amp, no cabinet (clean)", False), ("distortion pedal", False)])
+def test_a_response_that_rings_like_a_cabinet_gets_the_hint_to_train_through_the_ir(kind, cabinet):
+    """On ampsim's reamp signal the two amps with a cabinet ring for 10-14 ms, the rest for under 3 ms
+    (bench/RESULTS.md, session 19): validate says so, and names the recipe that learns them."""
+    pytest.importorskip("nam")
+    from ampsim.data.signal import reamp_signal
+
+    net = load_teacher(shared_or_skip(SHARED_TEACHERS / TEACHERS[kind], "teacher"))
+    opening = reamp_signal(RATE).audio[: int((PARAMS.align_seconds + 1) * RATE)].astype(np.float64)
+    row = {"capture": "c", "source": "c", "input_sample_rate": RATE, "latency_override": None,
+           **measure(opening, delayed(play(net, opening), 11), RATE, PARAMS)}
+    failures, warnings = settle_latency([row], PARAMS)
+    assert failures == []
+    assert (row["ringing_ms"] >= 1.5 * PARAMS.cabinet_ringing_ms) == cabinet, row["ringing_ms"]
+    assert (row["ringing_ms"] < PARAMS.cabinet_ringing_ms / 1.5) == (not cabinet), row["ringing_ms"]
+    hints = [w for w in warnings if "rings for" in w]
+    assert len(hints) == cabinet
+    if cabinet:
+        assert "through_ir_taps: 1024" in hints[0] and "diverged_ratio" in hints[0]
+
+
 @pytest.mark.parametrize("delay", DELAYS)
 def test_pure_delays_through_the_virtual_amp(delay, dry):
     wet = virtual_amp(dry.astype(np.float32), RATE, gain=0.8, latency_ms=0.0).astype(np.float64)

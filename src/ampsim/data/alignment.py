@@ -23,6 +23,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 SEGMENT_SAMPLES = 1 << 15  # Welch segments of the impulse-response estimate: far longer than any rig's latency
 REGULARISATION = 1e-4  # of the dry side's peak power: bands the DI never excites are left out, not amplified
 ONSET_GAP_SAMPLES = 4  # taps below the threshold for this long end the stretch that leads up to the peak
+RINGING_WINDOW_MS = 50.0  # a cabinet's ringing is over well within this; beyond it the estimate is mostly noise
+RINGING_ENERGY = 0.9  # how long the response rings: the time from its onset that holds this share of its energy
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,18 @@ def find_onset(dry: np.ndarray, wet: np.ndarray, max_lag: int, threshold: float)
     breaks = np.flatnonzero(np.diff(above) > ONSET_GAP_SAMPLES)
     first = above[breaks[-1] + 1] if breaks.size else above[0]
     return Onset(onset=int(lags[first]), peak=int(lags[peak]), clarity=clarity)
+
+
+def ringing_ms(dry: np.ndarray, wet: np.ndarray, onset: int, sample_rate: int) -> float:
+    """How long the linear response rings after its onset: the time that holds RINGING_ENERGY of its energy
+    over the RINGING_WINDOW_MS that follow the onset. A pedal's or an amp's own response is over in 1-3 ms; a
+    cabinet's or a mic'd speaker's rings for 10 ms and more (bench/RESULTS.md, session 19)."""
+    window = int(RINGING_WINDOW_MS * sample_rate / 1000)
+    lags, taps = impulse_response(dry, wet, abs(onset) + window)
+    energy = np.cumsum(taps[(lags >= onset) & (lags < onset + window)] ** 2)
+    if energy.size == 0 or energy[-1] <= 0:
+        return 0.0
+    return float(np.argmax(energy >= RINGING_ENERGY * energy[-1])) * 1000 / sample_rate
 
 
 def blip_onset(wet: np.ndarray, blips: np.ndarray, sample_rate: int, max_lead: int,

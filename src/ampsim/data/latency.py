@@ -16,12 +16,12 @@ from __future__ import annotations
 import numpy as np
 
 from ampsim.core.params import ValidateParams
-from ampsim.data.alignment import blip_onset, estimate_delay, find_onset, prediction_esr
+from ampsim.data.alignment import blip_onset, estimate_delay, find_onset, prediction_esr, ringing_ms
 from ampsim.data.checks import Failure
 from ampsim.data.signal import locate_signal
 
 MEASURE_COLUMNS = ("onset_samples", "correlation_peak_samples", "onset_clarity", "onset_method", "swap_likely",
-                   "signal_offset_samples", "signal_gain", "signal_sections")
+                   "ringing_ms", "signal_offset_samples", "signal_gain", "signal_sections")
 SWAP_SECONDS = 3.0  # the direction test's stretch of the opening (a least-squares fit: seconds are plenty)
 SWAP_RATIO = 0.9  # one direction predicts this much better (ESR) before the test names a cause
 
@@ -51,6 +51,7 @@ def measure(dry: np.ndarray, wet: np.ndarray, sample_rate: int, params: Validate
     return {"onset_samples": found.onset,
             "correlation_peak_samples": estimate_delay(dry[:opening], wet[:opening], search),
             "onset_clarity": found.clarity, "onset_method": method, "swap_likely": swap,
+            "ringing_ms": ringing_ms(dry[:opening], wet[:opening], found.onset, sample_rate),
             "signal_offset_samples": None if located is None else located.offset,
             "signal_gain": None if located is None else located.gain,
             "signal_sections": None if located is None else located.sections}
@@ -82,6 +83,8 @@ def settle_latency(rows: list[dict], params: ValidateParams) -> tuple[list[Failu
         if row["latency_source"] and row["onset_samples"] is not None and \
                 row["correlation_peak_samples"] - row["onset_samples"] > params.latency_disagree_samples:
             warnings.append(_dispersive_warning(row))
+        if row["latency_source"] and row["ringing_ms"] is not None and row["ringing_ms"] >= params.cabinet_ringing_ms:
+            warnings.append(_cabinet_warning(row))
     if measured and max(measured.values()) - device > params.latency_disagree_samples:
         spread = ", ".join(f"{name} {value}" for name, value in measured.items())
         warnings.append(
@@ -142,6 +145,14 @@ def _dispersive_warning(row: dict) -> str:
             f"{row['correlation_peak_samples']}: the gear's response builds up over time (a cabinet, a mic'd "
             f"speaker or a strong tone stack). ampsim compensates the onset ({row['delay_samples']}), so the model "
             "never has to predict the future; tools that align on the peak would ask it to")
+
+
+def _cabinet_warning(row: dict) -> str:
+    return (f"{row['capture']}: its response rings for {row['ringing_ms']:.1f} ms, as a cabinet's or a mic'd "
+            "speaker's does (a pedal's or an amp's own is over in 1-3 ms). A small LSTM cannot hold that ringing: "
+            "train this device through the IR, `recipes.<device>: {fit: {through_ir_taps: 1024, diverged_ratio: "
+            "2}}` in params.yaml, or race it (`ampsim race DEVICE`, candidate `through-ir`). On two amps with a "
+            "cabinet that halved the test ESR at 15 minutes (bench/RESULTS.md, session 18)")
 
 
 def latency_note(row: dict, sample_rate: int) -> str:
