@@ -230,11 +230,10 @@ def code_version() -> str:
     return commit + ("+changes" if git("status", "--porcelain", "--", "src", "bench", "params.yaml") else "")
 
 
-def kept_devices(path: Path, budgets: list[float], capture_seconds: float) -> dict:
+def kept_devices(path: Path, code: str, budgets: list[float], capture_seconds: float) -> dict:
     """The devices an earlier run of this same code, budgets and capture wrote to `path`'s panel (merged
     with this run's, which replace theirs); none if anything differs."""
     earlier = json.loads(path.read_text()).get("panel", {}) if path.is_file() else {}
-    code = code_version()
     same = (earlier.get("code") == code and "+changes" not in code and earlier.get("budgets_minutes") == budgets
             and earlier.get("capture_seconds") == capture_seconds)
     if same:
@@ -268,11 +267,12 @@ def main() -> None:
         if not (TEACHERS / DEVICES[device]).is_file():
             raise SystemExit(f"bench/panel.py: {TEACHERS / DEVICES[device]} not found (the teachers live in ../shared)")
     di, test_x = reamp_di(args.seconds), test_di()
-    panel = {"date": dt.date.today().isoformat(), "code": code_version(),
+    code = code_version()
+    panel = {"date": dt.date.today().isoformat(), "code": code,
              "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
              "budgets_minutes": sorted(args.budgets), "capture_seconds": len(di) / RATE,
              "test_di": {"seconds": len(test_x) / RATE, "parts": TEST_DI},
-             "devices": kept_devices(args.out, sorted(args.budgets), len(di) / RATE)}
+             "devices": kept_devices(args.out, code, sorted(args.budgets), len(di) / RATE)}
     with tempfile.TemporaryDirectory(prefix="ampsim-panel-") as tmp:
         for device in args.devices:
             work = Path(tmp) / device
