@@ -78,8 +78,24 @@ def test_a_device_recipe_overrides_its_training_sections_key_by_key():
     assert device_params(params, "other")["train"] == params["train"]  # no entry: the shared defaults
 
 
+def test_a_device_that_rings_like_a_cabinet_gets_the_cabinet_recipe_beneath_its_own():
+    params = load_params(PROJECT / "params.yaml")
+    cabinet = params["train"]["cabinet_recipe"]
+    assert cabinet["fit"]["through_ir_taps"] > 0  # the shipped default trains a cabinet through its IR
+    amp = device_params(params, "amp", cabinet=True)
+    assert amp["fit"] == {**params["fit"], **cabinet["fit"]} and amp["cabinet"] is True
+    assert "cabinet" not in device_params(params, "amp")  # a pedal's captures: the defaults alone
+    params["recipes"]["amp"] = {"fit": {"through_ir_taps": 0, "learning_rate": 0.004}}
+    own = device_params(params, "amp", cabinet=True)  # the device's own entry has the last word
+    assert own["fit"] == {**params["fit"], **cabinet["fit"], "through_ir_taps": 0, "learning_rate": 0.004}
+    params["train"]["cabinet_recipe"] = {"fit": {"through_ir_tap": 512}}
+    with pytest.raises(AmpsimError) as caught:
+        device_params(params, "amp", cabinet=True)
+    assert "`train.cabinet_recipe.fit` sets unknown `through_ir_tap`" in caught.value.message
+
+
 @pytest.mark.parametrize("recipe, says", [
-    ({"render": {"workers": 1}}, "a device's recipe sets only train, fit, lstm2018, lstm, wavenet"),
+    ({"render": {"workers": 1}}, "`recipes.ds1.render`: a recipe sets only train, fit, lstm2018, lstm, wavenet"),
     ({"lstm": {"hiden_size": 32}}, "`recipes.ds1.lstm` sets unknown `hiden_size`"),
     ({"lstm": 32}, "`recipes.ds1.lstm` is not a mapping"),
     ("wavenet", "`recipes.ds1` is not a mapping"),

@@ -74,7 +74,8 @@ def test_a_cabinet_peaks_later_than_it_starts(dry):
                                            ("amp, no cabinet (clean)", False), ("distortion pedal", False)])
 def test_a_response_that_rings_like_a_cabinet_gets_the_hint_to_train_through_the_ir(kind, cabinet):
     """On ampsim's reamp signal the two amps with a cabinet ring for 10-14 ms, the rest for under 3 ms
-    (bench/RESULTS.md, session 19): validate says so, and names the recipe that learns them."""
+    (bench/RESULTS.md, session 19): validate says so, names the recipe train lays over its defaults for them,
+    and how to turn it off."""
     pytest.importorskip("nam")
     from ampsim.data.signal import reamp_signal
 
@@ -89,7 +90,22 @@ def test_a_response_that_rings_like_a_cabinet_gets_the_hint_to_train_through_the
     hints = [w for w in warnings if "rings for" in w]
     assert len(hints) == cabinet
     if cabinet:
-        assert "through_ir_taps: 1024" in hints[0] and "diverged_ratio" in hints[0]
+        assert "train.cabinet_recipe" in hints[0] and "through_ir_taps: 0" in hints[0]
+
+
+def test_the_device_is_a_cabinet_by_the_median_ringing_of_its_measured_captures():
+    from ampsim.data.validate import rings_like_a_cabinet
+
+    def row(ringing, source="measured"):
+        return {"ringing_ms": ringing, "latency_source": source}
+
+    limit = PARAMS.cabinet_ringing_ms
+    assert rings_like_a_cabinet([row(2 * limit), row(3 * limit), row(0.2 * limit)], PARAMS) == \
+        {"ringing_ms": 2 * limit, "cabinet": True}
+    # one capture ringing long (a noisy estimate) does not make a pedal's three captures a cabinet
+    assert rings_like_a_cabinet([row(3 * limit), row(0.2 * limit), row(0.3 * limit)], PARAMS)["cabinet"] is False
+    # a capture whose response was not measured (no onset found: no latency source) does not count
+    assert rings_like_a_cabinet([row(3 * limit, None), row(None)], PARAMS) == {"ringing_ms": None, "cabinet": False}
 
 
 @pytest.mark.parametrize("delay", DELAYS)

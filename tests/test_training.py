@@ -131,6 +131,36 @@ def test_a_device_trains_with_its_own_recipe(tmp_path, boss_prepared, isolated_m
     assert not any(name.startswith("recipes.other") for name in run.data.params)
 
 
+def test_a_device_that_rings_like_a_cabinet_trains_through_the_ir_unless_its_recipe_says_otherwise(
+        tmp_path, boss_prepared, isolated_mlflow, capsys):
+    import shutil
+
+    import yaml
+
+    prepared = tmp_path / "prepared"
+    shutil.copytree(boss_prepared, prepared)
+    manifest = json.loads((prepared / "manifest.json").read_text())
+    assert manifest["cabinet"] is False  # boss-ds1 is a pedal: validate found no cabinet's ringing
+    (prepared / "manifest.json").write_text(json.dumps({**manifest, "ringing_ms": 12.5, "cabinet": True}))
+    params = yaml.safe_load(tiny_params(PROJECT / "params.yaml", tmp_path / "shared.yaml",
+                                        train={"max_steps": 2}, lstm={"carry_state": True, "batch_size": 8}).read_text())
+    params["train"]["cabinet_recipe"] = {"fit": {"through_ir_taps": 256, "through_ir_seconds": 2.0, "diverged_ratio": 2}}
+    params["recipes"] = {"no-ir": {"fit": {"through_ir_taps": 0}}}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    trained = {}
+    for device in ("amp", "no-ir"):
+        assert main(["--params", str(tmp_path / "params.yaml"), "train", "--device", device, "--prepared",
+                     str(prepared), "--model", str(tmp_path / device / "model"), "--reports",
+                     str(tmp_path / device / "reports"), "--checkpoint", str(tmp_path / device / "ckpt"),
+                     "--quiet"]) == 0
+        trained[device] = json.loads((tmp_path / device / "reports" / "summary.json").read_text())
+    assert trained["amp"]["through_ir_taps"] == 256 and "through_ir_taps" not in trained["no-ir"]
+    assert "the captures ring for 12.5 ms, like a cabinet" in capsys.readouterr().out
+    card = json.loads((tmp_path / "amp" / "model" / "card.json").read_text())
+    _, run = _mlflow_run(isolated_mlflow, card["mlflow_run_id"])
+    assert run.data.params["cabinet"] == "True" and run.data.params["fit.through_ir_taps"] == "256"
+
+
 @pytest.mark.parametrize("architecture", ["lstm", "lstm2018"])
 def test_tiny_end_to_end_train_evaluate_render_on_boss_ds1(tmp_path, boss_ds1, boss_prepared, isolated_mlflow,
                                                           architecture):

@@ -122,18 +122,23 @@ def _reopen_run(params: dict, source: str, run_id: str | None):
 
 def cmd_train(args: argparse.Namespace) -> None:
     from ampsim.core.params import TrainParams, device_params, section
+    from ampsim.data.windows import read_manifest
     from ampsim.modelling.backend import use_backend
 
-    params = device_params(_params(args), args.device, args.params)
+    shared = _params(args)
+    tracker = None if args.no_mlflow else _tracker(shared, args.params)  # an unreachable server first: exit 75
+    manifest = read_manifest(Path(args.prepared))
+    params = device_params(shared, args.device, args.params, cabinet=manifest.get("cabinet", False))
+    if params.get("cabinet"):
+        print(f"ampsim train: the captures ring for {manifest['ringing_ms']:g} ms, like a cabinet: training with "
+              f"train.cabinet_recipe {params['train']['cabinet_recipe']} laid over the defaults")
     use_backend(section(params, "train", TrainParams, args.params).backend)
-    from ampsim.data.windows import read_manifest
     from ampsim.inference.cab_ir_fit import fit_cab_ir
     from ampsim.inference.latching import first_unlatched
     from ampsim.modelling.training import train
     from ampsim.modelling.warm_start import start_folder
 
-    tracker = None if args.no_mlflow else _tracker(params, args.params)  # an unreachable server first: exit 75
-    config = _train_config(params, args.params, read_manifest(Path(args.prepared))["sample_rate"])
+    config = _train_config(params, args.params, manifest["sample_rate"])
     captures = Path(args.captures) / args.device if args.device else None
     train(Path(args.prepared), Path(args.model), Path(args.reports), Path(args.checkpoint), config,
           tracker=tracker, all_params=params, progress=not args.quiet, device=args.device, data_path=captures,

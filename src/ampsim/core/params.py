@@ -68,6 +68,7 @@ class TrainParams:
     latch_fallbacks: int  # earlier best steps kept in case the best latches as one stream (0: no check)
     cab_ir_taps: list[int]  # lengths of the cab IR fitted after the network, chosen on validation ([]: none)
     cab_ir_ridge: float  # the IR fit's ridge, times the network output's energy
+    cabinet_recipe: dict[str, Any]  # laid over the defaults for a device whose captures ring like a cabinet ({}: none)
 
 
 @dataclass(frozen=True)
@@ -197,22 +198,34 @@ def load_params(path: Path | str = "params.yaml") -> dict[str, Any]:
 RECIPE_SECTIONS = ("train", "fit", "lstm2018", "lstm", "wavenet")  # what `recipes.<device>` may set
 
 
-def device_params(params: dict[str, Any], device: str | None, source: Path | str = "params.yaml") -> dict[str, Any]:
+def device_params(params: dict[str, Any], device: str | None, source: Path | str = "params.yaml",
+                  cabinet: bool = False) -> dict[str, Any]:
     """`params` with the device's entry of `recipes:` laid over the training sections it names, key by key:
-    the settings that device trains with (and of `recipes`, its entry only, as a run records it). No device,
-    or no entry: the shared defaults."""
-    recipe = (params.get("recipes") or {}).get(device) if device is not None else None
+    the settings that device trains with (and of `recipes`, its entry only, as a run records it). `cabinet`
+    (validate found that the device's captures ring like a cabinet): `train.cabinet_recipe` goes beneath the
+    device's entry, which still has the last word. No device, or no entry: the shared defaults."""
     merged = {key: value for key, value in params.items() if key != "recipes"}
+    if cabinet:
+        merged = lay_recipe(merged, (params.get("train") or {}).get("cabinet_recipe") or {}, "train.cabinet_recipe",
+                            source)
+        merged["cabinet"] = True
+    recipe = (params.get("recipes") or {}).get(device) if device is not None else None
     if not recipe:
         return merged
-    where = f"recipes.{device}"
+    merged = lay_recipe(merged, recipe, f"recipes.{device}", source)
+    merged["recipes"] = {device: recipe}
+    return merged
+
+
+def lay_recipe(params: dict[str, Any], recipe: Any, where: str, source: Path | str) -> dict[str, Any]:
+    """`params` with `recipe`'s settings laid over the training sections it names, key by key."""
     if not isinstance(recipe, dict):
         raise AmpsimError(f"`{where}` is not a mapping", path=source,
-                          fix=f"write e.g. `{device}: {{train: {{architecture: wavenet}}}}`, or `{device}: {{}}`")
-    merged["recipes"] = {device: recipe}
+                          fix="write e.g. `{train: {architecture: wavenet}}`, or `{}`")
+    merged = dict(params)
     for name, overrides in recipe.items():
         if name not in RECIPE_SECTIONS:
-            raise AmpsimError(f"`{where}.{name}`: a device's recipe sets only {', '.join(RECIPE_SECTIONS)}",
+            raise AmpsimError(f"`{where}.{name}`: a recipe sets only {', '.join(RECIPE_SECTIONS)}",
                               path=source, fix=f"move `{name}` out of `{where}`")
         base = params.get(name)
         if not isinstance(overrides, dict) or not isinstance(base, dict):

@@ -149,10 +149,11 @@ def _dispersive_warning(row: dict) -> str:
 
 def _cabinet_warning(row: dict) -> str:
     return (f"{row['capture']}: its response rings for {row['ringing_ms']:.1f} ms, as a cabinet's or a mic'd "
-            "speaker's does (a pedal's or an amp's own is over in 1-3 ms). A small LSTM cannot hold that ringing: "
-            "train this device through the IR, `recipes.<device>: {fit: {through_ir_taps: 1024, diverged_ratio: "
-            "2}}` in params.yaml, or race it (`ampsim race DEVICE`, candidate `through-ir`). On two amps with a "
-            "cabinet that halved the test ESR at 15 minutes (bench/RESULTS.md, session 18)")
+            "speaker's does (a pedal's or an amp's own is over in 1-3 ms). A small LSTM cannot hold that ringing, "
+            "so when the device's captures ring like this, train lays `train.cabinet_recipe` (params.yaml) over "
+            "its defaults: the network learns the amp through the IR that follows it. On two amps with a cabinet "
+            "that halved the test ESR at 15 minutes (bench/RESULTS.md, session 18). If this is not a cabinet, "
+            "set `recipes.<device>: {fit: {through_ir_taps: 0}}`")
 
 
 def latency_note(row: dict, sample_rate: int) -> str:

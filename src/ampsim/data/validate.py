@@ -148,6 +148,16 @@ def device_rate(captures: dict) -> tuple[int, str]:
     return captures[first]["input"]["sample_rate"], first
 
 
+def rings_like_a_cabinet(rows: list[dict], params: ValidateParams) -> dict:
+    """The device's ringing (the median over its captures whose latency was measured) and whether it is a
+    cabinet's: what `train` reads to lay `train.cabinet_recipe` over its defaults."""
+    measured = [row["ringing_ms"] for row in rows if row["latency_source"] and row["ringing_ms"] is not None]
+    if not measured:
+        return {"ringing_ms": None, "cabinet": False}
+    ringing = float(np.median(measured))
+    return {"ringing_ms": round(ringing, 2), "cabinet": ringing >= params.cabinet_ringing_ms}
+
+
 def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Path, params: ValidateParams) -> dict:
     normalized_dir, prepared_dir, reports_dir = Path(normalized_dir), Path(prepared_dir), Path(reports_dir)
     stats_path = normalized_dir / STATS_FILE
@@ -182,7 +192,8 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
         raise ValidationFailed([f.sentence() for f in failures], reports_dir / "report.json")
 
     # what export writes into a model file's training block: the checks these captures passed
-    manifest = {"sample_rate": sample_rate, "checks_passed": check_names(sample_rate, params), "segments": []}
+    manifest = {"sample_rate": sample_rate, "checks_passed": check_names(sample_rate, params),
+                **rings_like_a_cabinet(rows, params), "segments": []}
     with atomic_dir(prepared_dir) as scratch:
         for row in rows:
             name = row["capture"]
@@ -218,6 +229,8 @@ def validate_captures(normalized_dir: Path, prepared_dir: Path, reports_dir: Pat
         "correlation_peak_samples": {r["capture"]: r["correlation_peak_samples"] for r in rows},
         "replicate_self_esr": {r["capture"]: r["replicate_self_esr"] for r in rows},
         "replicate": report["replicate"],
+        "ringing_ms": {r["capture"]: r["ringing_ms"] for r in rows},
+        "cabinet": manifest["cabinet"],
     }
     write_text(reports_dir / "summary.json", json.dumps(summary, indent=2))
     # the words go to the user and report.json; the metrics file keeps figures (`dvc metrics show`)
