@@ -6,8 +6,9 @@ capture. ampsim's normalize + validate prepare it as they would any capture (`sp
 the latency itself, and the figure it chose is reported; it holds out the signal's marked validation passage).
 Both trainers learn that same aligned split side by side, as in bench/quality.py: ampsim on core 0, NAM's
 default packed WaveNet on core 1, for the same training-time budgets, in the same run. ampsim trains each
-device with the recipe a user's race would give it (RECIPES, or --recipe DEVICE=CANDIDATE: a candidate of
-params.yaml's `race.candidates`), params.yaml as it is otherwise.
+device as `dvc repro` would: params.yaml's defaults, with `train.cabinet_recipe` laid over them when validate
+finds that the capture rings like a cabinet; --recipe DEVICE=CANDIDATE (a candidate of params.yaml's
+`race.candidates`) lays a race's winner over that, as a device's `recipes` entry would.
 
 At each budget each side's model as it would ship (its best validation weights so far) is scored on the test
 DI: real guitar playing that neither signal contains (the TS9 capture's dry side, resampled to 48 kHz, then
@@ -57,9 +58,10 @@ DEVICES = {  # short name: teacher file (../shared/teachers/README.md)
     "bug333-crunch-cab": "Phillipe_P_Bug333-Crunch-NoDrive-Cab-ESR0_005.nam",
     "fortin-grind": "Tudor_N_Fortin_Grind_Mini_Knob5_standard.nam",
 }
-# The race winner by validation on the amps with a cabinet (bench/RESULTS.md, session 18: crunch + cab 0.025
-# against 0.031, 5150 0.030 against 0.034; on the DS-1 pedal the default won, 0.015 against 0.020).
-RECIPES = {"5150": "through-ir", "bug333-crunch-cab": "through-ir"}
+# A device's race winner, where it is not what params.yaml gives it by itself. None now: the two amps with a
+# cabinet won through the IR (bench/RESULTS.md, session 18), which train.cabinet_recipe now gives every device
+# that rings like a cabinet.
+RECIPES: dict[str, str] = {}
 RATE = 48000
 TEST_DI = {"ts9-guitarml": "the whole dry side", "boss-ds1": "its last 25 % (guitar phrases; it opens with sweeps)"}
 HEADROOM = 0.98  # validate counts output samples at 0.999 as clipped: a louder render is turned down to this peak
@@ -104,11 +106,13 @@ def prepare_device(device: str, di: np.ndarray, test_x: np.ndarray, work: Path,
     for name, audio in (("input.wav", di), ("output.wav", wet * gain)):
         sf.write(capture / name, np.asarray(audio, np.float32), RATE, subtype="FLOAT")
     prepared = prepare_capture(capture, work / "stages", "split: time\n")
-    latency = json.loads((work / "stages" / "validate" / "summary.json").read_text())["delay_samples"][device]
+    validated = json.loads((work / "stages" / "validate" / "summary.json").read_text())
+    latency = validated["delay_samples"][device]
     test = work / "test.npz"
     np.savez(test, x=test_x, y=(test_y * gain).astype(np.float32), latency=latency)
     return prepared, test, {"teacher": teacher, "latency_samples": latency, "teacher_gain": gain,
-                            "capture_seconds": len(di) / RATE}
+                            "capture_seconds": len(di) / RATE, "ringing_ms": validated["ringing_ms"][device],
+                            "cabinet": validated["cabinet"]}
 
 
 def at_lag_zero(prediction: np.ndarray, latency: int) -> np.ndarray:
@@ -190,7 +194,7 @@ def table(panel: dict) -> str:
     lines = []
     for device, row in panel["devices"].items():
         lines += [f"{device} ({row['teacher']}): latency {row['latency_samples']} samples (validate's choice), "
-                  f"teacher gain {row['teacher_gain']:.3g}, ampsim's recipe {row.get('recipe') or 'params.yaml'}",
+                  f"teacher gain {row['teacher_gain']:.3g}, ampsim's recipe {recipe_name(row)}",
                   "    budget | test ESR ampsim     NAM  ampsim/NAM | val ESR ampsim     NAM | "
                   "ampsim steps  NAM epochs"]
         for a, n in zip(row["ampsim"], row["nam"]):
@@ -207,6 +211,12 @@ def table(panel: dict) -> str:
         named = ", ".join(f"{device} {value:.4f}" for device, value in devices.items()) or "none"
         lines.append(f"{side}: test ESR over {FLAG_ESR} at {largest} min: {named}")
     return "\n".join(lines)
+
+
+def recipe_name(row: dict) -> str:
+    """What ampsim trained a device with, in the table's words."""
+    base = "params.yaml" + (f" + cabinet_recipe (rings {row['ringing_ms']:.1f} ms)" if row.get("cabinet") else "")
+    return f"{base} + {row['recipe']}" if row.get("recipe") else base
 
 
 def chosen_recipes(specs: list[str]) -> dict[str, str]:
@@ -279,6 +289,8 @@ def main() -> None:
             print(f"{device}: re-amping through {DEVICES[device]}; ampsim's recipe {recipes.get(device, 'params.yaml')} "
                   f"{' '.join(overrides[device])}", flush=True)
             prepared, test_npz, facts = prepare_device(device, di, test_x, work)
+            if facts["cabinet"]:
+                print(f"{device}: rings for {facts['ringing_ms']:g} ms, like a cabinet: train.cabinet_recipe", flush=True)
             panel["devices"][device] = {**facts, "recipe": recipes.get(device), "date": dt.date.today().isoformat(),
                                         **side_by_side(device, prepared, test_npz, args.budgets, work,
                                                        overrides[device])}

@@ -83,13 +83,15 @@ def split_arrays(prepared: Path) -> dict[str, np.ndarray]:
 
 # --- the two sides, each in a process of its own --------------------------------------------------------
 
-def candidate_params(overrides: list[str]) -> dict:
-    """params.yaml with `section.key=value` overrides (values read as YAML): the recipe a run benchmarks."""
+def candidate_params(overrides: list[str], cabinet: bool = False) -> dict:
+    """params.yaml with `section.key=value` overrides (values read as YAML): the recipe a run benchmarks.
+    `cabinet` (the prepared capture's manifest says it rings like one): train.cabinet_recipe beneath them,
+    as `ampsim train` lays it."""
     import yaml
 
-    from ampsim.core.params import load_params
+    from ampsim.core.params import device_params, load_params
 
-    params = load_params(PROJECT / "params.yaml")
+    params = device_params(load_params(PROJECT / "params.yaml"), None, cabinet=cabinet)
     for override in overrides:
         dotted, _, value = override.partition("=")
         section_name, _, key = dotted.partition(".")
@@ -107,10 +109,12 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     from ampsim.core.params import RenderParams, TrainParams, section
     from ampsim.modelling.backend import use_backend
 
-    params = candidate_params(overrides)
+    from ampsim.data.windows import load_split, read_manifest
+
+    manifest = read_manifest(prepared)
+    params = candidate_params(overrides, cabinet=manifest.get("cabinet", False))
     use_backend(section(params, "train", TrainParams).backend)
     from ampsim.cli import _train_config
-    from ampsim.data.windows import load_split, read_manifest
     from ampsim.inference.cab_ir_fit import fit_cab_ir
     from ampsim.inference.engine import render_exact
     from ampsim.inference.latching import StreamRender, first_unlatched
@@ -122,7 +126,7 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     params["train"].update(max_minutes=max(budgets), max_steps=10**6)
     for name in ("fit", "lstm2018"):  # the whole budget, as NAM's side trains (the 2018 model has its own)
         params[name]["patience"] = 10**6
-    config = _train_config(params, "params.yaml", read_manifest(prepared)["sample_rate"])
+    config = _train_config(params, "params.yaml", manifest["sample_rate"])
     render_params = section(params, "render", RenderParams)
     data = split_arrays(prepared)
     pending, rows = sorted(budgets), []
