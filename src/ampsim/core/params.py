@@ -39,7 +39,9 @@ class ValidateParams:
     latency_max_lead_samples: int  # an onset this far ahead of the DI is the estimate's ringing; beyond: an error
     latency_min_clarity: float  # the response's peak over the estimate's noise below which no onset is found
     latency_disagree_samples: int  # warn when onset and correlation peak, or a device's captures, differ more
-    cabinet_ringing_ms: float  # a linear response that rings this long or longer is a cabinet's: a hint to train through the IR
+    # a linear response that rings this long or longer is a cabinet's: the manifest says `cabinet` (the median over
+    # the captures decides), and train lays train.cabinet_recipe over its defaults
+    cabinet_ringing_ms: float
     replicate_max_esr: float  # the two wet takes of a passage the DI plays twice may differ by this self-ESR
     replicate_min_seconds: float  # shortest passage that counts as played twice
     replicate_match_esr: float  # ... when the two dry takes match this closely, block by block
