@@ -109,19 +109,25 @@ def _mlflow_run(uri: str, run_id: str):
     return client, client.get_run(run_id)
 
 
+def _train_devices(tmp_path, prepared, *devices) -> dict:
+    """`ampsim train` of each device on the same prepared data with tmp_path/params.yaml; their summary.json."""
+    trained = {}
+    for device in devices:
+        assert main(["--params", str(tmp_path / "params.yaml"), "train", "--device", device, "--prepared",
+                     str(prepared), "--model", str(tmp_path / device / "model"), "--reports",
+                     str(tmp_path / device / "reports"), "--checkpoint", str(tmp_path / device / "ckpt"),
+                     "--quiet"]) == 0
+        trained[device] = json.loads((tmp_path / device / "reports" / "summary.json").read_text())
+    return trained
+
+
 def test_a_device_trains_with_its_own_recipe(tmp_path, boss_prepared, isolated_mlflow):
     import yaml
 
     params = yaml.safe_load(tiny_params(PROJECT / "params.yaml", tmp_path / "shared.yaml").read_text())
     params["recipes"] = {"ds1": {"train": {"max_steps": 2}, "lstm": {"hidden_size": 4}}, "other": {}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    trained = {}
-    for device in ("ds1", "other"):
-        assert main(["--params", str(tmp_path / "params.yaml"), "train", "--device", device, "--prepared",
-                     str(boss_prepared), "--model", str(tmp_path / device / "model"), "--reports",
-                     str(tmp_path / device / "reports"), "--checkpoint", str(tmp_path / device / "ckpt"),
-                     "--quiet"]) == 0
-        trained[device] = json.loads((tmp_path / device / "reports" / "summary.json").read_text())
+    trained = _train_devices(tmp_path, boss_prepared, "ds1", "other")
     # LSTM(H) -> Dense(1): 4H(H + 2) + H + 1 weights; ds1 has its own H and steps, the other the shared ones
     assert (trained["ds1"]["steps"], trained["ds1"]["parameters"]) == (2, 4 * 4 * 6 + 5)
     assert (trained["other"]["steps"], trained["other"]["parameters"]) == (3, 4 * 8 * 10 + 9)
@@ -147,13 +153,7 @@ def test_a_device_that_rings_like_a_cabinet_trains_through_the_ir_unless_its_rec
     params["train"]["cabinet_recipe"] = {"fit": {"through_ir_taps": 256, "through_ir_seconds": 2.0, "diverged_ratio": 2}}
     params["recipes"] = {"no-ir": {"fit": {"through_ir_taps": 0}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    trained = {}
-    for device in ("amp", "no-ir"):
-        assert main(["--params", str(tmp_path / "params.yaml"), "train", "--device", device, "--prepared",
-                     str(prepared), "--model", str(tmp_path / device / "model"), "--reports",
-                     str(tmp_path / device / "reports"), "--checkpoint", str(tmp_path / device / "ckpt"),
-                     "--quiet"]) == 0
-        trained[device] = json.loads((tmp_path / device / "reports" / "summary.json").read_text())
+    trained = _train_devices(tmp_path, prepared, "amp", "no-ir")
     assert trained["amp"]["through_ir_taps"] == 256 and "through_ir_taps" not in trained["no-ir"]
     assert "the captures ring for 12.5 ms, like a cabinet" in capsys.readouterr().out
     card = json.loads((tmp_path / "amp" / "model" / "card.json").read_text())
