@@ -476,3 +476,24 @@ def test_a_step_whose_validation_loss_blows_up_goes_back_to_the_best_weights():
     assert gone_astray(went_back, plan) is None
     assert gone_astray(state(0.9), plan) is None  # the first step is the best so far
     assert gone_astray(state(0.5, 0.1, 0.74), Recipe(1, 1, 1, 1, 0.01, 0.001, 20, 1, None, "esr")) is None
+
+
+def test_the_default_guard_goes_back_after_a_collapse_and_lets_the_ordinary_spikes_be():
+    """params.yaml's fit.diverged_ratio, on the DS-1's own validation losses: the panel run that collapsed at
+    step 99 (0.0142 -> 1.011, 71x, never back; bench/RESULTS.md, session 21) goes back, and a spike of 7.7x its
+    best, from which a run came back by itself to its best figure (session 20), does not."""
+    import yaml
+
+    from ampsim.core.params import device_params
+    from ampsim.modelling.architectures import Recipe
+    from ampsim.modelling.training import gone_astray, train_config
+
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    ratio = train_config(device_params(params, None), 48000).fit.diverged_ratio
+    plan = Recipe(1, 1, 1, 1, 0.01, 0.001, 20, 1, None, "esr", diverged=ratio, back_factor=0.5)
+    def after_best(best, last):
+        return {"step": 2, "best_step": 1, "best_val": best, "back_to_best": [],
+                "history": [{"step": 1, "val_loss": best}, {"step": 2, "val_loss": last}]}
+
+    assert gone_astray(after_best(0.0141593, 1.01113), plan) is not None
+    assert gone_astray(after_best(0.0141593, 0.0141593 * 7.7), plan) is None

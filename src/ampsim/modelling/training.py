@@ -456,9 +456,10 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
     network (`train.cab_ir_taps`; None: no IR)."""
     # --- set-up: data, model, and the checkpoint or MLflow run to continue --------------------------------
     job, key = prepare_job(prepared, config, start)
-    if config.fit.through_ir_taps and not config.fit.diverged_ratio:
-        log("warning: training through the IR (fit.through_ir_taps) without going back after a blow-up: such runs "
-            "blew up and never came back (bench/RESULTS.md, session 18); set fit.diverged_ratio: 2")
+    if config.fit.through_ir_taps and not 0 < config.fit.diverged_ratio <= 2:
+        log(f"warning: training through the IR (fit.through_ir_taps) going back only after a step over "
+            f"{config.fit.diverged_ratio:g}x the best (fit.diverged_ratio; 0 = never): such runs blew up and never "
+            "came back (bench/RESULTS.md, session 18); set fit.diverged_ratio: 2")
     if config.train.init_from:
         log(f"starting from {config.train.init_from} ({start}): validation loss {validate_step(job):.4g} before training")
     plan, state, architecture_name = job.plan, job.state, config.train.architecture
