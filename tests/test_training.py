@@ -150,7 +150,7 @@ def test_a_device_that_rings_like_a_cabinet_trains_through_the_ir_unless_its_rec
     (prepared / "manifest.json").write_text(json.dumps({**manifest, "ringing_ms": 12.5, "cabinet": True}))
     params = yaml.safe_load(tiny_params(PROJECT / "params.yaml", tmp_path / "shared.yaml",
                                         train={"max_steps": 2}, lstm={"carry_state": True, "batch_size": 8}).read_text())
-    params["train"]["cabinet_recipe"] = {"fit": {"through_ir_taps": 256, "through_ir_seconds": 2.0, "diverged_ratio": 2}}
+    params["train"]["cabinet_recipe"] = {"fit": {"through_ir_taps": 256, "through_ir_seconds": 2.0}}
     params["recipes"] = {"no-ir": {"fit": {"through_ir_taps": 0}}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     trained = _train_devices(tmp_path, prepared, "amp", "no-ir")

@@ -83,6 +83,16 @@ def check_cab_ir_settings(train: TrainParams, fit: FitParams, source: Path | str
         _require_number("fit.through_ir_network_weight", fit.through_ir_network_weight, "0.001", source)
 
 
+def through_ir_guard_warning(fit: FitParams) -> str | None:
+    """Training through the IR with no guard, or one too loose to fire: such runs blew up and never came back
+    (bench/RESULTS.md, session 18); a guard at 2x fired on their noise and lost to 20x (session 23)."""
+    if not fit.through_ir_taps or 0 < fit.diverged_ratio <= 20:
+        return None
+    return (f"warning: training through the IR (fit.through_ir_taps) going back only after a step over "
+            f"{fit.diverged_ratio:g}x the best (fit.diverged_ratio; 0 = never): such runs blew up and never came "
+            "back (bench/RESULTS.md, session 18); set fit.diverged_ratio: 20")
+
+
 def _require_number(setting: str, value, example: str, source: Path | str, positive: bool = False) -> None:
     """A numeric setting that must be >= 0 (or > 0), named with an example when it is not."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 if positive else value >= 0):
@@ -456,10 +466,8 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
     network (`train.cab_ir_taps`; None: no IR)."""
     # --- set-up: data, model, and the checkpoint or MLflow run to continue --------------------------------
     job, key = prepare_job(prepared, config, start)
-    if config.fit.through_ir_taps and not 0 < config.fit.diverged_ratio <= 2:
-        log(f"warning: training through the IR (fit.through_ir_taps) going back only after a step over "
-            f"{config.fit.diverged_ratio:g}x the best (fit.diverged_ratio; 0 = never): such runs blew up and never "
-            "came back (bench/RESULTS.md, session 18); set fit.diverged_ratio: 2")
+    if warning := through_ir_guard_warning(config.fit):
+        log(warning)
     if config.train.init_from:
         log(f"starting from {config.train.init_from} ({start}): validation loss {validate_step(job):.4g} before training")
     plan, state, architecture_name = job.plan, job.state, config.train.architecture
