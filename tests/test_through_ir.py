@@ -140,6 +140,28 @@ def test_validation_scores_the_network_through_the_ir_refitted_after_its_step(tm
     assert not any(layer.name == "through_ir" for layer in model.layers)  # the shipped network has no FIR
 
 
+def test_the_network_learns_alone_for_its_first_steps_then_through_the_refitted_ir(tmp_path, boss_prepared):
+    """`fit.through_ir_alone_steps: 2`: steps 1 and 2 train through the identity, so step 1's validation scores
+    the network alone; the IR is first fitted after step 2, which validation then scores through it, as step 3."""
+    from ampsim.modelling.training import prepare_job, train
+
+    config = _config(tmp_path, through_ir_taps=256, through_ir_seconds=2.0, through_ir_alone_steps=2)
+    job, _ = prepare_job(boss_prepared, config)
+    alone_and_scored = []
+
+    def on_step(model, state):
+        alone = float(job.plan.loss(job.val_y, model.predict(job.val_x, verbose=0)))
+        alone_and_scored.append((alone, state["history"][-1]["val_loss"]))
+
+    summary = train(boss_prepared, tmp_path / "model", tmp_path / "reports", tmp_path / "ckpt", config,
+                    progress=False, log=lambda line: None, on_step=on_step)
+    assert summary["through_ir_alone_steps"] == 2 and len(alone_and_scored) == 3
+    (alone, scored), *refitted = alone_and_scored
+    assert scored == pytest.approx(alone, rel=1e-4)
+    for alone, scored in refitted:
+        assert abs(scored - alone) > 1e-3 * alone
+
+
 def test_the_shipped_cabinet_recipe_trains_through_the_ir_with_the_guard_on(tmp_path):
     """params.yaml's train.cabinet_recipe, laid over the defaults as train lays it on a device that rings like
     a cabinet: through the IR, going back to the best after a blow-up (20x won over 2x, session 23)."""
@@ -161,7 +183,9 @@ def test_the_shipped_cabinet_recipe_trains_through_the_ir_with_the_guard_on(tmp_
                                         ({"through_ir_taps": "1024"}, "fit.through_ir_taps"),
                                         ({"through_ir_taps": 512, "through_ir_seconds": 0}, "fit.through_ir_seconds"),
                                         ({"through_ir_taps": 512, "through_ir_network_weight": -1},
-                                         "fit.through_ir_network_weight")])
+                                         "fit.through_ir_network_weight"),
+                                        ({"through_ir_taps": 512, "through_ir_alone_steps": 1.5},
+                                         "fit.through_ir_alone_steps")])
 def test_a_wrong_through_ir_setting_is_named_before_training(tmp_path, fit, named):
     with pytest.raises(AmpsimError, match=named):
         _config(tmp_path, **fit)

@@ -90,6 +90,7 @@ class FitParams:
     through_ir_taps: int  # train through a least-squares IR of this many taps, refitted every step; 0 = off
     through_ir_seconds: float  # of training audio the network plays for that refit
     through_ir_network_weight: float  # + this x the loss of the network alone (keeps DC and sub-bass out of it)
+    through_ir_alone_steps: int  # the network trains alone (the IR the identity) this many steps; the IR fitted after
 
 
 @dataclass(frozen=True)

@@ -81,6 +81,10 @@ def check_cab_ir_settings(train: TrainParams, fit: FitParams, source: Path | str
     if fit.through_ir_taps:
         _require_number("fit.through_ir_seconds", fit.through_ir_seconds, "30.0", source, positive=True)
         _require_number("fit.through_ir_network_weight", fit.through_ir_network_weight, "0.001", source)
+        steps = fit.through_ir_alone_steps
+        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
+            raise AmpsimError(f"fit.through_ir_alone_steps is {steps!r}: it must be a whole number of steps, 0 or more",
+                              path=source, fix="write e.g. `through_ir_alone_steps: 6`, or 0 to refit from the first step")
 
 
 def through_ir_guard_warning(fit: FitParams) -> str | None:
@@ -404,7 +408,10 @@ def validate_step(job: Job) -> float:
 
 
 def refit_ir(job: Job) -> None:
-    """Training through an IR: the IR after the step just trained, fitted to what the network now plays."""
+    """Training through an IR: the IR after the step just trained, fitted to what the network now plays. Not
+    before step `fit.through_ir_alone_steps` (the caller's test): the first refit of an untrained network can be a
+    wrong IR (norm 16, gain 4.8 on the crunch + cab at seed 11), the network then learns to play near silence
+    through it, the next refit is as wrong, and the run learns nothing (bench/RESULTS.md, session 24)."""
     copy_weights(job.trainer, job.model)
     x, y = job.refit_windows
     previous = current_ir(job.trainer)
@@ -498,7 +505,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                 back_to_best(job, checkpoint_dir, why, log)
             started = time.perf_counter()
             train_loss, trained = train_step(job, config, bar)
-            if job.refit_windows is not None:
+            if job.refit_windows is not None and state["step"] + 1 >= config.fit.through_ir_alone_steps:
                 refit_ir(job)
             val_loss = validate_step(job)
             improved = record_step(job, train_loss, val_loss, trained, time.perf_counter() - started)
@@ -543,7 +550,8 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
         **({"carried_state": job.rows is not None} if plan.tbptt is not None else {}),
         **({"init_from": config.train.init_from} if config.train.init_from else {}),
         **({"back_to_best": state["back_to_best"]} if state["back_to_best"] else {}),
-        **({"through_ir_taps": config.fit.through_ir_taps} if config.fit.through_ir_taps else {}),
+        **({"through_ir_taps": config.fit.through_ir_taps, "through_ir_alone_steps": config.fit.through_ir_alone_steps}
+           if config.fit.through_ir_taps else {}),
         **({"stream_checked": shipped["checked"], "stream_check_seconds": shipped["seconds"]} if shipped["checked"] else {}),
         **cab,
     }
