@@ -120,7 +120,8 @@ def test_validation_scores_the_network_through_the_ir_refitted_after_its_step(tm
     from ampsim.modelling.through_ir import filtered, refit
     from ampsim.modelling.training import prepare_job, train
 
-    config = _config(tmp_path, through_ir_taps=256, through_ir_seconds=2.0, diverged_ratio=0)
+    config = _config(tmp_path, through_ir_taps=256, through_ir_seconds=2.0, through_ir_alone_steps=0,
+                     diverged_ratio=0)
     lines = []
     summary = train(boss_prepared, tmp_path / "model", tmp_path / "reports", tmp_path / "ckpt", config,
                     progress=False, log=lines.append)
@@ -164,7 +165,8 @@ def test_the_network_learns_alone_for_its_first_steps_then_through_the_refitted_
 
 def test_the_shipped_cabinet_recipe_trains_through_the_ir_with_the_guard_on(tmp_path):
     """params.yaml's train.cabinet_recipe, laid over the defaults as train lays it on a device that rings like
-    a cabinet: through the IR, going back to the best after a blow-up (20x won over 2x, session 23)."""
+    a cabinet: through the IR, the network alone for its first steps, going back to the best after a blow-up
+    (20x won over 2x, session 23)."""
     import yaml
 
     from ampsim.core.params import device_params
@@ -173,6 +175,7 @@ def test_the_shipped_cabinet_recipe_trains_through_the_ir_with_the_guard_on(tmp_
     params = yaml.safe_load((PROJECT / "params.yaml").read_text())
     cabinet = train_config(device_params(params, None, cabinet=True), 48000).fit
     assert cabinet.through_ir_taps == 1024 and cabinet.diverged_ratio == params["fit"]["diverged_ratio"] == 20
+    assert cabinet.through_ir_alone_steps > 1  # the first IR fitted to a network that has learnt something (session 24)
     assert through_ir_guard_warning(cabinet) is None
     assert "set fit.diverged_ratio: 20" in through_ir_guard_warning(dataclasses.replace(cabinet, diverged_ratio=0))
     assert "over 50x" in through_ir_guard_warning(dataclasses.replace(cabinet, diverged_ratio=50))

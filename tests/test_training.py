@@ -364,7 +364,8 @@ def test_a_carried_state_training_resumes_exactly_where_it_was_stopped(tmp_path,
     params = yaml.safe_load(tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml",
                                         train={"max_steps": 4, "max_minutes": 0},
                                         lstm={"carry_state": True, "batch_size": 8},
-                                        fit={"through_ir_taps": through_ir_taps, "through_ir_seconds": 1.0}).read_text())
+                                        fit={"through_ir_taps": through_ir_taps, "through_ir_seconds": 1.0,
+                                             "through_ir_alone_steps": 2}).read_text())  # first fitted at the stop
     config = train_config(device_params(params, None), 48000)
 
     class Stop(Exception):
