@@ -136,13 +136,13 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     segments = load_split(prepared, "train"), load_split(prepared, "val")
     card = ModelCard(config.train.architecture, config.sample_rate, 1, 0, 0, [], None)
 
-    def score(model, state):
+    def score(model, state, trained_ir=None):
         if state["best_step"] == state["step"]:
-            best_steps.add(state["step"], state["best_val"], model.get_weights())
+            best_steps.add(state["step"], state["best_val"], model.get_weights(), trained_ir)
         while pending and state["seconds"] / 60 >= pending[0]:
             current = model.get_weights()
             step, checked = first_unlatched(model, card, best_steps.candidates(), *segments,
-                                            render=StreamRender.of(render_params))
+                                            render=StreamRender.of(render_params), trained_irs=best_steps.trained_irs)
             shipped, cab = fit_cab_ir(model, card, *segments, config.train.cab_ir_taps, config.train.cab_ir_ridge,
                                       log=lambda line: print(f"  ampsim {line}", flush=True),
                                       render=StreamRender.of(render_params))

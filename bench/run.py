@@ -87,7 +87,7 @@ def quality_vs_time(prepared: Path, work: Path, params: dict, marks: list[float]
     target = np.concatenate([s.y for s in val])
     pending, curve = sorted(marks), []
 
-    def score(model, state):
+    def score(model, state, trained_ir=None):
         while pending and state["seconds"] / 60 >= pending[0]:
             prediction = np.concatenate([render_exact(model, s.x, render_params.exact_chunk_samples,
                                                       render_params.jit_compile) for s in val])

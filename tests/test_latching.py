@@ -14,6 +14,7 @@ from conftest import PROJECT, RATE  # noqa: E402
 from ampsim.core.params import RenderParams, load_params, section  # noqa: E402
 from ampsim.data.windows import Segment  # noqa: E402
 from ampsim.inference.latching import StreamRender, first_unlatched, stream_check  # noqa: E402
+from ampsim.modelling import cab_ir  # noqa: E402
 from ampsim.modelling.best_steps import BestSteps  # noqa: E402
 from ampsim.modelling.architectures.streaming_lstm import lstm_model  # noqa: E402
 from ampsim.modelling.models import ModelCard  # noqa: E402
@@ -93,3 +94,29 @@ def test_training_ships_the_best_step_that_does_not_latch(tmp_path):
     for step in (1, 2, 3):
         kept_one.add(step, 1.0 / step, [np.zeros(1)])
     assert [s for s, _ in kept_one.candidates()] == [3]
+
+
+def test_a_step_trained_through_an_ir_is_checked_through_it(tmp_path):
+    """A network trained through an IR plays no cabinet of its own: alone against the target every second is
+    about as bad, and a latched one hardly stands out (the 5150 shipped a step that went silent as one stream,
+    session 24). Through the IR it was trained through, a latched second is as plain as on any other model."""
+    card, train, val = _take_and_card()
+    ir = np.zeros(64, np.float32)
+    ir[40] = -10.0  # a level and a delay that the network leaves to the IR
+    train, val = ([Segment(s.capture, s.x, cab_ir.apply(ir, s.y), s.knobs) for s in part] for part in (train, val))
+    kept = BestSteps(keep=2)
+    kept.add(6, 1.0 / 6, _two_cells(latches=False).get_weights(), ir)
+    kept.add(7, 1.0 / 7, _two_cells(latches=False).get_weights(), ir)
+    kept.add(9, 1.0 / 9, _two_cells(latches=True).get_weights(), ir)  # step 6 and its IR drop out
+    kept.save(tmp_path / "best_steps.npz")
+    resumed = BestSteps(keep=2)
+    resumed.load(tmp_path / "best_steps.npz")
+    assert sorted(resumed.trained_irs) == [7, 9]
+    np.testing.assert_array_equal(resumed.trained_irs[9], ir)
+
+    model = _two_cells(latches=True)
+    assert first_unlatched(model, card, resumed.candidates(), train, val, log=lambda _: None) == (9, {9: 0})  # blind
+    said = []
+    step, checked = first_unlatched(model, card, resumed.candidates(), train, val, log=said.append,
+                                    trained_irs=resumed.trained_irs)
+    assert (step, checked) == (7, {9: 3, 7: 0}) and "step 9 latches as one stream" in said[0]

@@ -18,7 +18,8 @@ from conftest import PROJECT, tiny_params  # noqa: E402
 from ampsim.core.errors import AmpsimError  # noqa: E402
 from ampsim.modelling import cab_ir  # noqa: E402
 from ampsim.modelling.carried_lstm import reset_carried_state, zero_carried_rows  # noqa: E402
-from ampsim.modelling.through_ir import current_ir, fir_layer, set_ir, through_fir, with_network_term  # noqa: E402
+from ampsim.modelling.through_ir import (current_ir, filtered, fir_layer, set_ir, through_fir,  # noqa: E402
+                                         with_network_term)
 
 
 def _fir_model(taps: int, batch: int, ir: np.ndarray) -> keras.Model:
@@ -147,20 +148,37 @@ def test_the_network_learns_alone_for_its_first_steps_then_through_the_refitted_
     from ampsim.modelling.training import prepare_job, train
 
     config = _config(tmp_path, through_ir_taps=256, through_ir_seconds=2.0, through_ir_alone_steps=2)
-    job, _ = prepare_job(boss_prepared, config)
-    alone_and_scored = []
+    from ampsim.inference.latching import first_unlatched
 
-    def on_step(model, state):
-        alone = float(job.plan.loss(job.val_y, model.predict(job.val_x, verbose=0)))
+    job, _ = prepare_job(boss_prepared, config)
+    alone_and_scored, irs, checked_through = [], {}, {}
+
+    def on_step(model, state, trained_ir):
+        played = model.predict(job.val_x, verbose=0)
+        alone = float(job.plan.loss(job.val_y, played))
         alone_and_scored.append((alone, state["history"][-1]["val_loss"]))
+        irs[state["step"]] = trained_ir
+        assert float(job.plan.loss(job.val_y, filtered(trained_ir, played))) == pytest.approx(
+            state["history"][-1]["val_loss"], rel=1e-4)  # the IR handed on is the one validation went through
+
+    def ship_check(*args, trained_irs, **kwargs):  # the stream check itself; what it was handed, kept
+        checked_through.update(trained_irs)
+        return first_unlatched(*args, trained_irs=trained_irs, **kwargs)
 
     summary = train(boss_prepared, tmp_path / "model", tmp_path / "reports", tmp_path / "ckpt", config,
-                    progress=False, log=lambda line: None, on_step=on_step)
+                    progress=False, log=lambda line: None, on_step=on_step, ship_check=ship_check)
     assert summary["through_ir_alone_steps"] == 2 and len(alone_and_scored) == 3
     (alone, scored), *refitted = alone_and_scored
     assert scored == pytest.approx(alone, rel=1e-4)
     for alone, scored in refitted:
         assert abs(scored - alone) > 1e-3 * alone
+    identity = np.eye(1, 256, dtype=np.float32)[0]
+    np.testing.assert_array_equal(irs[1], identity)
+    assert not np.allclose(irs[3], identity)
+    # The check plays each kept step through the IR it was trained through, not the network alone.
+    assert checked_through
+    for step, ir in checked_through.items():
+        np.testing.assert_array_equal(ir, irs[step])
 
 
 def test_the_shipped_cabinet_recipe_trains_through_the_ir_with_the_guard_on(tmp_path):

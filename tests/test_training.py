@@ -371,7 +371,7 @@ def test_a_carried_state_training_resumes_exactly_where_it_was_stopped(tmp_path,
     class Stop(Exception):
         pass
 
-    def stop_after_two(model, state):
+    def stop_after_two(model, state, trained_ir):
         if state["step"] == 2:
             raise Stop
 

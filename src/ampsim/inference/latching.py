@@ -11,6 +11,12 @@ The check renders each capture whole (its training part, then its validation par
 from a zero state, and in 1 s blocks, each after 0.25 s of its own audio, which no latch outlives. A second
 that plays far worse as one stream than in blocks is latched. Training ships the best step that passes
 (`first_unlatched`); evaluate reports the check on what shipped.
+
+Both renders are scored against the target, and so both go through the IR that follows the network: the
+model's cab IR, or, for a step trained through an IR (`fit.through_ir_taps`), the IR it was trained through.
+Such a network plays no cabinet itself: scored alone, its good seconds are already about 0.5 and a silent one
+is 1.0, only 2x worse, and a step that went silent after 10 s as one stream passed the check (the 5150 at
+5 minutes shipped validation ESR 0.47 for 0.04 in training; bench/RESULTS.md, session 24).
 """
 
 from __future__ import annotations
@@ -102,14 +108,16 @@ def one_take(model: keras.Model, x: np.ndarray, y: np.ndarray, rate: int, knobs:
 
 
 def stream_check(model: keras.Model, card: ModelCard, train: list[Segment], val: list[Segment],
-                 render: StreamRender = StreamRender()) -> StreamCheck | None:
-    """The check over every capture; None for a model without a state to latch (a convolution)."""
+                 render: StreamRender = StreamRender(), trained_ir: np.ndarray | None = None) -> StreamCheck | None:
+    """The check over every capture, through `trained_ir` (the IR the network was trained through) or else the
+    card's cab IR; None for a model without a state to latch (a convolution)."""
     if not is_streaming(model):
         return None
+    ir = trained_ir if trained_ir is not None else cab_ir.decode(card.cab_ir)
     targets, streams, blocked, latched, worst = [], [], [], 0, (0, None)
     for name, capture in _whole_captures(train, val):
         stream, blocks, bad = one_take(model, capture.x, capture.y, card.sample_rate,
-                                       knob_vector(card.knobs, capture.knobs), render, cab_ir.decode(card.cab_ir))
+                                       knob_vector(card.knobs, capture.knobs), render, ir)
         latched += len(bad)
         if len(bad) > worst[0]:
             worst = (len(bad), f"{name}: {len(bad)} s latched, the first at {bad[0]} s")
@@ -123,14 +131,16 @@ def stream_check(model: keras.Model, card: ModelCard, train: list[Segment], val:
 
 def first_unlatched(model: keras.Model, card: ModelCard, candidates: list[tuple[int, list[np.ndarray]]],
                     train: list[Segment], val: list[Segment], log: Callable[[str], None] = print,
-                    render: StreamRender = StreamRender()) -> tuple[int, dict[int, int]]:
+                    render: StreamRender = StreamRender(), trained_irs: dict[int, np.ndarray] | None = None
+                    ) -> tuple[int, dict[int, int]]:
     """Load into `model` the first of `candidates` ((step, weights), best validation first) that plays its
-    captures as one stream without a latched second; if every one latches, the first. Returns its step and
-    the latched seconds of each step checked."""
+    captures as one stream without a latched second, each through the IR it was trained through where
+    `trained_irs` (by step) has one; if every one latches, the first. Returns its step and the latched seconds
+    of each step checked."""
     checked: dict[int, int] = {}
     for step, weights in candidates:
         model.set_weights(weights)
-        check = stream_check(model, card, train, val, render)
+        check = stream_check(model, card, train, val, render, (trained_irs or {}).get(step))
         if check is None:  # nothing to latch
             return step, checked
         checked[step] = check.latched_seconds

@@ -419,6 +419,11 @@ def refit_ir(job: Job) -> None:
     set_ir(job.trainer, hold_level(job.trainer, ir, gain))
 
 
+def trained_ir(job: Job) -> np.ndarray | None:
+    """The IR the network was validated through at this step (training through an IR), else None."""
+    return None if job.refit_windows is None else current_ir(job.trainer)
+
+
 def record_step(job: Job, train_loss: float, val_loss: float, trained: float, elapsed: float) -> bool:
     """Add the step to the state; returns whether it is the best so far."""
     state = job.state
@@ -428,7 +433,8 @@ def record_step(job: Job, train_loss: float, val_loss: float, trained: float, el
     improved = val_loss < state["best_val"]
     if improved:
         state["best_val"], state["best_step"] = val_loss, state["step"]
-        job.best_steps.add(state["step"], val_loss, job.model.get_weights())  # validate_step copied them in
+        # validate_step copied the weights in
+        job.best_steps.add(state["step"], val_loss, job.model.get_weights(), trained_ir(job))
     state["history"].append({"step": state["step"], "train_loss": train_loss, "val_loss": val_loss,
                              "minutes": state["seconds"] / 60})
     state["rng"] = job.rng.bit_generator.state
@@ -437,8 +443,9 @@ def record_step(job: Job, train_loss: float, val_loss: float, trained: float, el
     return improved
 
 
-# (model, card, candidates: (step, weights) best first, training segments, validation segments, log=) -> the
-# step it loaded into the model, and each checked step's latched seconds: `ampsim.inference.latching.first_unlatched`
+# (model, card, candidates: (step, weights) best first, training segments, validation segments, log=,
+# trained_irs=: the IR each step was trained through, by step) -> the step it loaded into the model, and each
+# checked step's latched seconds: `ampsim.inference.latching.first_unlatched`
 ShipCheck = Callable[..., tuple[int, dict[int, int]]]
 # (model, card, training segments, validation segments, lengths, ridge, log=) -> the card with the cab IR chosen,
 # and what to report: `ampsim.inference.cab_ir_fit.fit_cab_ir`
@@ -453,7 +460,8 @@ def ship_unlatched(job: Job, model: keras.Model, card: ModelCard, log: Callable[
     state, started = job.state, time.perf_counter()
     if ship_check is None or not job.best_steps.steps:
         return {"step": state["best_step"], "val_loss": state["best_val"], "checked": {}, "seconds": 0.0}
-    step, checked = ship_check(model, card, job.best_steps.candidates(), *job.segments, log=log)
+    step, checked = ship_check(model, card, job.best_steps.candidates(), *job.segments, log=log,
+                               trained_irs=job.best_steps.trained_irs)
     return {"step": step, "val_loss": job.best_steps.val_loss(step), "checked": {str(k): v for k, v in checked.items()},
             "seconds": round(time.perf_counter() - started, 1)}
 
@@ -461,12 +469,13 @@ def ship_unlatched(job: Job, model: keras.Model, card: ModelCard, log: Callable[
 def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Path, config: TrainConfig,
           tracker=None, all_params: dict | None = None, progress: bool = True,
           log: Callable[[str], None] = print,
-          on_step: Callable[[keras.Model, dict[str, Any]], None] | None = None,
+          on_step: Callable[..., None] | None = None,
           device: str | None = None, data_path: Path | None = None, start: Path | None = None,
           ship_check: ShipCheck | None = None, cab_ir_fit: CabIRFit | None = None) -> dict[str, Any]:
     """Train, resuming from `checkpoint_dir` when it holds this job's checkpoint; write the best model to
-    `model_dir`, the loss history and summary to `reports_dir`; return the summary. `on_step(model, state)`
-    is called after every step, outside the timed training (the benchmark scores the model there).
+    `model_dir`, the loss history and summary to `reports_dir`; return the summary. `on_step(model, state,
+    trained_ir=)` is called after every step, outside the timed training (the benchmark scores the model there);
+    `trained_ir` is the IR the step was validated through (training through an IR), else None.
     `device` and `data_path` (its captures) name the MLflow run and its dataset; `start`: the folder of the
     starting model `train.init_from` trains from; `ship_check` chooses among the best steps kept (see
     `ShipCheck`; None: the best on validation ships); `cab_ir_fit` fits the IR that follows the shipped
@@ -517,7 +526,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                                     step=state["step"])
             save_checkpoint(checkpoint_dir, job.trainer, state, improved, job.best_steps)
             if on_step is not None:
-                on_step(job.model, state)
+                on_step(job.model, state, trained_ir=trained_ir(job))
         state["stopped"] = reason
     finally:
         bar.close()
