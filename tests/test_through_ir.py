@@ -181,25 +181,6 @@ def test_the_network_learns_alone_for_its_first_steps_then_through_the_refitted_
         np.testing.assert_array_equal(ir, irs[step])
 
 
-def test_the_ir_is_held_once_the_refits_are_over(tmp_path, boss_prepared):
-    """`fit.through_ir_refit_until: 0.5` of 3 steps: the IR is refitted after steps 1 and 2 (0 and 1/3 of the
-    training done), then held: step 3 trains and is validated through step 2's IR."""
-    from ampsim.modelling.training import train
-
-    config = _config(tmp_path, through_ir_taps=256, through_ir_seconds=2.0, through_ir_alone_steps=0,
-                     through_ir_refit_until=0.5)
-    irs = {}
-
-    def on_step(model, state, trained_ir):
-        irs[state["step"]] = trained_ir
-
-    summary = train(boss_prepared, tmp_path / "model", tmp_path / "reports", tmp_path / "ckpt", config, progress=False,
-                    log=lambda line: None, on_step=on_step)
-    assert summary["through_ir_refit_until"] == 0.5 and sorted(irs) == [1, 2, 3]
-    assert not np.allclose(irs[1], irs[2])
-    np.testing.assert_array_equal(irs[3], irs[2])
-
-
 def test_the_shipped_cabinet_recipe_trains_through_the_ir_with_the_guard_on(tmp_path):
     """params.yaml's train.cabinet_recipe, laid over the defaults as train lays it on a device that rings like
     a cabinet: through the IR, the network alone for its first steps, going back to the best after a blow-up
@@ -225,11 +206,7 @@ def test_the_shipped_cabinet_recipe_trains_through_the_ir_with_the_guard_on(tmp_
                                         ({"through_ir_taps": 512, "through_ir_network_weight": -1},
                                          "fit.through_ir_network_weight"),
                                         ({"through_ir_taps": 512, "through_ir_alone_steps": 1.5},
-                                         "fit.through_ir_alone_steps"),
-                                        ({"through_ir_taps": 512, "through_ir_refit_until": 0},
-                                         "fit.through_ir_refit_until"),
-                                        ({"through_ir_taps": 512, "through_ir_refit_until": 1.5},
-                                         "fit.through_ir_refit_until")])
+                                         "fit.through_ir_alone_steps")])
 def test_a_wrong_through_ir_setting_is_named_before_training(tmp_path, fit, named):
     with pytest.raises(AmpsimError, match=named):
         _config(tmp_path, **fit)

@@ -91,7 +91,6 @@ class FitParams:
     through_ir_seconds: float  # of training audio the network plays for that refit
     through_ir_network_weight: float  # + this x the loss of the network alone (keeps DC and sub-bass out of it)
     through_ir_alone_steps: int  # the network trains alone (the IR the identity) this many steps; the IR fitted after
-    through_ir_refit_until: float  # the IR is refitted until this fraction of the training, then held as it is
 
 
 @dataclass(frozen=True)

@@ -81,11 +81,6 @@ def check_cab_ir_settings(train: TrainParams, fit: FitParams, source: Path | str
     if fit.through_ir_taps:
         _require_number("fit.through_ir_seconds", fit.through_ir_seconds, "30.0", source, positive=True)
         _require_number("fit.through_ir_network_weight", fit.through_ir_network_weight, "0.001", source)
-        until = fit.through_ir_refit_until
-        if isinstance(until, bool) or not isinstance(until, (int, float)) or not 0 < until <= 1:
-            raise AmpsimError(f"fit.through_ir_refit_until is {until!r}: it must be a fraction of the training, "
-                              "over 0 and at most 1", path=source,
-                              fix="write e.g. `through_ir_refit_until: 1.0` to refit the IR to the end")
         steps = fit.through_ir_alone_steps
         if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
             raise AmpsimError(f"fit.through_ir_alone_steps is {steps!r}: it must be a whole number of steps, 0 or more",
@@ -377,27 +372,15 @@ def back_to_best(job: Job, checkpoint_dir: Path, why: str, log: Callable[[str], 
         "learning rate")
 
 
-def training_progress(state: dict[str, Any], config: TrainConfig, step_seconds: float = 0.0) -> float:
-    """How far training is, 0 to 1: of its time budget, else of max_steps (`step_seconds`: spent in this step)."""
-    budget = 60.0 * config.train.max_minutes
-    return (state["seconds"] + step_seconds) / budget if budget else state["step"] / config.train.max_steps
-
-
-def refits_now(job: Job, config: TrainConfig, step_seconds: float) -> bool:
-    """Training through an IR: whether the IR is refitted after the step just trained: not in the network's first
-    steps alone (`fit.through_ir_alone_steps`), nor once `fit.through_ir_refit_until` of the training is done."""
-    until = config.fit.through_ir_refit_until
-    return (job.refit_windows is not None and job.state["step"] + 1 >= config.fit.through_ir_alone_steps
-            and (until >= 1 or training_progress(job.state, config, step_seconds) < until))
-
-
 def train_step(job: Job, config: TrainConfig, bar: Progress) -> tuple[float, float]:
     """`batches_per_step` batches of random windows; returns (mean loss, seconds spent)."""
     plan, state = job.plan, job.state
+    budget = 60.0 * config.train.max_minutes
     started = time.perf_counter()
     losses = []
     for _ in range(plan.batches_per_step):
-        progress = training_progress(state, config, time.perf_counter() - started)
+        spent = state["seconds"] + time.perf_counter() - started
+        progress = spent / budget if budget else state["step"] / config.train.max_steps
         job.trainer.optimizer.learning_rate.assign(learning_rate(plan, progress) * state["lr_scale"])
         if job.rows is None:
             x, y = random_windows(job.train_pool, job.rng, plan.batch_size, plan.window)
@@ -531,7 +514,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                 back_to_best(job, checkpoint_dir, why, log)
             started = time.perf_counter()
             train_loss, trained = train_step(job, config, bar)
-            if refits_now(job, config, time.perf_counter() - started):
+            if job.refit_windows is not None and state["step"] + 1 >= config.fit.through_ir_alone_steps:
                 refit_ir(job)
             val_loss = validate_step(job)
             improved = record_step(job, train_loss, val_loss, trained, time.perf_counter() - started)
@@ -576,8 +559,8 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
         **({"carried_state": job.rows is not None} if plan.tbptt is not None else {}),
         **({"init_from": config.train.init_from} if config.train.init_from else {}),
         **({"back_to_best": state["back_to_best"]} if state["back_to_best"] else {}),
-        **({"through_ir_taps": config.fit.through_ir_taps, "through_ir_alone_steps": config.fit.through_ir_alone_steps,
-            "through_ir_refit_until": config.fit.through_ir_refit_until} if config.fit.through_ir_taps else {}),
+        **({"through_ir_taps": config.fit.through_ir_taps, "through_ir_alone_steps": config.fit.through_ir_alone_steps}
+           if config.fit.through_ir_taps else {}),
         **({"stream_checked": shipped["checked"], "stream_check_seconds": shipped["seconds"]} if shipped["checked"] else {}),
         **cab,
     }
