@@ -169,16 +169,18 @@ def test_the_stream_check_scores_the_network_with_its_ir(model_with_ir):
                         StreamRender(jit_compile=False)).esr_stream > 1e-3
 
 
-@pytest.mark.parametrize("setting, named", [({"cab_ir_taps": 4096}, "train.cab_ir_taps is 4096"),
-                                             ({"cab_ir_taps": [1024, 0]}, "train.cab_ir_taps is [1024, 0]"),
-                                             ({"cab_ir_ridge": -1.0}, "train.cab_ir_ridge is -1.0")])
-def test_a_wrong_ir_setting_is_named_before_training(params_file, setting, named):
+@pytest.mark.parametrize("section, setting, named", [
+    ("train", {"cab_ir_taps": 4096}, "train.cab_ir_taps is 4096"),
+    ("train", {"cab_ir_taps": [1024, 0]}, "train.cab_ir_taps is [1024, 0]"),
+    ("train", {"cab_ir_ridge": -1.0}, "train.cab_ir_ridge is -1.0"),
+    ("fit", {"collapsed_loss": -0.5}, "fit.collapsed_loss is -0.5")])
+def test_a_wrong_ir_setting_is_named_before_training(params_file, section, setting, named):
     from ampsim.core.errors import AmpsimError
     from ampsim.core.params import device_params
     from ampsim.modelling.training import train_config
 
     params = load_params(params_file)
-    params["train"] = {**params["train"], **setting}
+    params[section] = {**params[section], **setting}
     with pytest.raises(AmpsimError) as raised:
         train_config(device_params(params, None), RATE, params_file)
     assert named in raised.value.message and raised.value.fix

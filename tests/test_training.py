@@ -498,3 +498,29 @@ def test_the_default_guard_goes_back_after_a_collapse_and_lets_the_ordinary_spik
 
     assert gone_astray(after_best(0.0141593, 1.01113), plan) is not None
     assert gone_astray(after_best(0.0141593, 0.0141593 * 7.7), plan) is None
+
+
+def test_the_cabinet_recipe_goes_back_when_the_network_falls_silent():
+    """train.cabinet_recipe's fit.collapsed_loss, on the 5150's own validation losses through its IR (seed 2018,
+    bench/RESULTS.md, session 26): at a best of 0.0505 the run collapsed to 0.667 (13x, under the 20x ratio) and
+    stayed there for 40 steps; it goes back. A spike to 0.239 at a best of 0.0250, from which seed 7 came back by
+    itself, does not; nor does a wrong first IR (0.727 at a best of 0.161, from the steps alone), which the
+    run learnt its way out of, as no good best exists yet to go back to."""
+    import yaml
+
+    from ampsim.core.params import device_params
+    from ampsim.modelling.architectures import streaming_lstm
+    from ampsim.modelling.training import gone_astray, train_config
+
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    cabinet = train_config(device_params(params, None, cabinet=True), 48000)
+    plan = streaming_lstm.recipe(cabinet)
+    plain = streaming_lstm.recipe(train_config(device_params(params, None), 48000))
+    def after_best(best, last):
+        return {"step": 2, "best_step": 1, "best_val": best, "back_to_best": [],
+                "history": [{"step": 1, "val_loss": best}, {"step": 2, "val_loss": last}]}
+
+    assert gone_astray(after_best(0.0505116, 0.666752), plan) == "val_loss 0.6668, over 0.5: collapsed"
+    assert gone_astray(after_best(0.0505116, 0.666752), plain) is None  # devices without a cabinet: the ratio alone
+    assert gone_astray(after_best(0.0250422, 0.238673), plan) is None
+    assert gone_astray(after_best(0.16139, 0.726847), plan) is None

@@ -74,6 +74,7 @@ def check_cab_ir_settings(train: TrainParams, fit: FitParams, source: Path | str
         raise AmpsimError(f"train.cab_ir_taps is {taps!r}: it must be a list of IR lengths in samples", path=source,
                           fix="write e.g. `cab_ir_taps: [1024, 4096]`, or `[]` for no cab IR")
     _require_number("train.cab_ir_ridge", train.cab_ir_ridge, "1.0e-6", source)
+    _require_number("fit.collapsed_loss", fit.collapsed_loss, "0.5", source)
     if isinstance(fit.through_ir_taps, bool) or not isinstance(fit.through_ir_taps, int) or fit.through_ir_taps < 0 \
             or fit.through_ir_taps == 1:
         raise AmpsimError(f"fit.through_ir_taps is {fit.through_ir_taps!r}: it must be 0 (off) or an IR length >= 2",
@@ -344,7 +345,10 @@ def stop_reason(state: dict[str, Any], config: TrainConfig, plan: Recipe) -> str
 def gone_astray(state: dict[str, Any], plan: Recipe) -> str | None:
     """Why training goes back to its best weights before the next step, else None: no better validation loss
     for `plan.plateau` steps (counted from the best step or the last return to it), or the last step's over
-    `plan.diverged` times the best."""
+    `plan.diverged` times the best, or over `plan.collapsed` once the best is under a quarter of it. A network
+    that falls silent scores an ESR near 1, which a ratio misses where the best is over 1/ratio: trained through a
+    cabinet's IR, the 5150's best was 0.05 and its collapses 13-17x that, under the 20x (bench/RESULTS.md,
+    session 26)."""
     if state["best_step"] == 0 or state["step"] in state["back_to_best"]:
         return None
     since = max([state["best_step"], *state["back_to_best"]])
@@ -353,6 +357,8 @@ def gone_astray(state: dict[str, Any], plan: Recipe) -> str | None:
     last = state["history"][-1]["val_loss"]  # a best step exists, so the history has it
     if plan.diverged > 0 and not last <= plan.diverged * state["best_val"]:
         return f"val_loss {last:.4g}, over {plan.diverged:g}x the best"
+    if plan.collapsed > 0 and not last <= plan.collapsed and 4 * state["best_val"] <= plan.collapsed:
+        return f"val_loss {last:.4g}, over {plan.collapsed:g}: collapsed"
     return None
 
 

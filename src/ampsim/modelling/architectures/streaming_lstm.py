@@ -93,7 +93,7 @@ def recipe(config) -> Recipe:
                   p.batches_per_step, fit.learning_rate, fit.final_learning_rate, fit.patience, p.val_segments,
                   segment_loss, segment_loss.__name__, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
                   chunk_loss=fit_loss(fit, 0, p.tbptt_samples, "lstm.tbptt_samples"), carry=p.carry_state,
-                  plateau=fit.plateau_steps, diverged=fit.diverged_ratio,
+                  plateau=fit.plateau_steps, diverged=fit.diverged_ratio, collapsed=fit.collapsed_loss,
                   back_factor=fit.back_to_best_factor)
 
 

@@ -241,7 +241,7 @@ def recipe(config) -> Recipe:
     loss = fit_loss(fit, warmup, p.output_samples, "wavenet.output_samples")
     return Recipe(warmup + p.output_samples, p.output_samples, p.batch_size, p.batches_per_step, fit.learning_rate,
                   fit.final_learning_rate, fit.patience, p.val_windows, loss, loss.__name__,
-                  plateau=fit.plateau_steps, diverged=fit.diverged_ratio,
+                  plateau=fit.plateau_steps, diverged=fit.diverged_ratio, collapsed=fit.collapsed_loss,
                   back_factor=fit.back_to_best_factor)
 
 
