@@ -102,10 +102,12 @@ def candidate_params(overrides: list[str], cabinet: bool = False) -> dict:
 
 
 def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: list[str], test=None,
-                start: Path | None = None) -> list[dict]:
+                start: Path | None = None, by_steps: bool = False) -> list[dict]:
     """`test` (optional): a callable given a function that renders any input with the model as it would ship;
     the `test_*` figures it returns join each budget's row (bench/panel.py scores on audio of its own).
-    `start`: a model folder to fine-tune from (`train.init_from`), as `ampsim init-from` keeps one."""
+    `start`: a model folder to fine-tune from (`train.init_from`), as `ampsim init-from` keeps one.
+    `by_steps`: the budgets are step counts, and the learning rate follows the step, not the clock, so that a
+    run repeats exactly (JAX on a CPU) and two runs differ only by what their settings change."""
     from ampsim.core.params import RenderParams, TrainParams, section
     from ampsim.modelling.backend import use_backend
 
@@ -123,7 +125,10 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     from ampsim.modelling.models import ModelCard
     from ampsim.modelling.training import train
 
-    params["train"].update(max_minutes=max(budgets), max_steps=10**6)
+    if by_steps:
+        params["train"].update(max_minutes=0, max_steps=int(max(budgets)))
+    else:
+        params["train"].update(max_minutes=max(budgets), max_steps=10**6)
     for name in ("fit", "lstm2018"):  # the whole budget, as NAM's side trains (the 2018 model has its own)
         params[name]["patience"] = 10**6
     config = _train_config(params, "params.yaml", manifest["sample_rate"])
@@ -139,7 +144,7 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
     def score(model, state, trained_ir=None):
         if state["best_step"] == state["step"]:
             best_steps.add(state["step"], state["best_val"], model.get_weights(), trained_ir)
-        while pending and state["seconds"] / 60 >= pending[0]:
+        while pending and (state["step"] if by_steps else state["seconds"] / 60) >= pending[0]:
             current = model.get_weights()
             step, checked = first_unlatched(model, card, best_steps.candidates(), *segments,
                                             render=StreamRender.of(render_params), trained_irs=best_steps.trained_irs)
@@ -155,7 +160,9 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
             rendered = {side: play(data[f"{side}_x"]) for side in ("val", "train")}
             tested = test(play) if test else {}
             model.set_weights(current)
-            rows.append({"minutes": pending.pop(0), "steps": state["step"], "best_step": step,
+            budget = pending.pop(0)
+            rows.append({"minutes": round(state["seconds"] / 60, 2) if by_steps else budget, "steps": state["step"],
+                         "best_step": step,
                          "parameters": int(model.count_params()), "latched_seconds": checked.get(step),
                          "passed_over": {k: v for k, v in checked.items() if k != step}, **cab,
                          **scores(data["val_y"], rendered["val"], data["train_y"], rendered["train"]), **tested})

@@ -13,6 +13,11 @@ own race can see); its test ESR is printed beside, to show whether validation pi
 
 A candidate is `NAME[;SECTION.KEY=VALUE;...]` (values read as YAML, as bench/quality.py's --set). Writes
 `race` into bench/results.json (merged by device and candidate, so races on other devices are kept).
+
+`--steps`: the budgets are step counts, and the learning rate follows the step rather than the clock. A run
+then repeats exactly (JAX on a CPU), so two candidates differ only by what their settings change: a controlled
+pair, where two runs by the clock differ by the machine's noise too. Candidates may differ by seed alone
+(`'s7;train.random_seed=7'`). Written as `race_steps`.
 """
 
 from __future__ import annotations
@@ -39,14 +44,15 @@ def parse_candidate(spec: str) -> tuple[str, list[str]]:
 
 
 def race_device(device: str, prepared: Path, test_npz: Path, candidates: dict[str, list[str]],
-                budgets: list[float], work: Path) -> dict:
+                budgets: list[float], work: Path, by_steps: bool = False) -> dict:
     """Every candidate on one device, two at a time (core 0 and core 1); their rows by name."""
     rows, names = {}, list(candidates)
     for first in range(0, len(names), 2):
         pair = names[first:first + 2]
         commands = {name: [sys.executable, __file__, "--worker", "--prepared", str(prepared), "--work",
                            str(work / name), "--test-npz", str(test_npz), "--budgets", *map(str, budgets),
-                           *(f"--set={o}" for o in candidates[name])] for name in pair}
+                           *(["--steps"] if by_steps else []), *(f"--set={o}" for o in candidates[name])]
+                    for name in pair}
         print(f"{device}: {' | '.join(pair)}", flush=True)
         rows.update(run_sides(commands, work, f"bench/race.py: {device}"))
     return rows
@@ -71,9 +77,9 @@ def table(race: dict) -> str:
     return "\n".join(lines)
 
 
-def merge_race(path: Path, race: dict) -> None:
+def merge_race(path: Path, race: dict, key: str = "race") -> None:
     results = json.loads(path.read_text()) if path.is_file() else {}
-    kept = results.setdefault("race", {"devices": {}})
+    kept = results.setdefault(key, {"devices": {}})
     kept.update({key: value for key, value in race.items() if key not in ("devices", "settings")})
     kept.setdefault("settings", {}).update(race["settings"])
     for device, entry in race["devices"].items():
@@ -86,7 +92,8 @@ def merge_race(path: Path, race: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--budgets", type=float, nargs="+", default=[2, 5], help="training minutes")
+    parser.add_argument("--budgets", type=float, nargs="+", default=[2, 5], help="training minutes (steps with --steps)")
+    parser.add_argument("--steps", action="store_true", help="budgets in steps, the learning rate by step: runs repeat")
     parser.add_argument("--devices", nargs="+", default=list(DEVICES), choices=list(DEVICES))
     parser.add_argument("--candidate", action="append", default=[], metavar="NAME[;SECTION.KEY=VALUE...]")
     parser.add_argument("--seconds", type=float, help="use only the reamp signal's first SECONDS (a smoke run)")
@@ -99,7 +106,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.worker:
         rows = ampsim_side(args.prepared, args.work, args.budgets, args.overrides,
-                           test=lag_zero_scorer(args.test_npz))
+                           test=lag_zero_scorer(args.test_npz), by_steps=args.steps)
         args.out.write_text(json.dumps(rows, indent=2))
         return
 
@@ -107,16 +114,17 @@ def main() -> None:
     di, test_x = reamp_di(args.seconds), test_di()
     race = {"date": dt.date.today().isoformat(),
             "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
-            "budgets_minutes": sorted(args.budgets), "settings": candidates, "devices": {}}
+            f"budgets_{'steps' if args.steps else 'minutes'}": sorted(args.budgets), "settings": candidates,
+            "devices": {}}
     with tempfile.TemporaryDirectory(prefix="ampsim-race-") as tmp:
         for device in args.devices:
             work = Path(tmp) / device
             print(f"{device}: re-amping through {DEVICES[device]}", flush=True)
             prepared, test_npz, facts = prepare_device(device, di, test_x, work)
-            rows = race_device(device, prepared, test_npz, candidates, sorted(args.budgets), work)
+            rows = race_device(device, prepared, test_npz, candidates, sorted(args.budgets), work, args.steps)
             race["devices"][device] = {**facts, "candidates": rows, "winner_by_validation": winner(rows)}
     print(table(race))
-    merge_race(args.out, race)
+    merge_race(args.out, race, "race_steps" if args.steps else "race")
 
 
 if __name__ == "__main__":
