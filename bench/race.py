@@ -77,9 +77,9 @@ def table(race: dict) -> str:
     return "\n".join(lines)
 
 
-def merge_race(path: Path, race: dict, key: str = "race") -> None:
+def merge_race(path: Path, race: dict, under: str = "race") -> None:
     results = json.loads(path.read_text()) if path.is_file() else {}
-    kept = results.setdefault(key, {"devices": {}})
+    kept = results.setdefault(under, {"devices": {}})
     kept.update({key: value for key, value in race.items() if key not in ("devices", "settings")})
     kept.setdefault("settings", {}).update(race["settings"])
     for device, entry in race["devices"].items():
