@@ -173,8 +173,12 @@ def test_the_stream_check_scores_the_network_with_its_ir(model_with_ir):
     ("train", {"cab_ir_taps": 4096}, "train.cab_ir_taps is 4096"),
     ("train", {"cab_ir_taps": [1024, 0]}, "train.cab_ir_taps is [1024, 0]"),
     ("train", {"cab_ir_ridge": -1.0}, "train.cab_ir_ridge is -1.0"),
-    ("fit", {"collapsed_loss": -0.5}, "fit.collapsed_loss is -0.5")])
-def test_a_wrong_ir_setting_is_named_before_training(params_file, section, setting, named):
+    ("fit", {"collapsed_loss": -0.5}, "fit.collapsed_loss is -0.5"),
+    ("fit", {"diverged_ratio": "20x"}, "fit.diverged_ratio is '20x'"),
+    ("fit", {"plateau_steps": 2.5}, "fit.plateau_steps is 2.5"),
+    ("fit", {"back_to_best_factor": 2.0}, "fit.back_to_best_factor is 2.0"),
+    ("fit", {"back_to_best_factor": 0}, "fit.back_to_best_factor is 0")])
+def test_a_wrong_ir_or_guard_setting_is_named_before_training(params_file, section, setting, named):
     from ampsim.core.errors import AmpsimError
     from ampsim.core.params import device_params
     from ampsim.modelling.training import train_config
