@@ -82,10 +82,8 @@ def check_cab_ir_settings(train: TrainParams, fit: FitParams, source: Path | str
     if fit.through_ir_taps:
         _require_number("fit.through_ir_seconds", fit.through_ir_seconds, "30.0", source, positive=True)
         _require_number("fit.through_ir_network_weight", fit.through_ir_network_weight, "0.001", source)
-        steps = fit.through_ir_alone_steps
-        if isinstance(steps, bool) or not isinstance(steps, int) or steps < 0:
-            raise AmpsimError(f"fit.through_ir_alone_steps is {steps!r}: it must be a whole number of steps, 0 or more",
-                              path=source, fix="write e.g. `through_ir_alone_steps: 6`, or 0 to refit from the first step")
+        _require_whole_number("fit.through_ir_alone_steps", fit.through_ir_alone_steps, source,
+                              fix="write e.g. `through_ir_alone_steps: 6`, or 0 to refit from the first step")
 
 
 def check_guard_settings(fit: FitParams, source: Path | str) -> None:
@@ -93,10 +91,8 @@ def check_guard_settings(fit: FitParams, source: Path | str) -> None:
     as a run that never goes back, or goes back every step."""
     _require_number("fit.diverged_ratio", fit.diverged_ratio, "20", source)
     _require_number("fit.collapsed_loss", fit.collapsed_loss, "0.5", source)
-    plateau = fit.plateau_steps
-    if isinstance(plateau, bool) or not isinstance(plateau, int) or plateau < 0:
-        raise AmpsimError(f"fit.plateau_steps is {plateau!r}: it must be a whole number of steps, 0 or more",
-                          path=source, fix="write e.g. `plateau_steps: 10`, or 0 never to go back on a plateau")
+    _require_whole_number("fit.plateau_steps", fit.plateau_steps, source,
+                          fix="write e.g. `plateau_steps: 10`, or 0 never to go back on a plateau")
     factor = fit.back_to_best_factor
     _require_number("fit.back_to_best_factor", factor, "0.5", source, positive=True)
     if factor > 1:
@@ -119,6 +115,13 @@ def _require_number(setting: str, value, example: str, source: Path | str, posit
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (value > 0 if positive else value >= 0):
         raise AmpsimError(f"{setting} is {value!r}: it must be a number {'>' if positive else '>='} 0", path=source,
                           fix=f"write e.g. `{setting.split('.')[-1]}: {example}`")
+
+
+def _require_whole_number(setting: str, value, source: Path | str, fix: str) -> None:
+    """A count of steps that must be 0 or more, named with the fix when it is not."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise AmpsimError(f"{setting} is {value!r}: it must be a whole number of steps, 0 or more", path=source,
+                          fix=fix)
 
 
 def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
