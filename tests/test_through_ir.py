@@ -200,6 +200,24 @@ def test_the_shipped_cabinet_recipe_trains_through_the_ir_with_the_guard_on(tmp_
     assert through_ir_guard_warning(dataclasses.replace(cabinet, through_ir_taps=0, diverged_ratio=0)) is None
 
 
+def test_the_steady_race_candidate_is_the_cabinet_recipe_with_adams_second_moment_at_099(tmp_path, boss_prepared):
+    """race.candidates' through-ir-steady changes only fit.adam_beta_2 from train.cabinet_recipe, and the trainer's
+    Adam takes it (session 28: 0.99 kept the crunch + cab's runs from collapsing and lost on the 5150)."""
+    import yaml
+
+    from ampsim.modelling.training import prepare_job
+
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    steady = params["race"]["candidates"]["through-ir-steady"]
+    assert steady == {"fit": {**params["train"]["cabinet_recipe"]["fit"], "adam_beta_2": 0.99}}
+    assert params["fit"]["adam_beta_2"] == 0.999  # every other recipe keeps Adam's default
+    job, _ = prepare_job(boss_prepared, _config(tmp_path, through_ir_taps=256, adam_beta_2=0.99))
+    assert job.trainer.optimizer.beta_2 == 0.99
+    (tmp_path / "default").mkdir()
+    job, _ = prepare_job(boss_prepared, _config(tmp_path / "default", through_ir_taps=256))
+    assert job.trainer.optimizer.beta_2 == 0.999
+
+
 @pytest.mark.parametrize("fit, named", [({"through_ir_taps": 1}, "fit.through_ir_taps"),
                                         ({"through_ir_taps": "1024"}, "fit.through_ir_taps"),
                                         ({"through_ir_taps": 512, "through_ir_seconds": 0}, "fit.through_ir_seconds"),

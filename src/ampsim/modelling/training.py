@@ -87,8 +87,13 @@ def check_cab_ir_settings(train: TrainParams, fit: FitParams, source: Path | str
 
 
 def check_guard_settings(fit: FitParams, source: Path | str) -> None:
-    """The settings that send a run back to its best step, checked before training: a wrong one would only show
-    as a run that never goes back, or goes back every step."""
+    """The settings that keep a run from going astray or send it back to its best step, checked before training: a
+    wrong one would only show as a run that never goes back, or goes back every step."""
+    beta_2 = fit.adam_beta_2
+    _require_number("fit.adam_beta_2", beta_2, "0.99", source, positive=True)
+    if beta_2 >= 1:
+        raise AmpsimError(f"fit.adam_beta_2 is {beta_2!r}: at 1 or over, Adam never forgets a gradient's size",
+                          path=source, fix="write e.g. `adam_beta_2: 0.999` (Adam's default)")
     _require_number("fit.diverged_ratio", fit.diverged_ratio, "20", source)
     _require_number("fit.collapsed_loss", fit.collapsed_loss, "0.5", source)
     _require_whole_number("fit.plateau_steps", fit.plateau_steps, source,
@@ -149,7 +154,7 @@ def build_trainer(config: TrainConfig, plan: Recipe, model: keras.Model, knobs: 
                                  config.fit.dc_weight)
     else:
         loss = plan.chunk_loss or plan.loss
-    trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate), loss=loss)
+    trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate, beta_2=plan.adam_beta_2), loss=loss)
     return trainer
 
 

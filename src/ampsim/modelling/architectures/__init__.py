@@ -62,6 +62,9 @@ class Recipe:
     diverged: float = 0.0
     collapsed: float = 0.0
     back_factor: float = 1.0
+    # Adam's second-moment decay: lower forgets old gradient sizes sooner, so the updates shrink as soon as the
+    # gradients grow (0.999: Keras's and PyTorch's default)
+    adam_beta_2: float = 0.999
 
 
 def carries_state(plan: Recipe, knobs: int) -> bool:
