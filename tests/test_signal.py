@@ -11,8 +11,8 @@ import soundfile as sf
 
 from ampsim.data.demo import virtual_amp
 from ampsim.data.latency import measure, settle_latency
-from ampsim.data.signal import (SWEEP_LEVELS_DB, VERSION, locate_signal, marker_section, reamp_signal_layout,
-                                string_note, sweep_section)
+from ampsim.data.signal import (SWEEP_LEVELS_DB, locate_signal, marker_section, reamp_signal_layout, string_note,
+                                sweep_section)
 from conftest import PROJECT, SHARED_TEACHERS, shared_or_skip, write_capture
 from teachers import blip_onset, load_teacher, play
 from test_latency import PARAMS, delayed
@@ -47,10 +47,9 @@ def test_the_signal_file_is_three_minutes_of_24_bit_with_its_sections(written, c
     rms = [np.sqrt(np.mean(q**2)) for q in quarters]
     assert rms[0] < rms[1] < rms[2]
     # the sweeps at their levels (peaks, dBFS, after the signal's overall scaling)
-    sweeps = np.split(audio[slice(*layout["sweeps"])], len(SWEEP_LEVELS_DB[VERSION]))
+    sweeps = np.split(audio[slice(*layout["sweeps"])], len(SWEEP_LEVELS_DB))
     peaks = [20 * np.log10(np.max(np.abs(s))) for s in sweeps]
-    np.testing.assert_allclose(np.diff(peaks), np.diff(SWEEP_LEVELS_DB[VERSION]), atol=0.5)
-    assert min(SWEEP_LEVELS_DB[VERSION]) <= -54  # quiet enough to show a high-gain amp its small-signal response
+    np.testing.assert_allclose(np.diff(peaks), np.diff(SWEEP_LEVELS_DB), atol=0.5)
 
 
 def test_its_playing_has_a_guitar_dis_spectrum_and_attacks(written):
@@ -81,7 +80,7 @@ def test_a_capture_made_with_it_is_recognised_trimmed_and_at_another_level(writt
     code, out, err = ampsim_cli("validate", "--normalized", str(tmp_path / "normalized"), "--out",
                                 str(tmp_path / "prepared"), "--reports", str(tmp_path / "reports"), params=params)
     assert code == 0, err
-    assert f"ampsim's reamp signal (version {VERSION}) recognised (-300 samples, level x0.50)" in out and "by its markers" in out
+    assert "ampsim's reamp signal recognised (-300 samples, level x0.50)" in out and "by its markers" in out
     # the replicate check on the passage it plays twice, where the signal says it is (loud sweeps at equal
     # spacing outrank it in the DI's autocorrelation, which the check searches otherwise)
     assert "replicate self-ESR" in out and "10.0 s passage" in out
@@ -92,23 +91,6 @@ def test_a_capture_made_with_it_is_recognised_trimmed_and_at_another_level(writt
     passage = reamp_signal_layout(RATE)["validation"]
     assert frames["train"] == passage[0] - trim  # validation is the marked passage, not the last 20 %
     assert frames["val"] == len(dry) - latency - frames["train"]
-
-
-def test_a_capture_made_with_the_first_version_keeps_its_own_layout(written):
-    """Version 2 added two quiet sweeps after the first three: a capture recorded with version 1 (the same
-    audio without them) is still found, as version 1, with every section where version 1 put it."""
-    _, audio, _ = written
-    assert all(levels[: len(SWEEP_LEVELS_DB[1])] == SWEEP_LEVELS_DB[1] for levels in SWEEP_LEVELS_DB.values())
-    first, now = reamp_signal_layout(RATE, 1), reamp_signal_layout(RATE)
-    cut = first["sweeps"][1]  # where version 1's sweeps end, and version 2's quiet ones begin
-    version_1 = np.concatenate([audio[:cut], audio[now["sweeps"][1] :]])
-    for dry, version, layout in ((version_1, 1, first), (audio, VERSION, now)):
-        located = locate_signal(0.3 * dry[200:], RATE)
-        assert located.version == version
-        assert located.sections == {name: (a - 200, b - 200) for name, (a, b) in layout.items()}
-    # the sections after the sweeps are the same audio in both versions
-    for name in ("noise", "playing", "repeat", "validation"):
-        np.testing.assert_array_equal(version_1[slice(*first[name])], audio[slice(*now[name])])
 
 
 def test_other_signals_are_not_taken_for_it(pair):

@@ -51,7 +51,7 @@ def cmd_signal(args: argparse.Namespace) -> None:
     import soundfile as sf
 
     from ampsim.core.audio import write_wav
-    from ampsim.data.signal import VERSION, reamp_signal
+    from ampsim.data.signal import reamp_signal
 
     if args.rate < 8000:
         raise AmpsimError(f"--rate {args.rate} is too low for a guitar signal", fix="use 44100, 48000, 88200 or 96000")
@@ -61,8 +61,7 @@ def cmd_signal(args: argparse.Namespace) -> None:
     except (ValueError, RuntimeError, sf.LibsndfileError) as exc:
         raise AmpsimError(f"cannot write it ({exc})", path=args.out,
                           fix="name a .wav file in a writable folder, and a subtype WAV holds (PCM_24, FLOAT)") from exc
-    print(f"wrote {args.out}: ampsim's reamp signal, version {VERSION}, {len(signal.audio) / args.rate:.1f} s at "
-          f"{args.rate} Hz ({args.subtype})")
+    print(f"wrote {args.out}: {len(signal.audio) / args.rate:.1f} s at {args.rate} Hz ({args.subtype})")
     for name, (start, stop) in signal.sections.items():
         print(f"  {name:<13} {start / args.rate:7.2f} - {stop / args.rate:7.2f} s")
     print("re-amp it through your gear (README: Re-amping with `ampsim signal`), then `ampsim add DI WET --device NAME`")
@@ -489,10 +488,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sig = sub.add_parser("signal", help="write ampsim's reamp signal: play it through your gear to make a capture",
                          description="Write ampsim's reamp signal (about 3 minutes): marker blips for the "
-                                     "latency, sine sweeps from -54 to -6 dBFS, noise at rising levels, guitar-like "
-                                     "playing from soft to hard, a passage played twice (the replicate check) and "
-                                     "a validation passage. validate recognises a capture made with it (of any "
-                                     "version), trimmed or at another level, and uses its markers and passages.")
+                                     "latency, sine sweeps and noise at rising levels, guitar-like playing from soft "
+                                     "to hard, a passage played twice (the replicate check) and a validation "
+                                     "passage. validate recognises a capture made with it, trimmed or at another "
+                                     "level, and uses its markers and passages.")
     sig.add_argument("out", help="WAV file to write, e.g. reamp.wav")
     sig.add_argument("--rate", type=int, default=48000,
                      help="sample rate in Hz: your session's (44100, 48000, 88200, 96000; default %(default)s)")

@@ -21,7 +21,7 @@ from ampsim.data.checks import Failure
 from ampsim.data.signal import locate_signal
 
 MEASURE_COLUMNS = ("onset_samples", "correlation_peak_samples", "onset_clarity", "onset_method", "swap_likely",
-                   "ringing_ms", "signal_offset_samples", "signal_version", "signal_gain", "signal_sections")
+                   "ringing_ms", "signal_offset_samples", "signal_gain", "signal_sections")
 SWAP_SECONDS = 3.0  # the direction test's stretch of the opening (a least-squares fit: seconds are plenty)
 SWAP_RATIO = 0.9  # one direction predicts this much better (ESR) before the test names a cause
 
@@ -53,7 +53,6 @@ def measure(dry: np.ndarray, wet: np.ndarray, sample_rate: int, params: Validate
             "onset_clarity": found.clarity, "onset_method": method, "swap_likely": swap,
             "ringing_ms": ringing_ms(dry[:opening], wet[:opening], found.onset, sample_rate),
             "signal_offset_samples": None if located is None else located.offset,
-            "signal_version": None if located is None else located.version,
             "signal_gain": None if located is None else located.gain,
             "signal_sections": None if located is None else located.sections}
 
@@ -167,9 +166,8 @@ def latency_note(row: dict, sample_rate: int) -> str:
     measured = (f"onset at {row['onset_samples']} by its {row['onset_method']}, correlation peak at "
                 f"{row['correlation_peak_samples']}" if row["onset_samples"] is not None else "not measured")
     signal = ("" if row.get("signal_offset_samples") is None else
-              f"; ampsim's reamp signal (version {row['signal_version']}) recognised "
-              f"({row['signal_offset_samples']:+d} samples, level x{row['signal_gain']:.2f}): latency from its "
-              "markers, validation on its marked passage, the "
+              f"; ampsim's reamp signal recognised ({row['signal_offset_samples']:+d} samples, level x"
+              f"{row['signal_gain']:.2f}): latency from its markers, validation on its marked passage, the "
               "replicate check on its repeated passage")
     return (f"latency {delay} samples ({1000 * delay / sample_rate:.2f} ms), compensated ({row['latency_source']}; "
             f"{measured}){signal}")

@@ -4,8 +4,7 @@ About three minutes, in this order (each section's place is in `ReampSignal.sect
 
 1. `markers`: single-sample blips in silence, at uneven spacing (a signature validate looks for). The gear's
    answer to a blip starts where its response starts: the latency, read off the recording as NAM does.
-2. `sweeps`: exponential sine sweeps, 20 Hz to 20 kHz (below Nyquist), at -30, -18 and -6 dBFS, then at -54
-   and -42 dBFS (version 2).
+2. `sweeps`: exponential sine sweeps, 20 Hz to 20 kHz (below Nyquist), at -30, -18 and -6 dBFS.
 3. `noise`: pink-noise bursts at rising levels, -40 to -6 dBFS.
 4. `playing`: guitar-like playing at DI levels: single notes, strummed chords, palm mutes, in passages from
    soft to hard, then mixed. Picked strings as a pickup hears them (`string_note`), so that its spectrum,
@@ -15,8 +14,7 @@ About three minutes, in this order (each section's place is in `ReampSignal.sect
 6. `validation`: a passage of new playing, kept apart for validation.
 
 Deterministic for a given rate: the same file every time, so that validate can recognise a capture made with
-it, even trimmed by the DAW or at another level, and knows where each section lies. Every version opens the
-same way, so a capture made with an earlier version is recognised as that version, with its own layout.
+it, even trimmed by the DAW or at another level, and knows where each section lies.
 """
 
 from __future__ import annotations
@@ -32,12 +30,7 @@ LEAD_IN_SECONDS = 0.5  # silence first: a DAW that trims a few milliseconds trim
 BLIP_SECONDS = (0.5, 1.0, 1.75, 2.25)  # uneven spacing: a signature no guitar take has
 BLIP_LEVEL = 0.5
 MARKER_SECONDS = 3.0  # the markers section ends here (the last blip's answer has died away)
-# The sine sweeps of each version of the signal, in the order they play. Version 2 adds two quiet ones: a
-# high-gain amp is already saturated at -30 dBFS, and a note left to ring decays through -40..-60 dBFS, where
-# only these show the amp its small-signal response (bench/RESULTS.md, sessions 28-29). They come after the
-# first three, so every version opens alike and the sections after them carry the same audio.
-SWEEP_LEVELS_DB = {1: (-30.0, -18.0, -6.0), 2: (-30.0, -18.0, -6.0, -54.0, -42.0)}
-VERSION = max(SWEEP_LEVELS_DB)  # the one `ampsim signal` writes
+SWEEP_LEVELS_DB = (-30.0, -18.0, -6.0)
 SWEEP_SECONDS = 3.0
 NOISE_LEVELS_DB = tuple(np.linspace(-40.0, -6.0, 10))
 NOISE_BURST_SECONDS = 0.5
@@ -65,10 +58,10 @@ def marker_section(sample_rate: int) -> np.ndarray:
     return markers
 
 
-def sweep_section(sample_rate: int, version: int = VERSION) -> np.ndarray:
+def sweep_section(sample_rate: int) -> np.ndarray:
     top = min(20_000.0, 0.45 * sample_rate)
     gap = np.zeros(int(GAP_SECONDS * sample_rate))
-    return np.concatenate([part for level in SWEEP_LEVELS_DB[version]
+    return np.concatenate([part for level in SWEEP_LEVELS_DB
                            for part in (exp_sweep(SWEEP_SECONDS, sample_rate, 20.0, top) * 10 ** (level / 20), gap)])
 
 
@@ -159,7 +152,7 @@ def guitar_section(sample_rate: int, rng: np.random.Generator) -> np.ndarray:
 
 
 def reamp_signal(sample_rate: int) -> ReampSignal:
-    """The whole signal, version `VERSION`, at `sample_rate` (any rate; 48 kHz by default in `ampsim signal`)."""
+    """The whole signal at `sample_rate` (any rate; 48 kHz by default in `ampsim signal`)."""
     rng = np.random.default_rng(SEED)
     markers, sweeps, noise = marker_section(sample_rate), sweep_section(sample_rate), noise_section(sample_rate, rng)
     guitar = guitar_section(sample_rate, rng)
@@ -177,18 +170,17 @@ def reamp_signal(sample_rate: int) -> ReampSignal:
 
 # --- recognising a capture made with it --------------------------------------------------------------
 
-RECOGNISE_CORRELATION = 0.9  # normalised correlation of the opening (markers, first sweeps) with the DI
+RECOGNISE_CORRELATION = 0.9  # normalised correlation of the markers and sweeps with the DI
 MAX_TRIM_SECONDS = LEAD_IN_SECONDS - 0.05  # the DAW may trim up to this much of the lead-in ...
 MAX_PAD_SECONDS = 1.0  # ... or add this much silence before it
 
 
 @dataclass(frozen=True)
 class Located:
-    """Where ampsim's signal starts in a DI (negative: its opening was trimmed), at what gain, which version
-    it is, and its sections and blips moved to the DI's time."""
+    """Where ampsim's signal starts in a DI (negative: its opening was trimmed), at what gain, and its
+    sections and blips moved to the DI's time."""
 
     offset: int
-    version: int
     gain: float
     sections: dict[str, tuple[int, int]]
     blips: np.ndarray
@@ -196,7 +188,7 @@ class Located:
 
 def locate_signal(dry: np.ndarray, sample_rate: int) -> Located | None:
     """Where ampsim's signal lies in `dry`, or None when `dry` is not a capture made with it."""
-    template = np.concatenate([marker_section(sample_rate), sweep_section(sample_rate, min(SWEEP_LEVELS_DB))])
+    template = np.concatenate([marker_section(sample_rate), sweep_section(sample_rate)])
     trim, pad = int(MAX_TRIM_SECONDS * sample_rate), int(MAX_PAD_SECONDS * sample_rate)
     head = np.asarray(dry[: len(template) + pad], dtype=np.float64)
     if len(head) < len(template) - trim:
@@ -209,40 +201,21 @@ def locate_signal(dry: np.ndarray, sample_rate: int) -> Located | None:
     start = max(0, offset)
     overlap = template[start - offset : start - offset + len(head) - start]
     part = head[start : start + len(overlap)]
-    if similarity(overlap, part) < RECOGNISE_CORRELATION:
+    norm = np.sqrt(np.sum(overlap**2) * np.sum(part**2))
+    if norm == 0 or np.dot(overlap, part) / norm < RECOGNISE_CORRELATION:
         return None
-    version = signal_version(dry, offset + len(template), sample_rate)
-    layout = reamp_signal_layout(sample_rate, version)
+    layout = reamp_signal_layout(sample_rate)
     shifted = {name: (a + offset, b + offset) for name, (a, b) in layout.items()}
     blips = blip_positions(sample_rate) + offset
-    return Located(offset, version, float(np.dot(overlap, part) / np.sum(overlap**2)), shifted, blips[blips >= 0])
+    return Located(offset, float(np.dot(overlap, part) / np.sum(overlap**2)), shifted, blips[blips >= 0])
 
 
-def similarity(template: np.ndarray, part: np.ndarray) -> float:
-    """Normalised correlation at lag 0: 1 for the template at any gain, 0 for unrelated audio or silence."""
-    norm = np.sqrt(np.sum(template**2) * np.sum(part**2))
-    return 0.0 if norm == 0 else float(np.dot(template, part) / norm)
-
-
-def signal_version(dry: np.ndarray, after_opening: int, sample_rate: int) -> int:
-    """The newest version whose sweeps beyond the shared opening are what `dry` plays from `after_opening`
-    on (the first version has none beyond it)."""
-    opening = len(sweep_section(sample_rate, min(SWEEP_LEVELS_DB)))
-    for version in sorted(SWEEP_LEVELS_DB, reverse=True)[:-1]:
-        extra = sweep_section(sample_rate, version)[opening:]
-        part = np.asarray(dry[after_opening : after_opening + len(extra)], dtype=np.float64)
-        if len(part) == len(extra) and similarity(extra, part) >= RECOGNISE_CORRELATION:
-            return version
-    return min(SWEEP_LEVELS_DB)
-
-
-def reamp_signal_layout(sample_rate: int, version: int = VERSION) -> dict[str, tuple[int, int]]:
-    """The sections' places at `sample_rate` in `version` of the signal, without synthesising the playing
-    (same lengths as `reamp_signal`: each section's length follows from the rate alone)."""
-    sweeps = len(SWEEP_LEVELS_DB[version]) * (int(SWEEP_SECONDS * sample_rate) + int(GAP_SECONDS * sample_rate))
+def reamp_signal_layout(sample_rate: int) -> dict[str, tuple[int, int]]:
+    """The sections' places at `sample_rate`, without synthesising the playing (same lengths as
+    `reamp_signal`: each section's length follows from the rate alone)."""
     lengths = {
         "markers": int(MARKER_SECONDS * sample_rate),
-        "sweeps": sweeps,
+        "sweeps": len(SWEEP_LEVELS_DB) * (int(SWEEP_SECONDS * sample_rate) + int(GAP_SECONDS * sample_rate)),
         "noise": len(NOISE_LEVELS_DB) * (int(NOISE_BURST_SECONDS * sample_rate) + int(GAP_SECONDS * sample_rate)),
         "playing": 4 * int(PLAYING_SECONDS / 4 * sample_rate),
         "repeat": int(REPEAT_SECONDS * sample_rate),
