@@ -165,6 +165,7 @@ def ampsim_side(prepared: Path, work: Path, budgets: list[float], overrides: lis
                          "best_step": step,
                          "parameters": int(model.count_params()), "latched_seconds": checked.get(step),
                          "passed_over": {k: v for k, v in checked.items() if k != step}, **cab,
+                         "back_to_best": list(state["back_to_best"]), "learning_rate_scale": state["lr_scale"],
                          **scores(data["val_y"], rendered["val"], data["train_y"], rendered["train"]), **tested})
             print(f"  ampsim {rows[-1]}", flush=True)
 
