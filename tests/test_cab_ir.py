@@ -178,7 +178,6 @@ def test_the_stream_check_scores_the_network_with_its_ir(model_with_ir):
     ("fit", {"plateau_steps": 2.5}, "fit.plateau_steps is 2.5"),
     ("fit", {"back_to_best_factor": 2.0}, "fit.back_to_best_factor is 2.0"),
     ("fit", {"back_to_best_factor": 0}, "fit.back_to_best_factor is 0"),
-    ("fit", {"back_to_best_lowers": "twice"}, "fit.back_to_best_lowers is 'twice'"),
     ("fit", {"adam_beta_2": 1.0}, "fit.adam_beta_2 is 1.0"),
     ("fit", {"adam_beta_2": 0}, "fit.adam_beta_2 is 0")])
 def test_a_wrong_ir_or_guard_setting_is_named_before_training(params_file, section, setting, named):

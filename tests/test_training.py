@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import signal
 import subprocess
@@ -422,8 +421,7 @@ def test_carry_state_is_auto_by_default_and_a_wrong_value_is_named():
 
 def test_a_run_gone_astray_goes_back_to_its_best_weights_with_a_fresh_optimiser(tmp_path, boss_prepared):
     """fit.plateau_steps: after that many steps without a better val_loss, the trainer holds the best step's
-    weights again, Adam starts afresh and the learning rate is scaled down from then on (fit.back_to_best_lowers
-    "repeated": only at a second return to the same best step)."""
+    weights again, Adam starts afresh and the learning rate is scaled down from then on."""
     import yaml
 
     from ampsim.core.params import device_params
@@ -452,15 +450,6 @@ def test_a_run_gone_astray_goes_back_to_its_best_weights_with_a_fresh_optimiser(
         np.testing.assert_array_equal(a, b)
     assert int(job.trainer.optimizer.iterations) == 0 and job.state["lr_scale"] == 0.5
     assert job.state["back_to_best"] == [3] and gone_astray(job.state, job.plan) is None
-    # fit.back_to_best_lowers "repeated": the rate is lowered only at a second return to the same best step
-    job.plan = dataclasses.replace(job.plan, back_lowers="repeated")
-    job.state.update(lr_scale=1.0, back_to_best=[], returned_to=[])
-    scales = []
-    for step, best_step in ((3, 1), (5, 1), (8, 6), (9, 6)):
-        job.state.update(step=step, best_step=best_step)
-        back_to_best(job, tmp_path / "ckpt", "plateau", log=lambda _: None)
-        scales.append(job.state["lr_scale"])
-    assert scales == [1.0, 0.5, 0.5, 0.25] and job.state["returned_to"] == [1, 1, 6, 6]
     # in a whole run: a learning rate of 0 never betters step 1, so every second step goes back to it
     params["fit"].update(learning_rate=0.0, final_learning_rate=0.0)
     params["train"]["max_steps"] = 6

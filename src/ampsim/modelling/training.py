@@ -86,9 +86,6 @@ def check_cab_ir_settings(train: TrainParams, fit: FitParams, source: Path | str
                               fix="write e.g. `through_ir_alone_steps: 6`, or 0 to refit from the first step")
 
 
-BACK_TO_BEST_LOWERS = ("every", "repeated")
-
-
 def check_guard_settings(fit: FitParams, source: Path | str) -> None:
     """The settings that keep a run from going astray or send it back to its best step, checked before training: a
     wrong one would only show as a run that never goes back, or goes back every step."""
@@ -106,10 +103,6 @@ def check_guard_settings(fit: FitParams, source: Path | str) -> None:
     if factor > 1:
         raise AmpsimError(f"fit.back_to_best_factor is {factor!r}: going back raises the learning rate that went "
                           "astray", path=source, fix="write e.g. `back_to_best_factor: 0.5`, or 1 to keep it")
-    if fit.back_to_best_lowers not in BACK_TO_BEST_LOWERS:
-        raise AmpsimError(f"fit.back_to_best_lowers is {fit.back_to_best_lowers!r}", path=source,
-                          fix="write `every` (each return lowers the learning rate) or `repeated` (only a second "
-                              "return to the same best step)")
 
 
 def through_ir_guard_warning(fit: FitParams) -> str | None:
@@ -331,7 +324,7 @@ def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) 
     if trainer is not model:
         model.compile(loss=plan.loss)
     state = {"step": 0, "seconds": 0.0, "train_seconds": 0.0, "best_val": float("inf"), "best_step": 0,
-             "history": [], "run_id": None, "stopped": None, "lr_scale": 1.0, "back_to_best": [], "returned_to": []}
+             "history": [], "run_id": None, "stopped": None, "lr_scale": 1.0, "back_to_best": []}
     latency = {s.capture: s.latency_samples for s in train_segments + val_segments if s.latency_samples is not None}
     job = Job(plan, knobs, sorted({s.capture for s in train_segments}), train_pool, val_x, val_y, model, trainer,
               np.random.default_rng(config.train.random_seed), state, latency, (train_segments, selecting),
@@ -401,18 +394,14 @@ def gone_astray(state: dict[str, Any], plan: Recipe) -> str | None:
 def back_to_best(job: Job, checkpoint_dir: Path, why: str, log: Callable[[str], None]) -> None:
     """A run gone astray (a recurrent net's loss can jump and not come back, and a carried state with it): the
     best step's weights again, a fresh Adam, whose moments point where the run went, and a lower learning rate
-    from here on: at every return, or (`plan.back_lowers` "repeated") only at a return to a best step gone back
-    to before, which the run failed to better at that rate."""
+    from here on."""
     state, optimizer = job.state, job.trainer.optimizer
     job.trainer.load_weights(Path(checkpoint_dir) / BEST_WEIGHTS)
     reset_carried_state(job.trainer)
     for variable in optimizer.variables:
         if variable is not optimizer.learning_rate:
             variable.assign(np.zeros(tuple(variable.shape), variable.dtype))
-    returned_to = state.setdefault("returned_to", [])
-    if job.plan.back_lowers == "every" or state["best_step"] in returned_to:
-        state["lr_scale"] *= job.plan.back_factor
-    returned_to.append(state["best_step"])
+    state["lr_scale"] *= job.plan.back_factor
     state["back_to_best"].append(state["step"])
     log(f"step {state['step']}: {why}; back to step {state['best_step']}'s weights at {state['lr_scale']:g}x the "
         "learning rate")

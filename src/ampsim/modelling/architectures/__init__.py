@@ -57,13 +57,11 @@ class Recipe:
     carry: bool | str = False
     # After `plateau` steps without a better validation loss, or a step whose validation loss is over `diverged`
     # times the best, or over `collapsed` once the best is under a quarter of that, training goes back to the best
-    # step's weights with a fresh optimiser, at `back_factor` times the learning rate from then on (`back_lowers`
-    # "every"), or only when it goes back to a best step it went back to before ("repeated"). 0: never.
+    # step's weights with a fresh optimiser, at `back_factor` times the learning rate from then on. 0: never.
     plateau: int = 0
     diverged: float = 0.0
     collapsed: float = 0.0
     back_factor: float = 1.0
-    back_lowers: str = "every"
     # Adam's second-moment decay: lower forgets old gradient sizes sooner, so the updates shrink as soon as the
     # gradients grow (0.999: Keras's and PyTorch's default)
     adam_beta_2: float = 0.999

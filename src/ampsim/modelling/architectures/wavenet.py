@@ -242,8 +242,7 @@ def recipe(config) -> Recipe:
     return Recipe(warmup + p.output_samples, p.output_samples, p.batch_size, p.batches_per_step, fit.learning_rate,
                   fit.final_learning_rate, fit.patience, p.val_windows, loss, loss.__name__,
                   plateau=fit.plateau_steps, diverged=fit.diverged_ratio, collapsed=fit.collapsed_loss,
-                  back_factor=fit.back_to_best_factor, back_lowers=fit.back_to_best_lowers,
-                  adam_beta_2=fit.adam_beta_2)
+                  back_factor=fit.back_to_best_factor, adam_beta_2=fit.adam_beta_2)
 
 
 def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -> int:
