@@ -16,8 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -26,7 +24,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from knobset import SETTINGS  # noqa: E402  (bench/ is not a package)
 from panel import lag_zero_scorer, prepare_device, reamp_di, test_di  # noqa: E402
-from quality import ampsim_side, merge_results, run_sides  # noqa: E402
+from quality import ampsim_side, machine_line, merge_results, run_sides  # noqa: E402
 
 NEIGHBOUR, TARGET = 0.6, 0.8
 
@@ -84,7 +82,7 @@ def main() -> None:
                                   "--start", str(work / "neighbour" / "model")]
                            for side in ("scratch", "finetuned")}, work, "bench/finetune.py: gain 0.8")
     result = {"date": dt.date.today().isoformat(),
-              "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+              "machine": machine_line(),
               "neighbour": {"teacher": SETTINGS[NEIGHBOUR], **neighbour}, "target": facts, **sides}
     print(table(result))
     merge_results(args.out, "finetune", result)

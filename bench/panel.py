@@ -34,8 +34,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -46,7 +44,7 @@ import soundfile as sf
 
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
-from quality import PROJECT, ampsim_side, merge_results, nam_side, prepare_capture, run_sides  # noqa: E402  (bench/ is not a package)
+from quality import PROJECT, ampsim_side, machine_line, merge_results, nam_side, prepare_capture, run_sides  # noqa: E402  (bench/ is not a package)
 from teachers import TEACHERS, load_teacher, play  # noqa: E402
 
 SHARED = PROJECT.parent / "shared"
@@ -302,7 +300,7 @@ def main() -> None:
     di, test_x = reamp_di(args.seconds), test_di()
     code = code_version()
     panel = {"date": dt.date.today().isoformat(), "code": code,
-             "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+             "machine": machine_line(),
              "budgets_minutes": sorted(args.budgets), "capture_seconds": len(di) / RATE,
              "test_di": {"seconds": len(test_x) / RATE, "parts": TEST_DI},
              "devices": kept_devices(args.out, code, sorted(args.budgets), len(di) / RATE)}

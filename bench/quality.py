@@ -218,6 +218,17 @@ def side_by_side(dataset: str, budgets: list[float], work: Path, overrides: list
     return {**results, "ampsim_over_nam": ratios}
 
 
+def machine_line() -> str:
+    """The CPU count and model a benchmark ran on. Steps-driven runs repeat exactly on one machine only: the same
+    seed and data took another path on another session's machine (bench/RESULTS.md, session 31)."""
+    try:
+        names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                 if line.startswith("model name")]
+    except OSError:
+        names = []
+    return f"{os.cpu_count()} CPUs, {names[0] if names else platform.processor() or platform.machine()}"
+
+
 def merge_results(path: Path, key: str, value: dict) -> None:
     """Set `key` in the results JSON at `path`, keeping every other benchmark's figures."""
     results = json.loads(path.read_text()) if path.is_file() else {}
@@ -261,7 +272,7 @@ def main() -> None:
     for dataset in args.datasets:
         if not (DATASETS[dataset] / "input.wav").is_file():
             raise SystemExit(f"bench/quality.py: {DATASETS[dataset]} not found (boss-ds1 lives in ../shared/captures)")
-    quality = {"date": dt.date.today().isoformat(), "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+    quality = {"date": dt.date.today().isoformat(), "machine": machine_line(),
                "budgets_minutes": args.budgets, "ampsim_settings": args.overrides or "params.yaml", "datasets": {}}
     with tempfile.TemporaryDirectory(prefix="ampsim-quality-") as tmp:
         for dataset in args.datasets:

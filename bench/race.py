@@ -15,8 +15,10 @@ A candidate is `NAME[;SECTION.KEY=VALUE;...]` (values read as YAML, as bench/qua
 `race` into bench/results.json (merged by device and candidate, so races on other devices are kept).
 
 `--steps`: the budgets are step counts, and the learning rate follows the step rather than the clock. A run
-then repeats exactly (JAX on a CPU), so two candidates differ only by what their settings change: a controlled
-pair, where two runs by the clock differ by the machine's noise too. Candidates may differ by seed alone
+then repeats exactly (JAX on a CPU, on one machine), so two candidates differ only by what their settings change:
+a controlled pair, where two runs by the clock differ by the machine's noise too. Run both sides of a pair in the
+same session: on another session's machine the same seed and data took another path (bench/RESULTS.md, session
+31), and `machine` records the CPU model for that reason. Candidates may differ by seed alone
 (`'s7;train.random_seed=7'`). Written as `race_steps`.
 """
 
@@ -25,8 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import os
-import platform
 import sys
 import tempfile
 from pathlib import Path
@@ -34,7 +34,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from panel import DEVICES, lag_zero_scorer, prepare_device, reamp_di, test_di  # noqa: E402  (bench/ is not a package)
-from quality import ampsim_side, candidate_params, run_sides  # noqa: E402
+from quality import ampsim_side, candidate_params, machine_line, run_sides  # noqa: E402
 
 
 def parse_candidate(spec: str) -> tuple[str, list[str]]:
@@ -113,7 +113,7 @@ def main() -> None:
     candidates = dict(parse_candidate(spec) for spec in args.candidate or ["params.yaml"])
     di, test_x = reamp_di(args.seconds), test_di()
     race = {"date": dt.date.today().isoformat(),
-            "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+            "machine": machine_line(),
             f"budgets_{'steps' if args.steps else 'minutes'}": sorted(args.budgets), "settings": candidates,
             "devices": {}}
     with tempfile.TemporaryDirectory(prefix="ampsim-race-") as tmp:

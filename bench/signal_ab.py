@@ -17,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -28,7 +26,7 @@ from pathlib import Path
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from panel import DEVICES, RATE, prepare_device, reamp_di, test_di  # noqa: E402  (bench/ is not a package)
-from quality import PROJECT, merge_results, run_sides  # noqa: E402
+from quality import PROJECT, machine_line, merge_results, run_sides  # noqa: E402
 
 SIGNAL_MODULE = "src/ampsim/data/signal.py"
 
@@ -79,7 +77,7 @@ def main() -> None:
     signals = {"baseline": signal_at(args.baseline), "candidate": reamp_di(None)}
     test_x = test_di()
     result = {"date": dt.date.today().isoformat(),
-              "machine": f"{os.cpu_count()} CPUs, {platform.processor() or platform.machine()}",
+              "machine": machine_line(),
               "baseline": args.baseline, "budgets_minutes": sorted(args.budgets), "devices": {}}
     with tempfile.TemporaryDirectory(prefix="ampsim-signal-ab-") as tmp:
         for device in args.devices:
