@@ -174,7 +174,6 @@ def test_the_stream_check_scores_the_network_with_its_ir(model_with_ir):
     ("train", {"cab_ir_taps": [1024, 0]}, "train.cab_ir_taps is [1024, 0]"),
     ("train", {"cab_ir_ridge": -1.0}, "train.cab_ir_ridge is -1.0"),
     ("fit", {"collapsed_loss": -0.5}, "fit.collapsed_loss is -0.5"),
-    ("fit", {"collapsed_steps": 2.5}, "fit.collapsed_steps is 2.5"),
     ("fit", {"diverged_ratio": "20x"}, "fit.diverged_ratio is '20x'"),
     ("fit", {"plateau_steps": 2.5}, "fit.plateau_steps is 2.5"),
     ("fit", {"back_to_best_factor": 2.0}, "fit.back_to_best_factor is 2.0"),

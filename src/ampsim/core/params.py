@@ -83,7 +83,6 @@ class FitParams:
     plateau_steps: int  # steps without a better validation loss before going back to the best weights; 0 = never
     diverged_ratio: float  # a step's validation loss over this times the best: back to the best weights; 0 = never
     collapsed_loss: float  # ... or over this, once the best is under a quarter of it (a network gone silent); 0 = never
-    collapsed_steps: int  # ... or over it for this many steps in a row, at a best under it (a wrong IR); 0 = never
     back_to_best_factor: float  # either way, the learning rate is multiplied by this from then on
     adam_beta_2: float  # Adam's second-moment decay, in (0, 1)
     loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"

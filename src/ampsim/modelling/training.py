@@ -96,8 +96,6 @@ def check_guard_settings(fit: FitParams, source: Path | str) -> None:
                           path=source, fix="write e.g. `adam_beta_2: 0.999` (Adam's default)")
     _require_number("fit.diverged_ratio", fit.diverged_ratio, "20", source)
     _require_number("fit.collapsed_loss", fit.collapsed_loss, "0.5", source)
-    _require_whole_number("fit.collapsed_steps", fit.collapsed_steps, source,
-                          fix="write e.g. `collapsed_steps: 5`, or 0 never to go back on a lasting collapse")
     _require_whole_number("fit.plateau_steps", fit.plateau_steps, source,
                           fix="write e.g. `plateau_steps: 10`, or 0 never to go back on a plateau")
     factor = fit.back_to_best_factor
@@ -376,8 +374,7 @@ COLLAPSED_BEST_SHARE = 0.25
 def gone_astray(state: dict[str, Any], plan: Recipe) -> str | None:
     """Why training goes back to its best weights before the next step, else None: no better validation loss
     for `plan.plateau` steps (counted from the best step or the last return to it), or the last step's over
-    `plan.diverged` times the best, or over `plan.collapsed` once the best is under a quarter of it, or the last
-    `plan.collapsed_steps` steps all over `plan.collapsed` at a best under it (a wrong first IR). A network
+    `plan.diverged` times the best, or over `plan.collapsed` once the best is under a quarter of it. A network
     that falls silent scores an ESR near 1, which a ratio misses where the best is over 1/ratio: trained through a
     cabinet's IR, the 5150's best was 0.05 and its collapses 13-17x that, under the 20x (bench/RESULTS.md,
     session 26)."""
@@ -391,16 +388,7 @@ def gone_astray(state: dict[str, Any], plan: Recipe) -> str | None:
         return f"val_loss {last:.4g}, over {plan.diverged:g}x the best"
     if plan.collapsed > 0 and not last <= plan.collapsed and state["best_val"] <= COLLAPSED_BEST_SHARE * plan.collapsed:
         return f"val_loss {last:.4g}, over {plan.collapsed:g}: collapsed"
-    if plan.collapsed > 0 and plan.collapsed_steps > 0 and lasting_collapse(state, plan, since):
-        return f"val_loss over {plan.collapsed:g} for {plan.collapsed_steps} steps: collapsed"
     return None
-
-
-def lasting_collapse(state: dict[str, Any], plan: Recipe, since: int) -> bool:
-    """The last `plan.collapsed_steps` steps, all after `since`, scored over `plan.collapsed`, at a best under it."""
-    steps = plan.collapsed_steps
-    return (state["best_val"] < plan.collapsed and state["step"] - since >= steps
-            and all(not row["val_loss"] <= plan.collapsed for row in state["history"][-steps:]))
 
 
 def back_to_best(job: Job, checkpoint_dir: Path, why: str, log: Callable[[str], None]) -> None:

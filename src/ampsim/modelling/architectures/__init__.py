@@ -56,13 +56,11 @@ class Recipe:
     # for a device of one setting, not for a knob set (`carries_state`).
     carry: bool | str = False
     # After `plateau` steps without a better validation loss, or a step whose validation loss is over `diverged`
-    # times the best, or over `collapsed` once the best is under a quarter of that, or over `collapsed` for
-    # `collapsed_steps` steps in a row at a best under it, training goes back to the best step's weights with a
-    # fresh optimiser, at `back_factor` times the learning rate from then on. 0: never.
+    # times the best, or over `collapsed` once the best is under a quarter of that, training goes back to the best
+    # step's weights with a fresh optimiser, at `back_factor` times the learning rate from then on. 0: never.
     plateau: int = 0
     diverged: float = 0.0
     collapsed: float = 0.0
-    collapsed_steps: int = 0
     back_factor: float = 1.0
     # Adam's second-moment decay: lower forgets old gradient sizes sooner, so the updates shrink as soon as the
     # gradients grow (0.999: Keras's and PyTorch's default)

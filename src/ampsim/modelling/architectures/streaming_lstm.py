@@ -94,7 +94,6 @@ def recipe(config) -> Recipe:
                   segment_loss, segment_loss.__name__, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
                   chunk_loss=fit_loss(fit, 0, p.tbptt_samples, "lstm.tbptt_samples"), carry=p.carry_state,
                   plateau=fit.plateau_steps, diverged=fit.diverged_ratio, collapsed=fit.collapsed_loss,
-                  collapsed_steps=fit.collapsed_steps,
                   back_factor=fit.back_to_best_factor, adam_beta_2=fit.adam_beta_2)
 
 

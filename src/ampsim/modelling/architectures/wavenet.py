@@ -242,7 +242,6 @@ def recipe(config) -> Recipe:
     return Recipe(warmup + p.output_samples, p.output_samples, p.batch_size, p.batches_per_step, fit.learning_rate,
                   fit.final_learning_rate, fit.patience, p.val_windows, loss, loss.__name__,
                   plateau=fit.plateau_steps, diverged=fit.diverged_ratio, collapsed=fit.collapsed_loss,
-                  collapsed_steps=fit.collapsed_steps,
                   back_factor=fit.back_to_best_factor, adam_beta_2=fit.adam_beta_2)
 
 
