@@ -35,7 +35,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -46,7 +45,7 @@ import numpy as np
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from panel import DEVICES, lag_zero_scorer, prepare_device, reamp_di, test_di  # noqa: E402  (bench/ is not a package)
-from quality import esr, merge_results, run_sides, split_arrays  # noqa: E402
+from quality import esr, machine_line, merge_results, run_sides, split_arrays  # noqa: E402
 
 VARIANTS = ("lstm", "lstm_fir")
 
@@ -242,8 +241,7 @@ def main() -> None:
         args.out.write_text(json.dumps(rows))
         return
     results = {"command": "python bench/" + " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
-               "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": platform.processor() or
-               platform.machine(), "cpu_count": os.cpu_count(), **shape, "sides": args.sides,
+               "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_line(), **shape, "sides": args.sides,
                "ls_taps": args.ls_taps, "devices": {}}
     with tempfile.TemporaryDirectory(prefix="ampsim-cab-ir-") as scratch:
         di, test_x = reamp_di(None), test_di()

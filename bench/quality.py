@@ -218,15 +218,20 @@ def side_by_side(dataset: str, budgets: list[float], work: Path, overrides: list
     return {**results, "ampsim_over_nam": ratios}
 
 
-def machine_line() -> str:
-    """The CPU count and model a benchmark ran on. Steps-driven runs repeat exactly on one machine only: the same
-    seed and data took another path on another session's machine (bench/RESULTS.md, session 31)."""
+def cpu_model() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what `platform` knows of it."""
     try:
         names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
                  if line.startswith("model name")]
     except OSError:
         names = []
-    return f"{os.cpu_count()} CPUs, {names[0] if names else platform.processor() or platform.machine()}"
+    return names[0] if names else platform.processor() or platform.machine()
+
+
+def machine_line() -> str:
+    """The CPU count and model a benchmark ran on. A steps-driven run repeats exactly on the same CPU model
+    (sessions 31 and 32), and took another path on another session's machine (bench/RESULTS.md, session 31)."""
+    return f"{os.cpu_count()} CPUs, {cpu_model()}"
 
 
 def merge_results(path: Path, key: str, value: dict) -> None:

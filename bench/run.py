@@ -26,6 +26,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from quality import cpu_model  # noqa: E402  (bench/ is not a package)
+
 PROJECT = Path(__file__).resolve().parents[1]
 BOSS = PROJECT.parent / "shared" / "captures" / "boss-ds1"
 RATE = 48000
@@ -167,9 +170,8 @@ def render_peak_memory(model_dir: Path, work: Path, minutes: list[float], method
 def machine() -> dict:
     info = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "cpus": os.cpu_count(),
             "platform": platform.platform()}
+    info["cpu"] = cpu_model()
     try:
-        model_name = [line for line in Path("/proc/cpuinfo").read_text().splitlines() if "model name" in line]
-        info["cpu"] = model_name[0].split(":", 1)[1].strip() if model_name else platform.processor()
         info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (OSError, ValueError):
         pass
