@@ -241,8 +241,8 @@ def main() -> None:
         args.out.write_text(json.dumps(rows))
         return
     results = {"command": "python bench/" + " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv)),
-               "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_line(), **shape, "sides": args.sides,
-               "ls_taps": args.ls_taps, "devices": {}}
+               "date": dt.datetime.now().isoformat(timespec="seconds"), "machine": machine_line(), **shape,
+               "sides": args.sides, "ls_taps": args.ls_taps, "devices": {}}
     with tempfile.TemporaryDirectory(prefix="ampsim-cab-ir-") as scratch:
         di, test_x = reamp_di(None), test_di()
         for device in args.devices:

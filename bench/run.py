@@ -169,8 +169,7 @@ def render_peak_memory(model_dir: Path, work: Path, minutes: list[float], method
 
 def machine() -> dict:
     info = {"date": dt.date.today().isoformat(), "python": platform.python_version(), "cpus": os.cpu_count(),
-            "platform": platform.platform()}
-    info["cpu"] = cpu_model()
+            "platform": platform.platform(), "cpu": cpu_model()}
     try:
         info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (OSError, ValueError):
