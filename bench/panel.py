@@ -59,8 +59,9 @@ DEVICES = {  # short name: teacher file (../shared/teachers/README.md)
 # A device's race winner, where it is not what params.yaml gives it by itself. The two amps with a cabinet won
 # through the IR (bench/RESULTS.md, session 18), which train.cabinet_recipe now gives every device that rings like
 # a cabinet; the DS-1 won with LSTM(32) by validation at 10 and 15 minutes on two seeds (session 20: test 0.0074
-# against 0.0126, 0.0094 against 0.0099 at 15).
-RECIPES = {"ds1": "lstm32"}
+# against 0.0126, 0.0094 against 0.0099 at 15). The 5150's four random starts spread 0.020-0.037 at 15 minutes
+# with one recipe; a race of them chose seed 7 by validation at 5 minutes (session 33).
+RECIPES = {"ds1": "lstm32", "5150": "seed-7"}
 RATE = 48000
 TEST_DI = {"ts9-guitarml": "the whole dry side", "boss-ds1": "its last 25 % (guitar phrases; it opens with sweeps)"}
 HEADROOM = 0.98  # validate counts output samples at 0.999 as clipped: a louder render is turned down to this peak
