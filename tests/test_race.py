@@ -4,6 +4,7 @@ itself runs as DVC experiments in tests/test_dvc_pipeline.py."""
 from __future__ import annotations
 
 import pytest
+from conftest import PROJECT
 
 from ampsim.core.errors import AmpsimError
 from ampsim.deployment.race import UNLIMITED_STEPS, race_recipe
@@ -24,3 +25,25 @@ def test_a_candidate_that_sets_anything_but_a_recipe_is_refused(candidate):
         race_recipe({}, candidate, 5)
     assert "a recipe sets only train, fit, lstm2018, lstm, wavenet" in caught.value.message
     assert "race.candidates" in caught.value.fix
+
+
+@pytest.mark.parametrize("name, seed", [("seed-3", 3), ("seed-7", 7), ("seed-11", 11)])
+def test_a_seed_candidate_races_the_devices_own_recipe_from_another_start(name, seed):
+    """race.candidates' seed-N set only the random start: over an amp with a cabinet, its race recipe still trains
+    through the IR with the cabinet recipe's guards, and the device's own settings stay (session 33: four starts of
+    one recipe spread 0.0205-0.0374 on the 5150 at 15 minutes)."""
+    import yaml
+
+    from ampsim.core.params import device_params
+
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    assert params["race"]["candidates"][name] == {"train": {"random_seed": seed}}
+    assert params["train"]["random_seed"] != seed  # another start than the default's
+    params["recipes"]["amp"] = race_recipe({"lstm": {"hidden_size": 20}}, params["race"]["candidates"][name], 5)
+    trained = device_params(params, "amp", cabinet=True)
+    assert trained["train"]["random_seed"] == seed and trained["train"]["max_minutes"] == 5.0
+    assert trained["fit"]["through_ir_taps"] == params["train"]["cabinet_recipe"]["fit"]["through_ir_taps"] > 0
+    assert trained["fit"]["collapsed_loss"] == params["train"]["cabinet_recipe"]["fit"]["collapsed_loss"] > 0
+    assert trained["lstm"]["hidden_size"] == 20
+    assert {k: v for k, v in trained["train"].items() if k not in ("random_seed", "max_minutes", "max_steps")} == \
+        {k: v for k, v in params["train"].items() if k not in ("random_seed", "max_minutes", "max_steps")}
