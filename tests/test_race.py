@@ -32,11 +32,9 @@ def test_a_seed_candidate_races_the_devices_own_recipe_from_another_start(name, 
     """race.candidates' seed-N set only the random start: over an amp with a cabinet, its race recipe still trains
     through the IR with the cabinet recipe's guards, and the device's own settings stay (session 33: four starts of
     one recipe spread 0.0205-0.0374 on the 5150 at 15 minutes)."""
-    import yaml
+    from ampsim.core.params import device_params, load_params
 
-    from ampsim.core.params import device_params
-
-    params = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    params = load_params(PROJECT / "params.yaml")
     assert params["race"]["candidates"][name] == {"train": {"random_seed": seed}}
     assert params["train"]["random_seed"] != seed  # another start than the default's
     params["recipes"]["amp"] = race_recipe({"lstm": {"hidden_size": 20}}, params["race"]["candidates"][name], 5)
