@@ -6,10 +6,12 @@ out whole (`split: val`). ampsim's own stages prepare and train them as `dvc rep
 validate with its one-rig-one-latency rule, train with params.yaml's recipe), for a training-time budget.
 The model then plays real guitar DI it never heard (bench/panel.py's test DI) at each setting, and is scored
 at lag 0 against that setting's teacher: the held-out 0.8 is the figure that says whether the knob learnt
-the amp or only its recorded positions.
+the amp or only its recorded positions. For it, the run also prints its ESR with the model's level fitted and
+at the knob positions beside it (a model whose knob learnt the wrong taper plays the setting best elsewhere).
 
     .venv/bin/python bench/knobset.py --minutes 10     # writes `knobset` into bench/results.json
     .venv/bin/python bench/knobset.py --set lstm.knob_drive=true --key knobset_drive --out /tmp/drive.json
+    .venv/bin/python bench/knobset.py --set lstm.knob_drive=true --keep /tmp/kept   # keeps the model to study
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -95,6 +98,34 @@ def test_scores(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray]
     return scores
 
 
+def held_out_diagnosis(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray],
+                       offsets=(-0.1, -0.05, 0.05, 0.1)) -> dict:
+    """Where the held-out miss lies: its test ESR once the model's level is fitted (a miss in level alone), and
+    at knob positions beside the held-out one (a knob whose taper the model learnt off its true position plays
+    the setting best elsewhere)."""
+    from ampsim.core.params import RenderParams, load_params, section
+    from ampsim.inference.engine import render
+    from ampsim.modelling.models import load_model
+
+    model, card = load_model(work / "model")
+    render_params = section(load_params(PROJECT / "params.yaml"), "render", RenderParams)
+    latency = json.loads((work / "validate" / "summary.json").read_text())["delay_samples"][f"gain-{HELD_OUT:g}"]
+    target = answers[HELD_OUT]
+
+    def played(gain: float) -> np.ndarray:
+        output = render(model, card, test_x, render_params, {"gain": gain}).reshape(-1).astype(np.float64)
+        return at_lag_zero(output, latency)
+
+    def esr(prediction: np.ndarray) -> float:
+        return float(np.sum((target - prediction) ** 2) / np.sum(target**2))
+
+    at_setting = played(HELD_OUT)
+    level = float(at_setting @ target / (at_setting @ at_setting))
+    beside = {f"{HELD_OUT + offset:g}": esr(played(HELD_OUT + offset)) for offset in offsets}
+    return {"esr_level_fitted": esr(level * at_setting), "level_db": float(20 * np.log10(abs(level))),
+            "esr_at_knob": beside}
+
+
 def neighbour_mix(answers: dict[float, np.ndarray]) -> dict:
     """What the recorded neighbours allow at the held-out setting: its teacher's answer fitted by least squares
     from the answers of the settings just below and above it (a knob that only blends them scores this)."""
@@ -134,6 +165,7 @@ def main() -> None:
                         help="a params.yaml setting for this run (repeatable), e.g. lstm.knob_drive=true")
     parser.add_argument("--key", default="knobset", help="the key it writes (default %(default)s)")
     parser.add_argument("--out", type=Path, default=BENCH / "results.json", help="JSON file to merge the result into")
+    parser.add_argument("--keep", type=Path, help="keep the trained model and the stage reports in this folder")
     parser.add_argument("--teachers-only", action="store_true",
                         help="no training: only what the teachers allow at the held-out setting (a blend of its "
                              "neighbours, a neighbour driven harder), in a minute")
@@ -160,11 +192,15 @@ def main() -> None:
         train = json.loads((work / "train" / "summary.json").read_text())
         latency = json.loads((work / "validate" / "summary.json").read_text())["delay_samples"]
         test = test_scores(work, test_x, answers)
+        diagnosis = held_out_diagnosis(work, test_x, answers)
+        if args.keep:
+            for part in ("model", "train", "validate", "evaluate"):
+                shutil.copytree(work / part, args.keep / part, dirs_exist_ok=True)
     result = {"date": dt.date.today().isoformat(), "minutes": args.minutes, "held_out_gain": HELD_OUT,
               "settings": args.overrides, "steps": train["steps"], "latency_samples": latency,
               "validation_esr": {name.removeprefix("gain-"): entry["esr"]
                                  for name, entry in validation["captures"].items()},
-              "test_esr_lag0": test,
+              "test_esr_lag0": test, "held_out_diagnosis": diagnosis,
               "neighbour_mix": neighbour_mix(answers), "driven_neighbour": driven_neighbour(test_x, answers)}
     print(f"JCM900 knob set, {args.minutes:g} training minutes ({train['steps']} steps), held out: gain {HELD_OUT:g}"
           + (f", {' '.join(args.overrides)}" if args.overrides else ""))
@@ -174,6 +210,9 @@ def main() -> None:
         mark = "  (held out)" if gain == HELD_OUT else ""
         print(f"  {key:>4} | {latency[f'gain-{key}']:>7} | {result['validation_esr'][key]:>14.4f} | "
               f"{test[key]:.4f}{mark}")
+    print(f"  held out {HELD_OUT:g}: with its level fitted ({diagnosis['level_db']:+.2f} dB) "
+          f"{diagnosis['esr_level_fitted']:.4f}; at knob "
+          + ", ".join(f"{knob}: {value:.4f}" for knob, value in diagnosis["esr_at_knob"].items()))
     print_teacher_bounds(result)
     merge_results(args.out, args.key, result)
 
