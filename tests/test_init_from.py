@@ -32,11 +32,12 @@ def _config(architecture: str, **sections):
     return _train_config(params, "params.yaml", 48000)
 
 
-@pytest.mark.parametrize("architecture", ["lstm", "lstm-drive", "wavenet"])  # the 2018 model takes no knobs
+@pytest.mark.parametrize("architecture", ["lstm", "lstm-drive", "lstm-bend", "wavenet"])  # the 2018 model: no knobs
 def test_a_conditioned_model_started_from_a_plain_one_plays_it_at_every_setting(architecture):
-    config = _config("lstm", lstm={"knob_drive": True}) if architecture == "lstm-drive" else _config(architecture)
+    drive = {"lstm-drive": {"knob_drive": True}, "lstm-bend": {"knob_drive": True, "knob_bends": True}}
+    config = _config("lstm", lstm=drive[architecture]) if architecture in drive else _config(architecture)
     plain = trained_like(build_model(config), seed=1, scale=0.2)
-    conditioned = build_model(config, knobs=2)
+    conditioned = build_model(config, knobs=2, knots=[[0.2, 0.5], [0.6]])
     conditioned.set_weights(starting_weights(conditioned, plain, 2, "start", "the recipe"))
     x = np.random.default_rng(0).normal(0, 0.2, (1, 6000, 1)).astype(np.float32)
     expected = plain.predict(x, verbose=0)

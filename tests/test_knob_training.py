@@ -81,3 +81,31 @@ def test_conditioned_model_at_the_unseen_middle_setting_beats_both_neighbours_mo
     level = {g: float(np.sqrt(np.mean(render(model, card, unseen.x, render_params, {"gain": g}) ** 2)))
              for g in (0.2, 0.5, 0.8)}
     assert level[0.2] < level[0.5] < level[0.8]
+
+
+def test_a_knob_bends_at_its_interior_recorded_settings_and_its_nam_bake_plays_the_trained_model(tmp_path, demo_set):
+    """lstm.knob_bends: the knots come from the captures (gain 0.35 and 0.65, between the lowest and highest recorded,
+    not the held-out 0.5); the trained model keeps them through a safe-mode load, and a setting baked for .nam
+    plays as the model does at that setting, the held-out one included."""
+    training = {**TRAINING, "train": {**TRAINING["train"], "max_steps": 2},
+                "lstm": {**TRAINING["lstm"], "knob_drive": True, "knob_bends": True, "batches_per_step": 10}}
+    params = tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml", **training)
+    demo = {name: (demo_set / name / "capture.yaml").read_text()
+            for name in ("gain-0.2", "gain-0.35", "gain-0.5", "gain-0.65", "gain-0.8")}
+    root = _prepare(tmp_path / "bent", params, demo, demo_set)
+    model, card = load_model(root / "model")
+    drive = model.get_layer("knob_drive")
+    assert card.knobs == ["gain"] and drive.knots == [[0.35, 0.65]]
+    slopes = drive.get_weights()[1]
+    assert slopes.shape == (2,) and np.all(slopes != 0.0)  # learnt, from 0
+
+    from ampsim.modelling.architectures.streaming_lstm import bake_knobs, bent_knobs
+
+    knob = np.array([0.5], np.float32)
+    expected = 0.5 + slopes[0] * 0.15  # past the first knot, not yet the second
+    np.testing.assert_allclose(bent_knobs(model, knob), [expected], rtol=1e-6)
+    (unseen,) = [s for s in load_split(root / "prepared", "val") if s.capture == "gain-0.5"]
+    x = unseen.x[: 2 * 48000]
+    played = model.predict(np.concatenate([x[None, :, None], np.full((1, len(x), 1), 0.5, np.float32)], -1), verbose=0)
+    baked = bake_knobs(model, knob).predict(x[None, :, None], verbose=0)
+    assert metrics.esr(played.ravel(), baked.ravel()) < 1e-10 and np.sum(played**2) > 0

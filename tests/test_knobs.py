@@ -15,7 +15,7 @@ import aidax_reference  # noqa: E402
 
 from ampsim.core import metrics  # noqa: E402
 from ampsim.core.errors import AmpsimError, CaptureError  # noqa: E402
-from ampsim.core.knobs import knob_vector, parse_knob, with_knobs  # noqa: E402
+from ampsim.core.knobs import interior_settings, knob_vector, parse_knob, with_knobs  # noqa: E402
 from ampsim.core.params import RenderParams, load_params, section  # noqa: E402
 from ampsim.data.captures import find_captures  # noqa: E402
 from ampsim.data.windows import Pool, Segment, fixed_windows, random_windows  # noqa: E402
@@ -98,6 +98,13 @@ def test_windows_carry_their_captures_knob_setting_as_constant_channels():
     assert fixed_x.shape == (20, 500, 3)
     assert not Pool.of([Segment("plain", a, -a)]).knobs.shape[1]  # unconditioned: audio alone
     assert random_windows(Pool.of([Segment("plain", a, -a)]), np.random.default_rng(0), 4, 100)[0].shape == (4, 100, 1)
+
+
+def test_a_knob_bends_only_between_its_lowest_and_highest_recorded_settings():
+    recorded = [{"gain": 0.4, "tone": 0.5}, {"gain": 0.6, "tone": 0.5}, {"gain": 1.0, "tone": 0.2},
+                {"gain": 0.6, "tone": 0.9}, {"gain": 0.8, "tone": 0.5}]
+    assert interior_settings(["gain", "tone"], recorded) == [[0.6, 0.8], [0.5]]
+    assert interior_settings(["gain"], recorded[:2]) == [[]]  # two settings: a straight knob
 
 
 def test_with_knobs_appends_the_setting_at_every_time_step():

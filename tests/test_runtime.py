@@ -45,6 +45,9 @@ CASES = {
     # the knobs also driving the audio in (lstm.knob_drive), two of them
     "lstm-drive": (lambda: lstm_model(8, 1, False, input_size=3, knob_drive=True), "lstm", ["gain", "tone"],
                    {"gain": 0.7, "tone": 0.2}),
+    # ... bent at knots: gain twice (the setting past both), tone once (the setting short of it)
+    "lstm-bend": (lambda: lstm_model(8, 1, False, input_size=3, knob_drive=True, knob_knots=[[0.3, 0.6], [0.5]]),
+                  "lstm", ["gain", "tone"], {"gain": 0.7, "tone": 0.2}),
     "lstm2018": (lambda: lstm2018_model(8), "lstm2018", [], None),
 }
 

@@ -48,6 +48,14 @@ def knob_names(settings: Iterable[Mapping[str, float]]) -> list[str]:
     return sorted({knob for knobs in settings for knob in knobs})
 
 
+def interior_settings(names: list[str], settings: Iterable[Mapping[str, float]]) -> list[list[float]]:
+    """Per knob of `names`, the recorded positions strictly between its lowest and highest (sorted): where a
+    knob's taper may bend and the captures still say how far (a knob bends between two recorded settings, not
+    beyond the last)."""
+    recorded = [sorted({float(knobs[name]) for knobs in settings if name in knobs}) for name in names]
+    return [values[1:-1] for values in recorded]
+
+
 def knob_vector(names: list[str], given: Mapping[str, float] | None, model: str = "this model") -> np.ndarray:
     """The knob channels for a model conditioned on `names`: every knob given, none unknown, each in 0-1."""
     given = dict(given or {})

@@ -113,6 +113,7 @@ class LstmParams:
     num_layers: int
     input_skip: bool  # y = x + f(x); .nam export needs it off
     knob_drive: bool  # a model with knobs: they also scale the audio into it (a gain in dB linear in each knob)
+    knob_bends: bool  # ... and each knob bends (a learnt slope) at its interior recorded settings
     segment_samples: int  # training segment length, warm-up included
     warmup_samples: int  # first samples of each segment that only settle the state (no update, no loss)
     tbptt_samples: int  # an update every this many samples of a segment, the state carried across updates

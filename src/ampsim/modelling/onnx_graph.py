@@ -19,10 +19,13 @@ def _onnx_gates(matrix: np.ndarray) -> np.ndarray:
 
 def lstm_stack(layers: list[tuple[np.ndarray, np.ndarray, np.ndarray]], inputs: int,
                head: tuple[np.ndarray, np.ndarray] | None = None, input_skip: bool = False,
-               knob_drive: np.ndarray | None = None) -> bytes:
+               knob_drive: np.ndarray | None = None,
+               knob_bend: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> bytes:
     """The serialised graph of LSTM layers given as Keras weights (kernel, recurrent kernel, bias), then an
     optional dense head (kernel [H, 1], bias [1]) and an optional input skip (the audio channel added).
-    `knob_drive` ([knobs, 1]): the audio scaled by exp(knobs @ knob_drive) before the first layer."""
+    `knob_drive` ([knobs, 1]): the audio scaled by exp(knobs @ knob_drive) before the first layer, the knobs
+    first bent by `knob_bend` (select [knobs, knots], positions [knots], slopes [knots]) where given:
+    knobs + (relu(knobs @ select - positions) * slopes) @ select^T."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -36,8 +39,19 @@ def lstm_stack(layers: list[tuple[np.ndarray, np.ndarray, np.ndarray]], inputs: 
         nodes += [helper.make_node("Slice", ["audio", "drive_audio_start", "drive_knobs_start", "drive_axis"],
                                    ["drive_dry"]),
                   helper.make_node("Slice", ["audio", "drive_knobs_start", "drive_knobs_end", "drive_axis"],
-                                   ["drive_knobs"]),
-                  helper.make_node("MatMul", ["drive_knobs", "drive_weights"], ["drive_log_gain"]),
+                                   ["drive_raw_knobs" if knob_bend is not None else "drive_knobs"])]
+        if knob_bend is not None:
+            select, positions, slopes = (np.asarray(a, np.float32) for a in knob_bend)
+            weights += [numpy_helper.from_array(select, "bend_select"), numpy_helper.from_array(select.T, "bend_back"),
+                        numpy_helper.from_array(positions, "bend_knots"),
+                        numpy_helper.from_array(slopes, "bend_slopes")]
+            nodes += [helper.make_node("MatMul", ["drive_raw_knobs", "bend_select"], ["bend_at_knots"]),
+                      helper.make_node("Sub", ["bend_at_knots", "bend_knots"], ["bend_past_knots"]),
+                      helper.make_node("Relu", ["bend_past_knots"], ["bend_beyond"]),
+                      helper.make_node("Mul", ["bend_beyond", "bend_slopes"], ["bend_sloped"]),
+                      helper.make_node("MatMul", ["bend_sloped", "bend_back"], ["bend_added"]),
+                      helper.make_node("Add", ["drive_raw_knobs", "bend_added"], ["drive_knobs"])]
+        nodes += [helper.make_node("MatMul", ["drive_knobs", "drive_weights"], ["drive_log_gain"]),
                   helper.make_node("Exp", ["drive_log_gain"], ["drive_gain"]),
                   helper.make_node("Mul", ["drive_dry", "drive_gain"], ["drive_driven"]),
                   helper.make_node("Concat", ["drive_driven", "drive_knobs"], ["driven"], axis=2)]

@@ -25,7 +25,7 @@ import numpy as np
 
 from ampsim.core.audio import atomic_dir, write_text
 from ampsim.core.errors import AmpsimError
-from ampsim.core.knobs import knob_names
+from ampsim.core.knobs import interior_settings, knob_names
 from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
 from ampsim.data.windows import Pool, Segment, StreamRows, fixed_windows, load_split, random_windows
 from ampsim.modelling.architectures import Recipe, architecture, carries_state
@@ -129,20 +129,23 @@ def _require_whole_number(setting: str, value, source: Path | str, fix: str) -> 
                           fix=fix)
 
 
-def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
-    """The chosen architecture; `knobs` extra constant input channels for a knob-conditioned capture set;
-    `carried_batch`: its training twin that carries the state across updates."""
-    return architecture(config.train.architecture).build(config, knobs, carried_batch)
+def build_model(config: TrainConfig, knobs: int = 0, carried_batch: int | None = None,
+                knots: list[list[float]] | None = None) -> keras.Model:
+    """The chosen architecture; `knobs` extra constant input channels for a knob-conditioned capture set, and
+    `knots` each knob's interior recorded settings (`core.knobs.interior_settings`); `carried_batch`: its training
+    twin that carries the state across updates."""
+    return architecture(config.train.architecture).build(config, knobs, carried_batch, knots)
 
 
 def recipe(config: TrainConfig) -> Recipe:
     return architecture(config.train.architecture).recipe(config)
 
 
-def build_trainer(config: TrainConfig, plan: Recipe, model: keras.Model, knobs: int = 0) -> keras.Model:
+def build_trainer(config: TrainConfig, plan: Recipe, model: keras.Model, knobs: int = 0,
+                  knots: list[list[float]] | None = None) -> keras.Model:
     """What takes the updates, compiled: `model` itself, or for truncated back-propagation its twin that
     carries the state across updates (the weights are copied back into `model` to validate and save)."""
-    trainer = model if plan.tbptt is None else build_model(config, knobs, carried_batch=plan.batch_size)
+    trainer = model if plan.tbptt is None else build_model(config, knobs, carried_batch=plan.batch_size, knots=knots)
     if config.fit.through_ir_taps:
         if plan.tbptt is None:
             raise AmpsimError(f"fit.through_ir_taps: a `{config.train.architecture}` model does not train by truncated "
@@ -284,6 +287,7 @@ class Job:
 
     plan: Recipe
     knobs: list[str]
+    knots: list[list[float]]  # per knob, its interior recorded settings
     captures: list[str]
     train_pool: Pool
     val_x: np.ndarray
@@ -307,18 +311,19 @@ def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) 
     plan = recipe(config)
     train_segments, val_segments = load_split(prepared, "train"), load_split(prepared, "val")
     knobs = knob_names(s.knobs for s in train_segments + val_segments)
+    knots = interior_settings(knobs, [s.knobs for s in train_segments])
     # Settings held out whole (`split: val`) measure interpolation: they are scored after training, but
     # never choose the best step, or they would no longer be unseen.
     selecting = [s for s in val_segments if not s.held_out] or val_segments
     train_pool, val_pool = Pool.of(train_segments, knobs), Pool.of(selecting, knobs)
     val_x, val_y = fixed_windows(val_pool, plan.val_count, plan.window)
     keras.utils.set_random_seed(config.train.random_seed)
-    model = build_model(config, len(knobs))
+    model = build_model(config, len(knobs), knots=knots)
     start_digest = None
     if config.train.init_from:
         start_digest = start_from(model, start if start is not None else Path("(no device folder)"),
                                   config.train.architecture, len(knobs), "this device's recipe")
-    trainer = build_trainer(config, plan, model, len(knobs))
+    trainer = build_trainer(config, plan, model, len(knobs), knots)
     if start_digest is not None and trainer is not model:
         copy_weights(model, trainer)
     if trainer is not model:
@@ -326,7 +331,7 @@ def prepare_job(prepared: Path, config: TrainConfig, start: Path | None = None) 
     state = {"step": 0, "seconds": 0.0, "train_seconds": 0.0, "best_val": float("inf"), "best_step": 0,
              "history": [], "run_id": None, "stopped": None, "lr_scale": 1.0, "back_to_best": []}
     latency = {s.capture: s.latency_samples for s in train_segments + val_segments if s.latency_samples is not None}
-    job = Job(plan, knobs, sorted({s.capture for s in train_segments}), train_pool, val_x, val_y, model, trainer,
+    job = Job(plan, knobs, knots, sorted({s.capture for s in train_segments}), train_pool, val_x, val_y, model, trainer,
               np.random.default_rng(config.train.random_seed), state, latency, (train_segments, selecting),
               BestSteps(config.train.latch_fallbacks + 1 if config.train.latch_fallbacks > 0 else 0),
               StreamRows.fresh(plan.batch_size) if carries_state(plan, len(knobs)) else None)
@@ -568,7 +573,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
 
     # --- the best weights, saved uncompiled, with the history and summary --------------------------------
     job.trainer.load_weights(Path(checkpoint_dir) / BEST_WEIGHTS)
-    inference = build_model(config, len(job.knobs))  # no training-only loss closure in the saved file
+    inference = build_model(config, len(job.knobs), knots=job.knots)  # no training-only loss closure in the saved file
     copy_weights(job.trainer, inference)
     card = ModelCard(architecture=architecture_name, sample_rate=config.sample_rate,
                      input_size=1 + len(job.knobs), window_samples=plan.window, tail_samples=plan.scored,

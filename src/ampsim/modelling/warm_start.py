@@ -65,9 +65,10 @@ def starting_weights(target: keras.Model, start: keras.Model, knobs: int, where:
         raise AmpsimError(f"the starting model takes {start_inputs - 1} knob(s), this device's model {knobs}",
                           path=where, fix="start from a plain model, or from one with this device's knobs")
     start_weights, target_weights = start.get_weights(), target.get_weights()
-    drive = knob_drive_layer(target)
-    if drive is not None and knob_drive_layer(start) is None:  # the drive starts at zero: no drive, as the start
-        index = next(i for i, weight in enumerate(target.weights) if weight is drive.drive)
+    drive, started = knob_drive_layer(target), knob_drive_layer(start)
+    for weight in [] if drive is None else drive.weights[0 if started is None else len(started.weights):]:
+        # the drive and the knobs' bends start at zero: no drive and straight knobs, as the start plays
+        index = next(i for i, target_weight in enumerate(target.weights) if target_weight is weight)
         start_weights.insert(index, np.zeros(tuple(target_weights[index].shape), np.float32))
     fix = ("choose a starting model of this size, or set the device's recipe to the starting model's size "
            "(`recipes.<device>` in params.yaml), or train from scratch (`train.init_from: null`)")

@@ -5,7 +5,8 @@ ask `architecture(card.architecture)`; adding an architecture is a module here a
 
 A module provides:
 - NAME, DESCRIPTION, PARAMS (its params.yaml section), FORMATS, RENDER_METHODS, EVALUATION_METHOD;
-- build(config, knobs, carried_batch=None) -> keras.Model;
+- build(config, knobs, carried_batch=None, knots=None) -> keras.Model (`knots`: each knob's interior recorded
+  settings, for an architecture whose knob channels bend there; others ignore them);
 - recipe(config) -> Recipe;
 - shortest_context(window_samples, tail_samples, sample_rate) -> int: the least warm-up `fast` rendering tries;
 - nam(model, state) -> NamPayload: its .nam `architecture`, `config` and weights (`state`: a recurrent

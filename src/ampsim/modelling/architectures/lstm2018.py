@@ -37,7 +37,8 @@ def lstm2018_model(units: int = 64) -> keras.Model:
     return keras.Model(audio, out, name=NAME)
 
 
-def build(config, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
+def build(config, knobs: int = 0, carried_batch: int | None = None,
+          knots: list[list[float]] | None = None) -> keras.Model:
     if knobs:
         raise AmpsimError("the 2018 model `lstm2018` takes the audio alone, but the captures set knobs",
                           path="params.yaml", fix="train knob-conditioned captures with `train.architecture: lstm`")

@@ -36,27 +36,58 @@ NAM_ARCHITECTURE = "LSTM"
 MAX_NAM_HIDDEN_SIZE, MAX_NAM_LAYERS = 1024, 16  # far beyond any real-time plugin's; an imported file is untrusted
 
 
+def knot_layout(knots: list[list[float]]) -> tuple[np.ndarray, np.ndarray]:
+    """Each knob's knots laid side by side: a one-hot [knobs, knots] that picks each knot's knob, and the knots'
+    positions [knots], so that the bend is a pair of matrix products (no gather, in Keras or ONNX alike)."""
+    owners = [index for index, positions in enumerate(knots) for _ in positions]
+    select = np.zeros((len(knots), len(owners)), np.float32)
+    select[owners, np.arange(len(owners))] = 1.0
+    return select, np.asarray([p for positions in knots for p in positions], np.float32)
+
+
 @keras.saving.register_keras_serializable(package="ampsim")
 class KnobDrive(keras.layers.Layer):
-    """(batch, time, 1 + knobs) -> the same, the audio channel scaled by exp(knobs @ drive). The drive starts
-    at zero: the knobs then enter as the plain model's bias shift alone."""
+    """(batch, time, 1 + knobs) -> the same: each knob's channel bent at its `knots`, k + sum(slope *
+    relu(k - knot)), and the audio channel scaled by exp(bent knobs @ drive). The slopes and the drive start at
+    zero: the knobs then enter as the plain model's bias shift alone. A pot's taper is not linear (the JCM900's
+    gain 4 -> 6 is ~4 dB of drive, 6 -> 8 and 8 -> 10 ~9 dB each: bench/RESULTS.md, session 35); a knot at each
+    interior recorded setting lets the knob's steps differ there, and keeps it straight between recorded ones."""
+
+    def __init__(self, knots: list[list[float]] | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.knots = [[float(p) for p in positions] for positions in (knots or [])]
 
     def build(self, input_shape):
-        self.drive = self.add_weight(shape=(int(input_shape[-1]) - 1, 1), initializer="zeros", name="drive")
+        knobs = int(input_shape[-1]) - 1
+        if self.knots and len(self.knots) != knobs:
+            raise ValueError(f"{len(self.knots)} knobs' knots for {knobs} knob channels")
+        self.drive = self.add_weight(shape=(knobs, 1), initializer="zeros", name="drive")
+        self.select, self.positions = knot_layout(self.knots or [[] for _ in range(knobs)])
+        self.bend = self.add_weight(shape=(len(self.positions),), initializer="zeros", name="bend") \
+            if len(self.positions) else None
 
     def call(self, inputs):
-        gain = ops.exp(ops.matmul(inputs[..., 1:], self.drive))
-        return ops.concatenate([inputs[..., :1] * gain, inputs[..., 1:]], axis=-1)
+        knobs = inputs[..., 1:]
+        if self.bend is not None:
+            bent = ops.relu(ops.matmul(knobs, self.select) - self.positions) * self.bend
+            knobs = knobs + ops.matmul(bent, ops.transpose(self.select))
+        gain = ops.exp(ops.matmul(knobs, self.drive))
+        return ops.concatenate([inputs[..., :1] * gain, knobs], axis=-1)
+
+    def get_config(self):
+        return {**super().get_config(), "knots": self.knots}
 
 
 def lstm_model(hidden_size: int, num_layers: int, input_skip: bool, input_size: int = 1,
-          carried_batch: int | None = None, knob_drive: bool = False) -> keras.Model:
+          carried_batch: int | None = None, knob_drive: bool = False,
+          knob_knots: list[list[float]] | None = None) -> keras.Model:
     """The streaming LSTM for whole-file rendering (zero initial state); with `carried_batch`, its training
     twin of that fixed batch size, whose state carries across calls until `carried_lstm.reset_carried_state`.
-    `knob_drive` (a model with knobs): the knobs also scale the audio into the first layer."""
+    `knob_drive` (a model with knobs): the knobs also scale the audio into the first layer, each knob's channel
+    bent at its `knob_knots` (positions 0-1)."""
     shape = {"batch_shape": (carried_batch, None, input_size)} if carried_batch else {"shape": (None, input_size)}
     audio = keras.Input(**shape, name="audio")
-    x = KnobDrive(name="knob_drive")(audio) if knob_drive and input_size > 1 else audio
+    x = KnobDrive(knob_knots, name="knob_drive")(audio) if knob_drive and input_size > 1 else audio
     for i in range(num_layers):
         layer = CarriedLSTM(hidden_size, return_sequences=True, stateful=True, name=f"lstm_{i + 1}") \
             if carried_batch else keras.layers.LSTM(hidden_size, return_sequences=True, name=f"lstm_{i + 1}")
@@ -67,10 +98,14 @@ def lstm_model(hidden_size: int, num_layers: int, input_skip: bool, input_size: 
     return keras.Model(audio, out, name=NAME)
 
 
-def build(config, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
+def build(config, knobs: int = 0, carried_batch: int | None = None,
+          knots: list[list[float]] | None = None) -> keras.Model:
     p = config.lstm
+    if p.knob_bends and not p.knob_drive:
+        raise AmpsimError("lstm.knob_bends bends the knobs in the knob drive, which is off (lstm.knob_drive: false)",
+                          path="params.yaml", fix="set lstm.knob_drive: true as well, or lstm.knob_bends: false")
     return lstm_model(p.hidden_size, p.num_layers, p.input_skip, input_size=1 + knobs, carried_batch=carried_batch,
-                      knob_drive=p.knob_drive)
+                      knob_drive=p.knob_drive, knob_knots=knots if p.knob_bends else None)
 
 
 def recipe(config) -> Recipe:
@@ -113,6 +148,24 @@ def knob_drive(model: keras.Model) -> np.ndarray | None:
     """The drive weights (knobs x 1) of a model whose knobs set its input level, else None."""
     layer = knob_drive_layer(model)
     return None if layer is None else layer.get_weights()[0]
+
+
+def knob_bend(model: keras.Model) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """A model whose knobs bend at knots: (select [knobs, knots], positions [knots], slopes [knots]), else None."""
+    layer = knob_drive_layer(model)
+    if layer is None or layer.bend is None:
+        return None
+    return layer.select, layer.positions, layer.get_weights()[1]
+
+
+def bent_knobs(model: keras.Model, knob_values: np.ndarray) -> np.ndarray:
+    """The knob values as the model's first layer and drive see them: bent at the knots, if it has any."""
+    values = np.asarray(knob_values, np.float32)
+    bend = knob_bend(model)
+    if bend is None:
+        return values
+    select, positions, slopes = bend
+    return values + (np.maximum(values @ select - positions, 0.0) * slopes) @ select.T
 
 
 def nam(model: keras.Model, state: list[np.ndarray]) -> NamPayload:
@@ -159,7 +212,7 @@ def onnx_graph(model: keras.Model) -> bytes:
     """The model for ONNX Runtime (`ampsim render` of a released model), knob channels as inputs."""
     head = model.get_layer("head").get_weights()
     return lstm_stack([layer.get_weights() for layer in lstm_layers(model)], int(model.inputs[0].shape[-1]),
-                      (head[0], head[1]), has_input_skip(model), knob_drive(model))
+                      (head[0], head[1]), has_input_skip(model), knob_drive(model), knob_bend(model))
 
 
 def aidax_layers(model: keras.Model) -> list[dict]:
@@ -189,9 +242,10 @@ def aidax_layers(model: keras.Model) -> list[dict]:
 def bake_knobs(model: keras.Model, knob_values: np.ndarray) -> keras.Model:
     """The model at one setting of its knobs as a plain one-input model. Exact: the knob channels are
     constant, so their share of the first layer's gates, knobs @ W_knobs, is a constant that moves into
-    its bias, and a knob drive, a constant gain on the audio, moves into the audio's row of the kernel."""
-    layers, drive = lstm_layers(model), knob_drive(model)
-    gain = 1.0 if drive is None else np.exp(np.asarray(knob_values, np.float32) @ drive[:, 0])
+    its bias, and a knob drive, a constant gain on the audio, moves into the audio's row of the kernel (a bent
+    knob is a constant too: its bent value is what moves)."""
+    layers, drive, knob_values = lstm_layers(model), knob_drive(model), bent_knobs(model, knob_values)
+    gain = 1.0 if drive is None else np.exp(knob_values @ drive[:, 0])
     baked = lstm_model(layers[0].units, len(layers), has_input_skip(model), input_size=1)
     for index, layer in enumerate(layers):
         kernel, recurrent, bias = layer.get_weights()

@@ -213,7 +213,8 @@ def wavenet_model(arrays: list[dict], activation: str = "Tanh", gated: bool = Fa
     return keras.Model(audio, out, name=NAME)
 
 
-def build(config, knobs: int = 0, carried_batch: int | None = None) -> keras.Model:
+def build(config, knobs: int = 0, carried_batch: int | None = None,
+          knots: list[list[float]] | None = None) -> keras.Model:
     p = config.wavenet
     return wavenet_model(arrays_of(p), p.activation, p.gated, p.head_scale, input_size=1 + knobs)
 
