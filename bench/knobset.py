@@ -24,6 +24,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -32,7 +33,7 @@ import yaml
 BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 from panel import RATE, at_lag_zero, reamp_di, test_di  # noqa: E402  (bench/ is not a package)
-from quality import PROJECT, candidate_params, merge_results  # noqa: E402
+from quality import PROJECT, candidate_params, esr, merge_results  # noqa: E402
 from teachers import TEACHERS, load_teacher, play  # noqa: E402
 
 SETTINGS = {0.4: "Tim_R_JCM90050WDualVerbChAG4.nam", 0.6: "Tim_R_JCM90050WDualVerbCHAG6.nam",
@@ -80,9 +81,10 @@ def run_stages(params: Path, work: Path) -> None:
             raise SystemExit(f"bench/knobset.py: {stage[0]} failed")
 
 
-def test_scores(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray]) -> dict[str, float]:
-    """Test ESR at lag 0 per setting: the model at that gain against that setting's teacher (rendered as
-    evaluation renders it: a streaming LSTM as one stream from a zero state, as a plugin plays it)."""
+def knob_player(work: Path, test_x: np.ndarray) -> Callable[[float], np.ndarray]:
+    """The trained model as a function of its gain knob: its answer to the test DI at that setting, rendered as
+    evaluation renders it (a streaming LSTM as one stream from a zero state, as a plugin plays it) and moved to
+    lag 0 by that setting's latency (a position between recorded ones: the held-out setting's)."""
     from ampsim.core.params import RenderParams, load_params, section
     from ampsim.inference.engine import render
     from ampsim.modelling.models import load_model
@@ -90,40 +92,27 @@ def test_scores(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray]
     model, card = load_model(work / "model")
     render_params = section(load_params(PROJECT / "params.yaml"), "render", RenderParams)
     latency = json.loads((work / "validate" / "summary.json").read_text())["delay_samples"]
-    scores = {}
-    for gain, target in answers.items():
-        output = render(model, card, test_x, render_params, {"gain": gain}).reshape(-1).astype(np.float64)
-        prediction = at_lag_zero(output, latency[f"gain-{gain:g}"])
-        scores[f"{gain:g}"] = float(np.sum((target - prediction) ** 2) / np.sum(target**2))
-    return scores
-
-
-def held_out_diagnosis(work: Path, test_x: np.ndarray, answers: dict[float, np.ndarray],
-                       offsets=(-0.1, -0.05, 0.05, 0.1)) -> dict:
-    """Where the held-out miss lies: its test ESR once the model's level is fitted (a miss in level alone), and
-    at knob positions beside the held-out one (a knob whose taper the model learnt off its true position plays
-    the setting best elsewhere)."""
-    from ampsim.core.params import RenderParams, load_params, section
-    from ampsim.inference.engine import render
-    from ampsim.modelling.models import load_model
-
-    model, card = load_model(work / "model")
-    render_params = section(load_params(PROJECT / "params.yaml"), "render", RenderParams)
-    latency = json.loads((work / "validate" / "summary.json").read_text())["delay_samples"][f"gain-{HELD_OUT:g}"]
-    target = answers[HELD_OUT]
 
     def played(gain: float) -> np.ndarray:
         output = render(model, card, test_x, render_params, {"gain": gain}).reshape(-1).astype(np.float64)
-        return at_lag_zero(output, latency)
+        return at_lag_zero(output, latency.get(f"gain-{gain:g}", latency[f"gain-{HELD_OUT:g}"]))
 
-    def esr(prediction: np.ndarray) -> float:
-        return float(np.sum((target - prediction) ** 2) / np.sum(target**2))
+    return played
 
-    at_setting = played(HELD_OUT)
+
+def test_scores(played: Callable[[float], np.ndarray], answers: dict[float, np.ndarray]) -> dict:
+    """Test ESR at lag 0 per setting: the model at that gain against that setting's teacher. For the held-out
+    setting, where its miss lies: its ESR once the model's level is fitted (a miss in level alone), and at knob
+    positions beside it (a knob whose taper the model learnt off its true position plays the setting best
+    elsewhere)."""
+    predictions = {gain: played(gain) for gain in answers}
+    scores = {f"{gain:g}": esr(answers[gain], prediction) for gain, prediction in predictions.items()}
+    at_setting, target = predictions[HELD_OUT], answers[HELD_OUT]
     level = float(at_setting @ target / (at_setting @ at_setting))
-    beside = {f"{HELD_OUT + offset:g}": esr(played(HELD_OUT + offset)) for offset in offsets}
-    return {"esr_level_fitted": esr(level * at_setting), "level_db": float(20 * np.log10(abs(level))),
-            "esr_at_knob": beside}
+    beside = {f"{HELD_OUT + step:g}": esr(target, played(HELD_OUT + step)) for step in (-0.1, -0.05, 0.05, 0.1)}
+    return {"test_esr_lag0": scores, "held_out_diagnosis": {
+        "esr_level_fitted": esr(target, level * at_setting), "level_db": float(20 * np.log10(abs(level))),
+        "esr_at_knob": beside}}
 
 
 def neighbour_mix(answers: dict[float, np.ndarray]) -> dict:
@@ -134,8 +123,7 @@ def neighbour_mix(answers: dict[float, np.ndarray]) -> dict:
     pair = np.stack([answers[below], answers[above]], axis=1)
     target = answers[HELD_OUT]
     weights = np.linalg.lstsq(pair, target, rcond=None)[0]
-    esr = float(np.sum((target - pair @ weights) ** 2) / np.sum(target**2))
-    return {"neighbours": [below, above], "weights": weights.tolist(), "esr": esr}
+    return {"neighbours": [below, above], "weights": weights.tolist(), "esr": esr(target, pair @ weights)}
 
 
 def driven_neighbour(test_x: np.ndarray, answers: dict[float, np.ndarray], taps: int = 64) -> dict:
@@ -191,8 +179,8 @@ def main() -> None:
         validation = json.loads((work / "evaluate" / "metrics.json").read_text())
         train = json.loads((work / "train" / "summary.json").read_text())
         latency = json.loads((work / "validate" / "summary.json").read_text())["delay_samples"]
-        test = test_scores(work, test_x, answers)
-        diagnosis = held_out_diagnosis(work, test_x, answers)
+        scored = test_scores(knob_player(work, test_x), answers)
+        test, diagnosis = scored["test_esr_lag0"], scored["held_out_diagnosis"]
         if args.keep:
             for part in ("model", "train", "validate", "evaluate"):
                 shutil.copytree(work / part, args.keep / part, dirs_exist_ok=True)

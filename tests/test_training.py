@@ -479,6 +479,22 @@ def test_a_step_whose_validation_loss_blows_up_goes_back_to_the_best_weights():
     assert gone_astray(state(0.5, 0.1, 0.74), Recipe(1, 1, 1, 1, 0.01, 0.001, 20, 1, None, "esr")) is None
 
 
+def test_patience_stops_a_run_that_stopped_improving_and_0_lets_it_use_its_whole_budget():
+    from types import SimpleNamespace
+
+    from ampsim.modelling.architectures import Recipe
+    from ampsim.modelling.training import stop_reason
+
+    config = SimpleNamespace(train=SimpleNamespace(max_steps=100, max_minutes=15.0))
+    stalled = {"step": 40, "best_step": 20, "seconds": 300.0}
+    patient, never = (Recipe(1, 1, 1, 1, 0.01, 0.001, patience, 1, None, "esr") for patience in (20, 0))
+    assert stop_reason(stalled, config, patient) == "early stopping: no better val_loss for 20 steps"
+    assert stop_reason({**stalled, "step": 39}, config, patient) is None
+    assert stop_reason(stalled, config, never) is None
+    assert stop_reason({**stalled, "seconds": 900.0}, config, never) == "time budget of 15 min reached"
+    assert stop_reason({**stalled, "step": 100}, config, never) == "max_steps 100 reached"
+
+
 def test_the_default_guard_goes_back_after_a_collapse_and_lets_the_ordinary_spikes_be():
     """params.yaml's fit.diverged_ratio, on the DS-1's own validation losses: the panel run that collapsed at
     step 99 (0.0142 -> 1.011, 71x, never back; bench/RESULTS.md, session 21) goes back, and a spike of 7.7x its

@@ -366,7 +366,7 @@ def stop_reason(state: dict[str, Any], config: TrainConfig, plan: Recipe) -> str
         return f"max_steps {config.train.max_steps} reached"
     if config.train.max_minutes and state["seconds"] >= 60.0 * config.train.max_minutes:
         return f"time budget of {config.train.max_minutes:g} min reached"
-    if state["best_step"] > 0 and state["step"] - state["best_step"] >= plan.patience:
+    if plan.patience and state["best_step"] > 0 and state["step"] - state["best_step"] >= plan.patience:
         return f"early stopping: no better val_loss for {plan.patience} steps"
     return None
 
