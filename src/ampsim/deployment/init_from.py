@@ -60,7 +60,7 @@ def load_source(source: str, project: Path, device: str):
 
 def check_fits(model, card, params: dict, device: str, captures: Path, source: str) -> None:
     """The device's recipe, built for its knobs, takes the source's weights (else a clear error)."""
-    from ampsim.core.knobs import knob_names
+    from ampsim.core.knobs import interior_settings, knob_names
     from ampsim.data.captures import find_captures
     from ampsim.modelling.training import build_model, train_config
     from ampsim.modelling.warm_start import starting_weights
@@ -71,8 +71,10 @@ def check_fits(model, card, params: dict, device: str, captures: Path, source: s
                           f"`{config.train.architecture}`", path=source,
                           fix=f"set `recipes.{device}: {{train: {{architecture: {card.architecture}}}}}` (and its size) "
                               "in params.yaml first, or start from a model of the device's architecture")
-    knobs = knob_names(c.knobs for c in find_captures(captures))
-    starting_weights(build_model(config, len(knobs)), model, len(knobs), source,
+    found = find_captures(captures)
+    knobs = knob_names(c.knobs for c in found)
+    knots = interior_settings(knobs, [c.knobs for c in found if c.split != "val"])  # as training places them
+    starting_weights(build_model(config, len(knobs), knots=knots), model, len(knobs), source,
                      f"device {device}'s recipe ({config.train.architecture}, {len(knobs)} knob(s))")
 
 
