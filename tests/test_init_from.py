@@ -32,6 +32,12 @@ def _config(architecture: str, **sections):
     return _train_config(params, "params.yaml", 48000)
 
 
+def test_knob_bends_without_the_knob_drive_is_refused_with_the_fix():
+    with pytest.raises(AmpsimError, match="lstm.knob_bends bends the knobs in the knob drive, which is off") as refused:
+        build_model(_config("lstm", lstm={"knob_bends": True}), knobs=1, knots=[[0.5]])
+    assert str(refused.value.path) == "params.yaml" and "lstm.knob_drive: true" in refused.value.fix
+
+
 @pytest.mark.parametrize("architecture", ["lstm", "lstm-drive", "lstm-bend", "wavenet"])  # the 2018 model: no knobs
 def test_a_conditioned_model_started_from_a_plain_one_plays_it_at_every_setting(architecture):
     drive = {"lstm-drive": {"knob_drive": True}, "lstm-bend": {"knob_drive": True, "knob_bends": True}}
