@@ -86,8 +86,12 @@ def test_conditioned_model_at_the_unseen_middle_setting_beats_both_neighbours_mo
 def test_a_knob_bends_at_its_interior_recorded_settings_and_its_nam_bake_plays_the_trained_model(tmp_path, demo_set):
     """lstm.knob_bends: the knots come from the captures (gain 0.35 and 0.65, between the lowest and highest recorded,
     not the held-out 0.5); the trained model keeps them through a safe-mode load, and a setting baked for .nam
-    plays as the model does at that setting, the held-out one included."""
-    training = {**TRAINING, "train": {**TRAINING["train"], "max_steps": 2},
+    plays as the model does at that setting, the held-out one included. The README's knob-set recipe (weight
+    decay, the level table) trains too: the table's corrections are 0 at the recorded settings, and the .nam
+    bake plays the held-out setting as rendering does, at the table's level."""
+    training = {**TRAINING, "train": {**TRAINING["train"], "max_steps": 2, "knob_levels": "interpolated",
+                                      "knob_level_step": 0.1, "knob_level_seconds": 2.0},
+                "fit": {**TRAINING["fit"], "weight_decay": 0.01},
                 "lstm": {**TRAINING["lstm"], "knob_drive": True, "knob_bends": True, "batches_per_step": 10}}
     params = tiny_params(PROJECT / "params.yaml", tmp_path / "params.yaml", **training)
     demo = {name: (demo_set / name / "capture.yaml").read_text()
@@ -109,3 +113,19 @@ def test_a_knob_bends_at_its_interior_recorded_settings_and_its_nam_bake_plays_t
     played = model.predict(np.concatenate([x[None, :, None], np.full((1, len(x), 1), 0.5, np.float32)], -1), verbose=0)
     baked = bake_knobs(model, knob).predict(x[None, :, None], verbose=0)
     assert metrics.esr(played.ravel(), baked.ravel()) < 1e-10 and np.sum(played**2) > 0
+
+    import dataclasses
+
+    from ampsim.deployment.export import bake
+
+    table = card.knob_levels
+    np.testing.assert_allclose(table["positions"], [0.2, 0.3, 0.35, 0.4, 0.5, 0.6, 0.65, 0.7, 0.8], atol=1e-6)
+    assert [g for p, g in zip(table["positions"], table["gain_db"]) if p in (0.2, 0.35, 0.65, 0.8)] == [0.0] * 4
+    summary = json.loads((root / "reports" / "summary.json").read_text())
+    assert summary["knob_level_max_db"] == max(table["gain_db"], key=abs) != 0.0
+    render_params = section(load_params(PROJECT / "params.yaml"), "render", RenderParams)
+    rendered = render(model, card, x, render_params, {"gain": 0.5})
+    as_learnt = render(model, dataclasses.replace(card, knob_levels=None), x, render_params, {"gain": 0.5})
+    np.testing.assert_allclose(rendered, as_learnt * 10 ** (table["gain_db"][4] / 20), rtol=1e-4, atol=1e-6)
+    nam_model, nam_card = bake(model, card, {"gain": 0.5})
+    assert metrics.esr(rendered.ravel(), render(nam_model, nam_card, x, render_params).ravel()) < 1e-10

@@ -92,3 +92,13 @@ def with_knobs(audio: np.ndarray, knobs: np.ndarray) -> np.ndarray:
         return audio
     constant = np.broadcast_to(np.asarray(knobs, np.float32), audio.shape[:-1] + (len(knobs),))
     return np.concatenate([audio, constant], axis=-1)
+
+
+def level_gain(levels: Mapping | None, names: list[str], knob_values: np.ndarray) -> float:
+    """The output gain (linear) that a model's knob-level table (`train.knob_levels: interpolated`) sets at
+    `knob_values`: its dB correction interpolated linearly between the table's positions, 0 dB beyond the
+    recorded ends. 1.0 for a model without a table."""
+    if not levels:
+        return 1.0
+    value = float(np.asarray(knob_values, np.float64)[names.index(levels["knob"])])
+    return float(10.0 ** (np.interp(value, levels["positions"], levels["gain_db"], left=0.0, right=0.0) / 20.0))

@@ -71,6 +71,9 @@ class TrainParams:
     cab_ir_taps: list[int]  # lengths of the cab IR fitted after the network, chosen on validation ([]: none)
     cab_ir_ridge: float  # the IR fit's ridge, times the network output's energy
     cabinet_recipe: dict[str, Any]  # laid over the defaults for a device whose captures ring like a cabinet ({}: none)
+    knob_levels: str  # a set of one knob: "interpolated" (its level between recorded settings on a line in dB) | "learnt"
+    knob_level_step: float  # the table's spacing in knob positions (0-1)
+    knob_level_seconds: float  # of the captures' DI the model plays at each position to measure its level
 
 
 @dataclass(frozen=True)
@@ -85,6 +88,7 @@ class FitParams:
     collapsed_loss: float  # ... or over this, once the best is under a quarter of it (a network gone silent); 0 = never
     back_to_best_factor: float  # either way, the learning rate is multiplied by this from then on
     adam_beta_2: float  # Adam's second-moment decay, in (0, 1)
+    weight_decay: float  # AdamW's decoupled weight decay (0: Adam); never on biases nor on the knob drive and bends
     loss: str  # "esr_dc" (ESR after pre-emphasis + DC term) or "mse"
     pre_emphasis: float  # first-order pre-emphasis coefficient of the ESR; 0 = plain ESR
     dc_weight: float

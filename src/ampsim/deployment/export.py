@@ -36,7 +36,7 @@ import numpy as np
 from ampsim import __version__
 from ampsim.core.audio import atomic_dir, write_text, write_wav
 from ampsim.core.errors import AmpsimError
-from ampsim.core.knobs import knob_vector
+from ampsim.core.knobs import knob_vector, level_gain
 from ampsim.core.params import ExportParams
 from ampsim.deployment.plugin_metadata import (GAIN_SCALES, CaptureFacts, date_now, gain_index, loudness_db, rms,
                                                size_label, training_block, user_fields)
@@ -62,11 +62,13 @@ class LoudnessProbe:
 def bake(model: keras.Model, card: ModelCard, knobs: dict[str, float]) -> tuple[keras.Model, ModelCard]:
     """The model at one setting of its knobs as a plain one-input model (unchanged for a model without
     knobs). Exact: the knob channels are constant, so their share of the first layer's gates is a constant
-    that moves into its bias."""
+    that moves into its bias; the level its knob-level table sets there moves into its output."""
     vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
     if not card.knobs:
         return model, card
-    return architecture(card.architecture).bake_knobs(model, vector), dataclasses.replace(card, input_size=1, knobs=[])
+    gain = level_gain(card.knob_levels, card.knobs, vector)
+    return (architecture(card.architecture).bake_knobs(model, vector, gain),
+            dataclasses.replace(card, input_size=1, knobs=[], knob_levels=None))
 
 
 def setting_of(card: ModelCard, knobs: dict[str, float]) -> dict[str, float]:
@@ -163,6 +165,11 @@ def to_aidax(model: keras.Model, card: ModelCard, *, metadata: dict[str, Any] | 
         raise AmpsimError(f"AIDA-X takes at most {AIDAX_MAX_KNOBS} knobs beside the audio; this model has "
                           f"{card.input_size - 1} ({', '.join(card.knobs)})",
                           fix="train on captures that set one or two knobs")
+    if card.knob_levels:
+        raise AmpsimError(f"this model sets its level between recorded settings of {card.knob_levels['knob']} "
+                          "(train.knob_levels: interpolated); AIDA-X feeds its knobs to the LSTM alone and cannot "
+                          "apply it", fix="export it as .nam with a setting baked in (--format nam --knob "
+                                          "NAME=VALUE, or --grid N), or retrain with train.knob_levels: learnt")
     layers = kind.aidax_layers(model)
     units = layers[0]["shape"][-1]
     user = metadata or {}

@@ -12,7 +12,7 @@ from typing import Callable
 import numpy as np
 
 from ampsim.core.errors import AmpsimError
-from ampsim.core.knobs import with_knobs
+from ampsim.core.knobs import knob_vector, level_gain, with_knobs
 from ampsim.core.params import RenderParams
 from ampsim.data.windows import samples
 from ampsim.modelling.card import ModelCard
@@ -143,3 +143,29 @@ def with_cab_ir(render_chunk, card: ModelCard):
     from ampsim.modelling import cab_ir
 
     return FollowedByIR(render_chunk, cab_ir.decode(card.cab_ir))
+
+
+class AtLevel:
+    """A stream renderer at the gain that a knob set's level table sets for its knob setting."""
+
+    def __init__(self, render_chunk, gain: float):
+        self.render_chunk, self.gain = render_chunk, np.float32(gain)
+
+    @property
+    def chunk(self) -> int:
+        return self.render_chunk.chunk
+
+    def reset(self) -> None:
+        self.render_chunk.reset()
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        return self.render_chunk(x) * self.gain
+
+
+def after_network(render_chunk, card: ModelCard, knobs: dict[str, float] | None):
+    """`render_chunk` (the network) as the model plays: at its knob setting's level (`ModelCard.knob_levels`),
+    then through its cab IR, where it has them."""
+    if card.knob_levels:
+        render_chunk = AtLevel(render_chunk, level_gain(card.knob_levels, card.knobs, knob_vector(card.knobs, knobs)))
+    return with_cab_ir(render_chunk, card)
+

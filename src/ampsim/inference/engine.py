@@ -27,7 +27,7 @@ from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_vector, with_knobs
 from ampsim.core.params import RenderParams
 from ampsim.inference.blocks import (WINDOWS_PER_BATCH, BlockPlan, BlockRenderer, FollowedByIR, Predict,  # noqa: F401
-                                     fast_plan, sliding_window_plan, split_over_threads, with_cab_ir)
+                                     after_network, fast_plan, sliding_window_plan, split_over_threads)
 from ampsim.modelling.architectures import architecture
 from ampsim.modelling.models import ModelCard, streaming_twin
 
@@ -140,8 +140,9 @@ def render_fast(model: keras.Model, x: np.ndarray, plan: BlockPlan, jit_compile:
 def renderer(model: keras.Model, card: ModelCard, method: str, params: RenderParams,
              knobs: dict[str, float] | None = None) -> BlockRenderer | ExactRenderer | FollowedByIR:
     """A stateful renderer of consecutive chunks of one stream with `method`, at the knob settings `knobs`
-    (required for a knob-conditioned model, refused for any other), followed by the model's cab IR."""
-    return with_cab_ir(network_renderer(model, card, method, params, knobs), card)
+    (required for a knob-conditioned model, refused for any other), at that setting's level and followed by the
+    model's cab IR (`blocks.after_network`)."""
+    return after_network(network_renderer(model, card, method, params, knobs), card, knobs)
 
 
 def network_renderer(model: keras.Model, card: ModelCard, method: str, params: RenderParams,

@@ -18,7 +18,8 @@ from ampsim.core import metrics
 from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import knob_vector
 from ampsim.core.params import RenderParams
-from ampsim.inference.blocks import BlockRenderer, FollowedByIR, Predict, fast_plan, split_over_threads, with_cab_ir
+from ampsim.inference.blocks import (BlockRenderer, FollowedByIR, Predict, after_network, fast_plan,
+                                    split_over_threads)
 from ampsim.modelling.card import CARD_FILE, RUNTIME_FILE, ModelCard, read_card
 
 if TYPE_CHECKING:
@@ -51,8 +52,8 @@ def graph_runtime(folder: Path, card: ModelCard, params: RenderParams, knobs: di
     if not (Path(folder) / RUNTIME_FILE).is_file() or card.context_samples is None:
         return None
     vector = knob_vector(card.knobs, knobs, f"the model ({', '.join(card.captures)})")
-    return with_cab_ir(BlockRenderer(onnx_predict(Path(folder) / RUNTIME_FILE, params.workers), fast_plan(card, params),
-                                     vector), card)
+    return after_network(BlockRenderer(onnx_predict(Path(folder) / RUNTIME_FILE, params.workers),
+                                       fast_plan(card, params), vector), card, knobs)
 
 
 def released_runtime(folder: Path, params: RenderParams, knobs: dict[str, float] | None

@@ -39,6 +39,9 @@ class ModelCard:
     # The cabinet IR played after the network, fitted after training (ampsim.modelling.cab_ir): its taps as
     # base64 of little-endian float32; None: the network alone.
     cab_ir: str | None = None
+    # A knob set's level between its recorded settings (`train.knob_levels: interpolated`,
+    # ampsim.modelling.knob_levels): {knob, positions, gain_db}, the output's correction at each position; None: as learnt.
+    knob_levels: dict | None = None
 
 
 def read_card(card_file: Path) -> ModelCard:

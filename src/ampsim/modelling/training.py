@@ -28,6 +28,7 @@ from ampsim.core.errors import AmpsimError
 from ampsim.core.knobs import interior_settings, knob_names
 from ampsim.core.params import FitParams, Lstm2018Params, LstmParams, TrainParams, WavenetParams, section
 from ampsim.data.windows import Pool, Segment, StreamRows, fixed_windows, load_split, random_windows
+from ampsim.modelling import knob_levels
 from ampsim.modelling.architectures import Recipe, architecture, carries_state
 from ampsim.modelling.best_steps import BestSteps
 from ampsim.modelling.carried_lstm import copy_weights, reset_carried_state, zero_carried_rows
@@ -60,6 +61,7 @@ def train_config(params: dict, sample_rate: int, source: Path | str = "params.ya
     train, fit = section(params, "train", TrainParams, source), section(params, "fit", FitParams, source)
     check_cab_ir_settings(train, fit, source)
     check_guard_settings(fit, source)
+    knob_levels.check_settings(train.knob_levels, train.knob_level_step, train.knob_level_seconds, source)
     return TrainConfig(sample_rate=sample_rate,
                        train=train,
                        fit=fit,
@@ -94,6 +96,7 @@ def check_guard_settings(fit: FitParams, source: Path | str) -> None:
     if beta_2 >= 1:
         raise AmpsimError(f"fit.adam_beta_2 is {beta_2!r}: at 1 or over, Adam never forgets a gradient's size",
                           path=source, fix="write e.g. `adam_beta_2: 0.999` (Adam's default)")
+    _require_number("fit.weight_decay", fit.weight_decay, "0.01", source)
     _require_number("fit.diverged_ratio", fit.diverged_ratio, "20", source)
     _require_number("fit.collapsed_loss", fit.collapsed_loss, "0.5", source)
     _require_whole_number("fit.plateau_steps", fit.plateau_steps, source,
@@ -157,8 +160,22 @@ def build_trainer(config: TrainConfig, plan: Recipe, model: keras.Model, knobs: 
                                  config.fit.dc_weight)
     else:
         loss = plan.chunk_loss or plan.loss
-    trainer.compile(optimizer=keras.optimizers.Adam(plan.learning_rate, beta_2=plan.adam_beta_2), loss=loss)
+    trainer.compile(optimizer=optimizer(plan), loss=loss)
     return trainer
+
+
+# AdamW decays these variables not: a bias sets a level or a gate's resting point, and the knob drive and bends set
+# how far a knob moves the model; decayed, a knob set's recorded settings would drift towards one another.
+NOT_DECAYED = ["bias", "drive", "bend"]
+
+
+def optimizer(plan: Recipe) -> keras.optimizers.Optimizer:
+    """Adam, or with the recipe's weight decay AdamW (decoupled, Loshchilov & Hutter 2019) on the kernels only."""
+    if not plan.weight_decay:
+        return keras.optimizers.Adam(plan.learning_rate, beta_2=plan.adam_beta_2)
+    adamw = keras.optimizers.AdamW(plan.learning_rate, weight_decay=plan.weight_decay, beta_2=plan.adam_beta_2)
+    adamw.exclude_from_weight_decay(var_names=NOT_DECAYED)
+    return adamw
 
 
 def learning_rate(plan: Recipe, progress: float) -> float:
@@ -506,6 +523,19 @@ def ship_unlatched(job: Job, model: keras.Model, card: ModelCard, log: Callable[
             "seconds": round(time.perf_counter() - started, 1)}
 
 
+def level_table(job: Job, config: TrainConfig, model: keras.Model, card: ModelCard,
+                log: Callable[[str], None]) -> tuple[ModelCard, dict[str, Any]]:
+    """`card` with the knob set's level table (`train.knob_levels: interpolated`), and what to report."""
+    if config.train.knob_levels != "interpolated" or not job.knobs:
+        return card, {}
+    recorded = sorted({float(s.knobs[name]) for s in job.segments[0] for name in job.knobs})
+    count = max(1, round(config.train.knob_level_seconds * config.sample_rate / job.plan.window))
+    windows = fixed_windows(job.train_pool, count, job.plan.window)[0][..., 0]
+    table, report = knob_levels.fit_levels(model, job.knobs, recorded, windows, config.train.knob_level_step,
+                                           job.plan.window - job.plan.scored, log)
+    return dataclasses.replace(card, knob_levels=table), report
+
+
 def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Path, config: TrainConfig,
           tracker=None, all_params: dict | None = None, progress: bool = True,
           log: Callable[[str], None] = print,
@@ -580,6 +610,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
                      captures=job.captures, mlflow_run_id=state["run_id"], knobs=job.knobs,
                      latency_samples=job.latency_samples, loss_name=plan.loss_name)
     shipped = ship_unlatched(job, inference, card, log, ship_check)
+    card, levels = level_table(job, config, inference, card, log)
     cab = {}
     if cab_ir_fit is not None:
         card, cab = cab_ir_fit(inference, card, *job.segments, config.train.cab_ir_taps, config.train.cab_ir_ridge,
@@ -602,6 +633,7 @@ def train(prepared: Path, model_dir: Path, reports_dir: Path, checkpoint_dir: Pa
         **({"through_ir_taps": config.fit.through_ir_taps, "through_ir_alone_steps": config.fit.through_ir_alone_steps}
            if config.fit.through_ir_taps else {}),
         **({"stream_checked": shipped["checked"], "stream_check_seconds": shipped["seconds"]} if shipped["checked"] else {}),
+        **levels,
         **cab,
     }
     write_text(Path(reports_dir) / "loss.csv", _history_csv(state["history"]))

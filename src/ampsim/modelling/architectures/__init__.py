@@ -11,7 +11,8 @@ A module provides:
 - shortest_context(window_samples, tail_samples, sample_rate) -> int: the least warm-up `fast` rendering tries;
 - nam(model, state) -> NamPayload: its .nam `architecture`, `config` and weights (`state`: a recurrent
   model's settled state, [h_1, c_1, ...]; empty for a stateless one);
-- bake_knobs(model, knob_values) -> keras.Model: a knob setting folded into a plain one-input model;
+- bake_knobs(model, knob_values, level=1.0) -> keras.Model: a knob setting folded into a plain one-input model,
+  its output times `level` (a knob set's level table, `ModelCard.knob_levels`);
 - optionally, to read NAM's files of one architecture (`ampsim import`): NAM_ARCHITECTURE (its name in the
   file), nam_weight_count(config) -> int (from the config alone, checked before anything is allocated) and
   from_nam(config, weights) -> NamImport;
@@ -66,6 +67,9 @@ class Recipe:
     # Adam's second-moment decay: lower forgets old gradient sizes sooner, so the updates shrink as soon as the
     # gradients grow (0.999: Keras's and PyTorch's default)
     adam_beta_2: float = 0.999
+    # AdamW's decoupled weight decay, 0 for Adam: it keeps the weights that a knob set's unrecorded settings
+    # depend on from growing with training (bench/RESULTS.md, session 38)
+    weight_decay: float = 0.0
 
 
 def carries_state(plan: Recipe, knobs: int) -> bool:

@@ -129,7 +129,8 @@ def recipe(config) -> Recipe:
                   segment_loss, segment_loss.__name__, tbptt=p.tbptt_samples, warmup=p.warmup_samples,
                   chunk_loss=fit_loss(fit, 0, p.tbptt_samples, "lstm.tbptt_samples"), carry=p.carry_state,
                   plateau=fit.plateau_steps, diverged=fit.diverged_ratio, collapsed=fit.collapsed_loss,
-                  back_factor=fit.back_to_best_factor, adam_beta_2=fit.adam_beta_2)
+                  back_factor=fit.back_to_best_factor, adam_beta_2=fit.adam_beta_2,
+                  weight_decay=fit.weight_decay)
 
 
 def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -> int:
@@ -239,11 +240,15 @@ def aidax_layers(model: keras.Model) -> list[dict]:
              "weights": [head_kernel.tolist(), head_bias.tolist()]}]
 
 
-def bake_knobs(model: keras.Model, knob_values: np.ndarray) -> keras.Model:
-    """The model at one setting of its knobs as a plain one-input model. Exact: the knob channels are
-    constant, so their share of the first layer's gates, knobs @ W_knobs, is a constant that moves into
-    its bias, and a knob drive, a constant gain on the audio, moves into the audio's row of the kernel (a bent
-    knob is a constant too: its bent value is what moves)."""
+def bake_knobs(model: keras.Model, knob_values: np.ndarray, level: float = 1.0) -> keras.Model:
+    """The model at one setting of its knobs as a plain one-input model, its output times `level`. Exact: the
+    knob channels are constant, so their share of the first layer's gates, knobs @ W_knobs, is a constant that
+    moves into its bias, and a knob drive, a constant gain on the audio, moves into the audio's row of the kernel
+    (a bent knob is a constant too: its bent value is what moves); `level` scales the head."""
+    if level != 1.0 and has_input_skip(model):
+        raise AmpsimError("this model adds its input to its output (lstm.input_skip: true), so its knob level "
+                          "(train.knob_levels: interpolated) cannot move into its weights",
+                          fix="retrain with lstm.input_skip: false, or with train.knob_levels: learnt")
     layers, drive, knob_values = lstm_layers(model), knob_drive(model), bent_knobs(model, knob_values)
     gain = 1.0 if drive is None else np.exp(knob_values @ drive[:, 0])
     baked = lstm_model(layers[0].units, len(layers), has_input_skip(model), input_size=1)
@@ -252,5 +257,5 @@ def bake_knobs(model: keras.Model, knob_values: np.ndarray) -> keras.Model:
         if index == 0:  # rows: the audio's weights, then one row per knob
             kernel, bias = kernel[:1] * gain, bias + knob_values @ kernel[1:]
         baked.get_layer(layer.name).set_weights([kernel, recurrent, bias])
-    baked.get_layer("head").set_weights(model.get_layer("head").get_weights())
+    baked.get_layer("head").set_weights([w * np.float32(level) for w in model.get_layer("head").get_weights()])
     return baked

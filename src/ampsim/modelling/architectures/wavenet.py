@@ -243,7 +243,8 @@ def recipe(config) -> Recipe:
     return Recipe(warmup + p.output_samples, p.output_samples, p.batch_size, p.batches_per_step, fit.learning_rate,
                   fit.final_learning_rate, fit.patience, p.val_windows, loss, loss.__name__,
                   plateau=fit.plateau_steps, diverged=fit.diverged_ratio, collapsed=fit.collapsed_loss,
-                  back_factor=fit.back_to_best_factor, adam_beta_2=fit.adam_beta_2)
+                  back_factor=fit.back_to_best_factor, adam_beta_2=fit.adam_beta_2,
+                  weight_decay=fit.weight_decay)
 
 
 def shortest_context(window_samples: int, tail_samples: int, sample_rate: int) -> int:
@@ -286,11 +287,12 @@ def nam(model: keras.Model, state: list[np.ndarray]) -> NamPayload:
     return NamPayload("WaveNet", config, [net.nam_weights()], size_of(net.arrays))
 
 
-def bake_knobs(model: keras.Model, knob_values: np.ndarray) -> keras.Model:
-    """The model at one setting of its knobs as a plain one-input model. Exact: the knob channels are
-    constant, so their share of each layer's input mixin, knobs @ W_mixin[knobs], moves into its conv bias."""
+def bake_knobs(model: keras.Model, knob_values: np.ndarray, level: float = 1.0) -> keras.Model:
+    """The model at one setting of its knobs as a plain one-input model, its output times `level` (in its
+    head_scale). Exact: the knob channels are constant, so their share of each layer's input mixin,
+    knobs @ W_mixin[knobs], moves into its conv bias."""
     net = network(model)
-    baked = wavenet_model(net.arrays, net.activation, net.gated, net.head_scale, input_size=1)
+    baked = wavenet_model(net.arrays, net.activation, net.gated, net.head_scale * level, input_size=1)
     target = network(baked)
     values = np.asarray(knob_values, np.float32)
     for p, q in zip(net.params, target.params):
