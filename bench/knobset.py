@@ -13,7 +13,8 @@ at the knob positions beside it (a model whose knob learnt the wrong taper plays
     .venv/bin/python bench/knobset.py --set lstm.knob_drive=true --key knobset_drive --out /tmp/drive.json
     .venv/bin/python bench/knobset.py --set lstm.knob_drive=true --keep /tmp/kept   # keeps the model to study
     # the README's recipe for a knob set:
-    python bench/knobset.py --minutes 15 --set lstm.knob_drive=true --set lstm.knob_bends=true --set fit.patience=0
+    python bench/knobset.py --minutes 15 --set lstm.knob_drive=true --set lstm.knob_bends=true --set fit.patience=0 \
+        --set lstm.hidden_size=24 --set fit.weight_decay=0.01 --set train.knob_levels=interpolated
 """
 
 from __future__ import annotations

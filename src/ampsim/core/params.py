@@ -71,7 +71,7 @@ class TrainParams:
     cab_ir_taps: list[int]  # lengths of the cab IR fitted after the network, chosen on validation ([]: none)
     cab_ir_ridge: float  # the IR fit's ridge, times the network output's energy
     cabinet_recipe: dict[str, Any]  # laid over the defaults for a device whose captures ring like a cabinet ({}: none)
-    knob_levels: str  # a set of one knob: "interpolated" (its level between recorded settings on a line in dB) | "learnt"
+    knob_levels: str  # one knob's set: "interpolated" (its level between recorded settings on a line in dB) | "learnt"
     knob_level_step: float  # the table's spacing in knob positions (0-1)
     knob_level_seconds: float  # of the captures' DI the model plays at each position to measure its level
 

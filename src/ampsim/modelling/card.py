@@ -40,7 +40,8 @@ class ModelCard:
     # base64 of little-endian float32; None: the network alone.
     cab_ir: str | None = None
     # A knob set's level between its recorded settings (`train.knob_levels: interpolated`,
-    # ampsim.modelling.knob_levels): {knob, positions, gain_db}, the output's correction at each position; None: as learnt.
+    # ampsim.modelling.knob_levels): {knob, positions, gain_db}, the output's correction at each position; None: as
+    # learnt.
     knob_levels: dict | None = None
 
 
