@@ -168,4 +168,3 @@ def after_network(render_chunk, card: ModelCard, knobs: dict[str, float] | None)
     if card.knob_levels:
         render_chunk = AtLevel(render_chunk, level_gain(card.knob_levels, card.knobs, knob_vector(card.knobs, knobs)))
     return with_cab_ir(render_chunk, card)
-

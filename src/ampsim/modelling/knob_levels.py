@@ -3,8 +3,8 @@
 A knob-conditioned model plays its recorded settings at their captured levels, but nothing tells it what
 level to play between them, and there it can be off by a decibel or more: enough to cost a held-out setting
 most of its ESR. On the JCM900's gain (0.6 and 1.0 recorded, 0.8 held out), the model trained with weight decay
-played 0.8 0.5-1.4 dB too loud, and its held-out ESR was 0.017-0.046 over four seeds; with its level set on a
-line in dB between the recorded settings' levels, 0.016-0.019. The teachers' own 0.8 lies 0.45 dB from that
+played 0.8 0.75-1.4 dB too loud, and its held-out ESR was 0.017-0.046 over four seeds; with this table,
+0.014-0.017, and 0.012-0.017 at four more seeds trained with it. The teachers' own 0.8 lies 0.45 dB from that
 line (bench/RESULTS.md, sessions 38-39).
 
 After training, the model plays windows of its captures' own DI at a grid of positions of the knob; its level at
@@ -77,7 +77,7 @@ def fit_levels(model: keras.Model, knobs: list[str], recorded: list[float], wind
     with a note for any other."""
     if len(knobs) != 1 or len(recorded) < 2:
         log(f"knob levels as learnt: the level table needs a set of one knob recorded at two settings or more "
-            f"(this one: {len(knobs)} knobs)")
+            f"(this one: {len(knobs)} knobs, {len(recorded)} recorded positions)")
         return None, {}
     table = level_table(model, knobs[0], recorded, windows, step, skip)
     worst = int(np.argmax(np.abs(table["gain_db"])))
